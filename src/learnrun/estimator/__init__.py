@@ -1,0 +1,1 @@
+"""The PyTorch Estimator: training loop, hooks, checkpoints, evaluation, summaries."""
