@@ -124,6 +124,20 @@ class Strategy:
         inner = getattr(module, "module", module)  # unwrap DDP
         return inner.state_dict(), (optimizer.state_dict() if optimizer is not None else None)
 
+    # -- preemption (added for learnrun.distributed) --------------------------------------
+    def notify_preempted(self) -> None:
+        """Record that this process got SIGTERM/SIGINT; the next ``should_stop`` shares it.
+
+        Call it from the loop at the step boundary (never from the signal handler), then
+        call ``should_stop(True)``; afterwards ``preempted`` tells every process to exit 143.
+        """
+        self._local_preempted = True
+
+    @property
+    def preempted(self) -> bool:
+        """True when this process or (after ``should_stop``) any peer was preempted."""
+        return bool(getattr(self, "_local_preempted", False))
+
     # -- evaluation -----------------------------------------------------------------------
     def reduce_sum(self, value: float) -> float:
         """Sum a host value over the processes that evaluate together (one process: itself)."""
