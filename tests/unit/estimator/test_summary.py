@@ -1,0 +1,107 @@
+"""Tests for learnrun.estimator.summary: TensorBoard scalars and results.jsonl."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from learnrun.estimator import summary
+
+
+@pytest.fixture(autouse=True)
+def _close_writers():
+    yield
+    summary.close_all()
+
+
+def _read_scalars(logdir) -> dict:
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_scalars_read_back_with_tensorboard(tmp_path):
+    for step in range(1, 4):
+        summary.write_scalars(tmp_path, step, {"loss": torch.tensor(step * 0.5),
+                                               "lr": np.float32(0.25), "steps/sec": step})
+    summary.flush_all()
+    scalars = _read_scalars(tmp_path)
+    assert scalars["loss"] == [(1, 0.5), (2, 1.0), (3, 1.5)]
+    assert scalars["lr"] == [(s, 0.25) for s in (1, 2, 3)]
+    assert scalars["steps/sec"] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+    for step in range(4, 30):  # more than the writer's queue holds, then flush one directory
+        summary.write_scalars(tmp_path, step, {"loss": step})
+    summary.flush(tmp_path)
+    assert _read_scalars(tmp_path)["loss"][-1] == (29, 29.0)
+
+
+def test_writer_is_cached_per_directory_and_reopened_after_close(tmp_path):
+    a = summary.get_summary_writer(tmp_path / "a")
+    assert summary.get_summary_writer(str(tmp_path / "a")) is a
+    assert summary.get_summary_writer(tmp_path / "b") is not a
+    summary.close_writer(tmp_path / "a")
+    assert summary.get_summary_writer(tmp_path / "a") is not a
+    summary.close_all()
+    summary.write_scalars(tmp_path / "c", 5, {"x": 1.0})
+    summary.close_all()
+    assert _read_scalars(tmp_path / "c") == {"x": [(5, 1.0)]}
+
+
+def test_write_scalars_rejects_non_scalars(tmp_path):
+    with pytest.raises(ValueError, match=r"Summary value 'w' must be a real scalar.*Tensor"):
+        summary.write_scalars(tmp_path, 1, {"w": torch.ones(3)})
+    with pytest.raises(ValueError, match="'name' must be a real scalar"):
+        summary.write_scalars(tmp_path, 1, {"name": "abc"})
+    with pytest.raises(TypeError, match="dict of tag -> number"):
+        summary.write_scalars(tmp_path, 1, [("a", 1.0)])
+    with pytest.raises(ValueError, match="needs a log directory"):
+        summary.get_summary_writer("")
+
+
+def test_eval_dir(tmp_path):
+    assert summary.eval_dir(str(tmp_path)) == os.path.join(str(tmp_path), "eval")
+    assert summary.eval_dir(str(tmp_path), "foo") == os.path.join(str(tmp_path), "eval_foo")
+    with pytest.raises(ValueError, match="non-empty string or None, got 123"):
+        summary.eval_dir(str(tmp_path), 123)
+
+
+def test_eval_results_round_trip_with_conversion(tmp_path):
+    d = summary.eval_dir(str(tmp_path), "val")
+    path = summary.append_eval_result(d, {
+        "checkpoint_path": "/m/ckpt-10", "global_step": torch.tensor(10), "loss": torch.tensor(0.5),
+        "accuracy": np.float32(0.75), "per_class": torch.tensor([0.25, 0.5]), "ok": True})
+    summary.append_eval_result(d, {"global_step": np.int64(20), "loss": float("nan")})
+    assert path == os.path.join(d, "results.jsonl")
+    with open(path) as f:
+        assert len(f.readlines()) == 2
+    first, second = summary.read_eval_results(d)
+    assert first == {"checkpoint_path": "/m/ckpt-10", "global_step": 10, "loss": 0.5,
+                     "accuracy": 0.75, "per_class": [0.25, 0.5], "ok": True}
+    assert isinstance(first["global_step"], int)
+    assert second["global_step"] == 20 and second["loss"] != second["loss"]  # NaN survives
+
+
+def test_read_eval_results_missing_and_torn(tmp_path, caplog):
+    assert summary.read_eval_results(str(tmp_path / "none")) == []
+    summary.append_eval_result(str(tmp_path), {"global_step": 1})
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"global_step": 2, "lo')  # torn by a crash
+    with caplog.at_level(logging.WARNING):
+        assert summary.read_eval_results(str(tmp_path)) == [{"global_step": 1}]
+    assert "line 2" in caplog.text
+
+
+def test_append_eval_result_rejects_bad_values(tmp_path):
+    with pytest.raises(TypeError, match=r"record\['m'\].*object"):
+        summary.append_eval_result(str(tmp_path), {"m": object()})
+    with pytest.raises(TypeError, match="must be a dict"):
+        summary.append_eval_result(str(tmp_path), [1])
+    assert not os.path.exists(tmp_path / "results.jsonl")
+    summary.append_eval_result(str(tmp_path), {"nested": {"a": np.arange(2)}})
+    assert json.loads((tmp_path / "results.jsonl").read_text()) == {"nested": {"a": [0, 1]}}
