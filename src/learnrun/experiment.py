@@ -427,7 +427,7 @@ class Experiment:
                     )
                 )
             elif self._min_eval_frequency:
-                from learnrun.estimator.hooks import ValidationMonitor
+                from learnrun.hooks import ValidationMonitor
 
                 self._train_monitors.append(
                     _make_hook(

@@ -16,6 +16,7 @@ from fakes import (
 )
 
 import learnrun.estimator.hooks as hooks_module
+import learnrun.hooks as public_hooks
 from learnrun import experiment as experiment_module
 from learnrun.clock import FakeClock
 from learnrun.experiment import Experiment
@@ -36,7 +37,7 @@ def validation_monitor(monkeypatch):
     class FakeValidationMonitor(RecordingHook):
         instances = []
 
-    monkeypatch.setattr(hooks_module, "ValidationMonitor", FakeValidationMonitor, raising=False)
+    monkeypatch.setattr(public_hooks, "ValidationMonitor", FakeValidationMonitor)
     return FakeValidationMonitor
 
 
@@ -445,6 +446,18 @@ def test_train_and_evaluate(clock, validation_monitor):
     assert exports == [f"{est.model_dir}/export/Servo/bogus_timestamp"]
     assert strategy.calls[0]["checkpoint_path"] is None
     assert ex._train_monitors == []  # the validation hook does not leak
+
+
+def test_train_and_evaluate_builds_the_real_validation_monitor(clock):
+    est = FakeEstimator()
+    h = FakeHook()
+    make(
+        est, clock, min_eval_frequency=5, eval_hooks=[h], check_interval_secs=3
+    ).train_and_evaluate()
+    (monitor,) = est.train_calls[0]["hooks"]
+    assert isinstance(monitor, public_hooks.ValidationMonitor)
+    assert (monitor.every_n_steps, monitor.check_interval_secs, monitor.hooks) == (5, 3, [h])
+    assert monitor.input_fn is fake_input_fn and monitor._clock is clock
 
 
 def test_train_and_evaluate_keeps_user_monitors(clock, validation_monitor):
