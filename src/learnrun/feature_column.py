@@ -614,6 +614,11 @@ def _module_key(name: str) -> str:
     return name.replace(".", "_")
 
 
+def _table(tables: nn.ModuleDict, column: FeatureColumn) -> nn.Module | None:
+    key = _module_key(column.name)
+    return tables[key] if key in tables else None  # noqa: SIM401 (ModuleDict has no get)
+
+
 class DenseFeatures(nn.Module):
     """Input layer: the dense columns of a features dict, concatenated in column-name order.
 
@@ -646,8 +651,7 @@ class DenseFeatures(nn.Module):
             tensor = torch.as_tensor(features, device=device).to(torch.float32)
             return tensor.reshape(tensor.shape[0], -1)
         feats = _as_feature_dict(features, self.columns)
-        parts = [c.dense(feats, self.tables.get(_module_key(c.name), None), device)
-                 for c in self.columns]
+        parts = [c.dense(feats, _table(self.tables, c), device) for c in self.columns]
         return torch.cat(parts, dim=1)
 
 
@@ -686,6 +690,6 @@ class LinearModel(nn.Module):
                 ids = _ids_tensor(c, feats, weight.device)
                 part = _combine(weight[ids], self.sparse_combiner)
             else:
-                part = c.dense(feats, self.tables.get(key, None), weight.device) @ weight
+                part = c.dense(feats, _table(self.tables, c), weight.device) @ weight
             total = part if total is None else total + part
         return total + self.bias
