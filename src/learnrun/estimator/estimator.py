@@ -1,0 +1,401 @@
+"""``learnrun.Estimator``: train, evaluate, predict and export a PyTorch model (TF semantics).
+
+``model_fn(params, config[, mode]) -> EstimatorSpec`` builds a fresh model for every
+``train``/``evaluate``/``predict``/``export`` call; the model directory holds the state between
+calls (checkpoints, TensorBoard events, evaluation results), so every call starts from the
+latest checkpoint. The loop and hook order are documented in :mod:`learnrun.estimator.hooks`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import os
+import random
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from learnrun.errors import NotFittedError
+from learnrun.estimator import checkpoint as ckpt
+from learnrun.estimator.hooks import CheckpointSaverListener, SessionRunHook
+from learnrun.estimator.loop import (
+    RNGFork,
+    autocast_context,
+    load_weights,
+    run_evaluation,
+    run_hooked_loop,
+    to_device,
+    train_loop,
+)
+from learnrun.estimator.spec import EstimatorSpec, ModeKeys
+from learnrun.estimator.strategy import LocalStrategy, make_strategy
+
+logger = logging.getLogger("learnrun")
+
+_MODEL_FN_ARGS = ("params", "config", "mode")
+
+
+class WarmStartSettings:
+    """Initialise a new model from another run's checkpoint (TF's ``WarmStartSettings``).
+
+    ``ckpt_to_initialize_from``: a ``ckpt-<step>`` directory or a model directory (its latest
+    checkpoint). ``vars_to_warm_start``: a regex (or list of regexes) over parameter names;
+    only matching weights are copied. Used only when ``model_dir`` has no checkpoint yet.
+    """
+
+    def __init__(self, ckpt_to_initialize_from: str, vars_to_warm_start: str | list[str] = ".*") -> None:
+        if not ckpt_to_initialize_from:
+            raise ValueError("WarmStartSettings needs ckpt_to_initialize_from: a checkpoint or "
+                             f"model directory, got {ckpt_to_initialize_from!r}.")
+        self.ckpt_to_initialize_from = os.fspath(ckpt_to_initialize_from)
+        patterns = [vars_to_warm_start] if isinstance(vars_to_warm_start, str) else list(vars_to_warm_start)
+        self.vars_to_warm_start = [re.compile(p) for p in patterns]
+
+
+def _accepted_args(fn, names: tuple[str, ...]) -> set[str]:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return set(names)
+    return {n for n in names if n in params}
+
+
+def call_input_fn(input_fn, mode: str, params: Any, config: Any, input_context: Any):
+    """Call ``input_fn`` with whichever of ``params``, ``config``, ``mode``, ``input_context`` it names."""
+    if not callable(input_fn):
+        raise TypeError(f"`input_fn` must be callable, given: {input_fn!r}")
+    available = {"params": params, "config": config, "mode": mode, "input_context": input_context}
+    kwargs = {n: available[n] for n in _accepted_args(input_fn, tuple(available))}
+    result = input_fn(**kwargs)
+    if result is None or not hasattr(result, "__iter__"):
+        raise TypeError(f"input_fn must return an iterable of (features, labels) batches (a "
+                        f"DataLoader, a generator, a list), got {type(result).__name__}: {result!r:.80}.")
+    return result
+
+
+class Estimator:
+    """Train, evaluate, predict with and export the model that ``model_fn`` builds.
+
+    Args:
+      model_fn: ``model_fn(params, config[, mode]) -> EstimatorSpec``; any of the three
+        arguments may be left out of its signature.
+      model_dir: where checkpoints and summaries go; defaults to ``config.model_dir``, then to
+        a new temporary directory (logged).
+      config: a ``learnrun.RunConfig`` (default ``RunConfig()``).
+      params: hyperparameters passed to ``model_fn`` (deep-copied).
+      warm_start_from: a checkpoint or model directory path, or ``WarmStartSettings``.
+    """
+
+    def __init__(self, model_fn, model_dir: str | None = None, config: Any = None,
+                 params: Any = None, warm_start_from: Any = None) -> None:
+        if not callable(model_fn):
+            raise TypeError(f"model_fn must be callable, got {model_fn!r}.")
+        try:
+            sig_params = inspect.signature(model_fn).parameters
+        except (TypeError, ValueError):
+            sig_params = {}
+        unknown = [n for n, p in sig_params.items()
+                   if n not in _MODEL_FN_ARGS and p.default is inspect.Parameter.empty
+                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
+        if unknown:
+            raise ValueError(f"model_fn has following not expected args: {unknown}. learnrun calls "
+                             "model_fn(params, config, mode) with only the arguments it names; "
+                             "features and labels go to the module, not to model_fn.")
+        self._model_fn_args = _accepted_args(model_fn, _MODEL_FN_ARGS)
+        if params and "params" not in self._model_fn_args:
+            raise ValueError(f"model_fn ({model_fn}) does not take params argument, but params "
+                             f"({params}) were passed to the Estimator's constructor.")
+        self._model_fn = model_fn
+        self._config = self._resolve_config(config, model_dir)
+        self._model_dir = self._config_model_dir(model_dir)
+        self._params = copy.deepcopy(params) if params is not None else {}
+        if warm_start_from is not None and not isinstance(warm_start_from, WarmStartSettings):
+            if not isinstance(warm_start_from, (str, os.PathLike)):
+                raise TypeError("warm_start_from must be a path or WarmStartSettings, got "
+                                f"{type(warm_start_from).__name__}: {warm_start_from!r}.")
+            warm_start_from = WarmStartSettings(os.fspath(warm_start_from))
+        self._warm_start = warm_start_from
+        self._strategy = None
+
+    # -- construction helpers ---------------------------------------------------------------
+    @staticmethod
+    def _resolve_config(config: Any, model_dir: str | None):
+        from learnrun.run_config import RunConfig
+
+        if config is None:
+            config = RunConfig()
+        elif not isinstance(config, RunConfig):
+            raise ValueError("config must be an instance of `RunConfig`, but provided "
+                             f"{config!r}.")
+        if model_dir is not None and getattr(config, "model_dir", None) is None:
+            config = config.replace(model_dir=os.fspath(model_dir))
+        return config
+
+    def _config_model_dir(self, model_dir: str | None) -> str:
+        config_dir = getattr(self._config, "model_dir", None)
+        if model_dir is not None and config_dir is not None and os.fspath(model_dir) != config_dir:
+            raise ValueError(
+                "model_dir are set both in constructor and RunConfig, but with different values. "
+                f"In constructor: '{model_dir}', in RunConfig: '{config_dir}' ")
+        chosen = model_dir or config_dir
+        if not chosen:
+            chosen = tempfile.mkdtemp(prefix="learnrun-")
+            logger.warning("Using temporary folder as model directory: %s", chosen)
+            self._config = self._config.replace(model_dir=chosen)
+        return os.fspath(chosen)
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> str:
+        return self._model_dir
+
+    @property
+    def config(self):
+        return self._config
+
+    @property
+    def params(self):
+        return copy.deepcopy(self._params)
+
+    @property
+    def model_fn(self):
+        return self._model_fn
+
+    def eval_dir(self, name: str | None = None) -> str:
+        """``model_dir/eval`` or ``model_dir/eval_<name>``: where ``evaluate`` writes."""
+        from learnrun.estimator import summary
+
+        return summary.eval_dir(self._model_dir, name)
+
+    def latest_checkpoint(self) -> str | None:
+        """Path of the latest checkpoint directory in ``model_dir``, or None."""
+        return ckpt.latest_checkpoint(self._model_dir)
+
+    # -- model_fn -----------------------------------------------------------------------------
+    def _call_model_fn(self, mode: str) -> EstimatorSpec:
+        seed = getattr(self._config, "tf_random_seed", None)
+        if seed is not None:
+            import numpy as np
+            import torch
+
+            random.seed(seed)
+            np.random.seed(seed % (2**32))
+            torch.manual_seed(seed)
+        available = {"params": self._params, "config": self._config, "mode": mode}
+        spec = self._model_fn(**{n: available[n] for n in self._model_fn_args})
+        if not isinstance(spec, EstimatorSpec):
+            raise TypeError(f"model_fn must return an EstimatorSpec, got {type(spec).__name__}: "
+                            f"{spec!r:.80}.")
+        return spec
+
+    def _get_strategy(self):
+        if self._strategy is None:
+            self._strategy = make_strategy(self._config)
+        return self._strategy
+
+    # -- train ---------------------------------------------------------------------------------
+    def train(self, input_fn, hooks=None, steps: int | None = None, max_steps: int | None = None,
+              saving_listeners=None) -> Estimator:
+        """Train from the latest checkpoint: ``steps`` more steps or up to global step ``max_steps``.
+
+        Stops at the target, when the input is exhausted, or when a hook requests stop; saves
+        a checkpoint every ``save_checkpoints_steps``/``secs`` and at the end. On SIGTERM (or a
+        first Ctrl-C) it saves and raises ``learnrun.errors.PreemptedError`` (exit code 143).
+        """
+        if steps is not None and max_steps is not None:
+            raise ValueError("Can not provide both steps and max_steps.")
+        if steps is not None and steps <= 0:
+            raise ValueError(f"Must specify steps > 0, given: {steps}")
+        if max_steps is not None and max_steps <= 0:
+            raise ValueError(f"Must specify max_steps > 0, given: {max_steps}")
+        if max_steps is not None:
+            latest = self.latest_checkpoint()
+            if latest is not None and ckpt.checkpoint_step(latest) >= max_steps:
+                logger.info("Skipping training since max_steps has already saved.")
+                return self
+        hooks = check_hooks(hooks)
+        listeners = list(saving_listeners or [])
+        for listener in listeners:
+            if not isinstance(listener, CheckpointSaverListener):
+                raise TypeError("saving_listeners must be CheckpointSaverListener instances, got "
+                                f"{type(listener).__name__}: {listener!r}.")
+        spec = self._call_model_fn(ModeKeys.TRAIN)
+        if spec.train_step_fn is None and (spec.optimizer is None or spec.loss_fn is None):
+            missing = "optimizer" if spec.optimizer is None else "loss_fn"
+            raise ValueError(f"model_fn returned an EstimatorSpec without {missing}, which "
+                             "training needs. Set EstimatorSpec(optimizer=..., loss_fn=...) or "
+                             "train_step_fn.")
+        strategy = self._get_strategy()
+        strategy.setup()
+        success = False
+        try:
+            train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps, listeners)
+            success = True
+        finally:
+            strategy.teardown(success)
+        return self
+
+    # -- evaluate ------------------------------------------------------------------------------
+    def _checkpoint_or_raise(self, checkpoint_path: str | None) -> str:
+        path = checkpoint_path or self.latest_checkpoint()
+        if not path:
+            raise NotFittedError(f"Couldn't find trained model at {self._model_dir}.")
+        return os.fspath(path)
+
+    def _restored_spec(self, mode: str, checkpoint_path: str):
+        loaded = ckpt.load_checkpoint(checkpoint_path)
+        spec = self._call_model_fn(mode)
+        load_weights(spec.module, loaded.weights, checkpoint_path)
+        step = int(loaded.state.get("global_step", ckpt.checkpoint_step(checkpoint_path)))
+        device = LocalStrategy(self._config).device
+        spec.module.to(device)
+        spec.module.eval()
+        return spec, step, device
+
+    def evaluate(self, input_fn, steps: int | None = None, hooks=None,
+                 checkpoint_path: str | None = None, name: str | None = None) -> dict:
+        """Evaluate a checkpoint (the latest by default) on ``steps`` batches or the whole input.
+
+        Returns every metric of ``spec.eval_metric_ops`` plus ``loss`` (mean over batches) and
+        ``global_step``; writes them as TensorBoard scalars to ``eval_dir(name)`` and appends
+        one line to its ``results.jsonl``. The global RNG state is left unchanged.
+        """
+        if steps is not None and steps <= 0:
+            raise ValueError(f"Must specify steps > 0, given: {steps}")
+        hooks = check_hooks(hooks)
+        path = self._checkpoint_or_raise(checkpoint_path)
+        with RNGFork():
+            spec, step, device = self._restored_spec(ModeKeys.EVAL, path)
+            return run_evaluation(self, spec, step, device, path, input_fn, steps, hooks, name)
+
+    # -- predict -------------------------------------------------------------------------------
+    def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path: str | None = None,
+                yield_single_examples: bool = True) -> Iterator[dict]:
+        """Yield predictions (dicts of numpy arrays) for every batch of ``input_fn``.
+
+        Each batch is ``features`` or ``(features, labels)`` (labels are ignored). With
+        ``yield_single_examples`` each example is yielded on its own, else whole batches.
+        ``predict_keys`` (a name or list) selects entries of ``predictions_fn``'s dict.
+        """
+        import torch
+
+        hooks = check_hooks(hooks)
+        if isinstance(predict_keys, str):
+            predict_keys = [predict_keys]
+        path = self._checkpoint_or_raise(checkpoint_path)
+        with RNGFork():
+            spec, step, device = self._restored_spec(ModeKeys.PREDICT, path)
+            iterable = call_input_fn(input_fn, ModeKeys.PREDICT, self._params, self._config, None)
+        def predict_batch(batch):
+            features = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
+            with torch.no_grad(), autocast_context(self._config, device):
+                outputs = spec.module(to_device(features, device))
+            predictions = spec.predictions(outputs)
+            if predict_keys is not None:
+                unknown = [k for k in predict_keys if k not in predictions]
+                if unknown:
+                    raise ValueError(f"Expected to run at least one output from "
+                                     f"{sorted(predictions)}, provided {list(predict_keys)}. "
+                                     f"Unknown predict_keys: {unknown}.")
+                predictions = {k: predictions[k] for k in predict_keys}
+            predictions = {k: _to_numpy(v) for k, v in predictions.items()}
+            return predictions, {"outputs": outputs, "predictions": predictions}
+
+        all_hooks = hooks + list(spec.prediction_hooks)
+        for predictions in run_hooked_loop(self, spec, step, all_hooks, iterable, None,
+                                           ModeKeys.PREDICT, predict_batch):
+            if not yield_single_examples:
+                yield predictions
+                continue
+            yield from _split_batch(predictions)
+
+    # -- variables ------------------------------------------------------------------------------
+    def _latest_weights(self) -> dict:
+        return ckpt.load_checkpoint(self._checkpoint_or_raise(None)).weights
+
+    def get_variable_names(self) -> list[str]:
+        """Names of the weights in the latest checkpoint (``NotFittedError`` when none)."""
+        return sorted(self._latest_weights())
+
+    def get_variable_value(self, name: str):
+        """The value of weight ``name`` in the latest checkpoint, as a numpy array."""
+        weights = self._latest_weights()
+        if name not in weights:
+            raise ValueError(f"Variable {name!r} is not in the latest checkpoint; its variables "
+                             f"are: {sorted(weights)}.")
+        return weights[name].float().numpy() if weights[name].dtype.is_floating_point and \
+            weights[name].dtype not in _NUMPY_FLOATS else weights[name].numpy()
+
+    # -- export ---------------------------------------------------------------------------------
+    def export_savedmodel(self, export_dir_base: str, serving_input_fn, assets_extra=None,
+                          as_text: bool = False, checkpoint_path: str | None = None,
+                          strip_default_attrs: bool = False) -> str:
+        """Export the (latest) checkpoint to ``export_dir_base/<timestamp>`` and return that path.
+
+        The weights go into a fresh PREDICT-mode model, which ``learnrun.export.write_export``
+        traces on ``serving_input_fn()``'s example features (DESIGN section 5).
+        """
+        if serving_input_fn is None:
+            raise ValueError("serving_input_fn must be defined.")
+        if not callable(serving_input_fn):
+            raise TypeError(f"serving_input_fn must be callable, got {serving_input_fn!r}.")
+        path = self._checkpoint_or_raise(checkpoint_path)
+        from learnrun import export
+
+        with RNGFork():
+            spec, step, _ = self._restored_spec(ModeKeys.PREDICT, path)
+            spec.module.to("cpu")
+            return export.write_export(
+                export_dir_base=os.fspath(export_dir_base), module=spec.module,
+                predictions_fn=spec.predictions_fn, serving_input_fn=serving_input_fn,
+                checkpoint_path=path, global_step=step, assets_extra=assets_extra,
+                as_text=as_text, strip_default_attrs=strip_default_attrs)
+
+    export_saved_model = export_savedmodel
+
+
+def check_hooks(hooks) -> list:
+    """Return ``hooks`` as a list, checking each is a ``SessionRunHook``."""
+    hooks = list(hooks or [])
+    for hook in hooks:
+        if not isinstance(hook, SessionRunHook):
+            raise TypeError(f"All hooks must be `SessionRunHook` instances, given: {hook!r}")
+    return hooks
+
+
+_NUMPY_FLOATS: tuple = ()
+try:  # bfloat16 has no numpy dtype: such weights are returned as float32
+    import torch as _torch
+
+    _NUMPY_FLOATS = (_torch.float16, _torch.float32, _torch.float64)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def _to_numpy(value: Any) -> Any:
+    if hasattr(value, "detach"):
+        value = value.detach()
+        if value.dtype.is_floating_point and value.dtype not in _NUMPY_FLOATS:
+            value = value.float()
+        return value.cpu().numpy()
+    return value
+
+
+def _split_batch(predictions: Mapping[str, Any]) -> Iterator[dict]:
+    sizes = {k: len(v) for k, v in predictions.items() if hasattr(v, "shape") and v.shape}
+    if not sizes:
+        yield dict(predictions)
+        return
+    size = next(iter(sizes.values()))
+    for key, n in sizes.items():
+        if n != size:
+            raise ValueError(f"Batch length of predictions should be same. {key} has different "
+                             f"batch length ({n}) than others ({size}). Use "
+                             "yield_single_examples=False to get whole batches.")
+    for i in range(size):
+        yield {k: (v[i] if k in sizes else v) for k, v in predictions.items()}

@@ -1,0 +1,465 @@
+"""The Estimator's loops: the training loop, the hooked evaluation/prediction loop, the session.
+
+Internal to :class:`learnrun.estimator.estimator.Estimator`; the hook-visible execution trace
+is documented in :mod:`learnrun.estimator.hooks`, the strategy calls in
+:mod:`learnrun.estimator.strategy`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from learnrun.errors import CheckpointError, PreemptedError
+from learnrun.estimator import checkpoint as ckpt
+from learnrun.estimator.hooks import (
+    CheckpointSaverHook,
+    NanTensorHook,
+    RunContext,
+    RunValues,
+    StepCounterHook,
+    StopAtStepHook,
+    SummarySaverHook,
+    to_python,
+)
+from learnrun.estimator.preemption import PreemptionGuard
+from learnrun.estimator.progress import ProgressHook
+from learnrun.estimator.spec import ModeKeys
+
+logger = logging.getLogger("learnrun")
+
+
+def _cfg(config: Any, name: str, default: Any) -> Any:
+    return getattr(config, name, default) if config is not None else default
+
+
+class RNGFork:
+    """Save the python/numpy/torch RNG states on entry and put them back on exit."""
+
+    def __enter__(self) -> RNGFork:
+        self._state = ckpt.capture_rng_state()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        ckpt.restore_rng_state(self._state)
+
+
+def autocast_context(config: Any, device):
+    """``torch.autocast`` for ``config.precision`` ("bf16-mixed", "16-mixed"), else a no-op."""
+    import torch
+
+    precision = _cfg(config, "precision", None)
+    if precision in (None, "32", "32-true", 32):
+        return contextlib.nullcontext()
+    if precision == "bf16-mixed":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        if device.type != "cuda":
+            raise ValueError(f"precision='16-mixed' needs a CUDA device, got {device}. Use "
+                             "precision='bf16-mixed' on CPU.")
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    raise ValueError(f"Unknown precision {precision!r}: use None/'32', 'bf16-mixed' or '16-mixed'.")
+
+
+def _make_scaler(config: Any, device):
+    if _cfg(config, "precision", None) == "16-mixed" and device.type == "cuda":
+        import torch
+
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def to_device(obj: Any, device) -> Any:
+    """Move tensors (also inside dicts, lists and tuples) to ``device``."""
+    if hasattr(obj, "to") and hasattr(obj, "device"):
+        return obj.to(device, non_blocking=True) if obj.device != device else obj
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj) if not hasattr(obj, "_fields") \
+            else type(obj)(*(to_device(v, device) for v in obj))
+    return obj
+
+
+def split_batch(batch: Any, what: str) -> tuple[Any, Any]:
+    """``(features, labels)`` from a batch, or a clear error."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise ValueError(f"{what}: each batch of input_fn must be a (features, labels) pair, got "
+                     f"{type(batch).__name__}{f' of length {len(batch)}' if hasattr(batch, '__len__') else ''}. "
+                     "Make input_fn yield (features, labels).")
+
+
+def load_weights(module, weights: dict, path: str, strict: bool = True) -> None:
+    """Load checkpoint ``weights`` into ``module`` with a clear error on mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"Checkpoint {path} does not match the model built by model_fn: missing "
+            f"{missing[:10]}, unexpected {unexpected[:10]}. Did model_fn change? Use a new "
+            "model_dir, or warm_start_from with vars_to_warm_start to load a subset.")
+    for name, value in weights.items():
+        if name in own and tuple(own[name].shape) != tuple(value.shape):
+            raise CheckpointError(f"Checkpoint {path}: {name} has shape {tuple(value.shape)}, "
+                                  f"the model's is {tuple(own[name].shape)}.")
+    module.load_state_dict(weights, strict=strict)
+
+
+def warm_start(module, settings) -> None:
+    """Copy the weights matching ``settings.vars_to_warm_start`` from another run."""
+    path = ckpt.resolve_checkpoint(settings.ckpt_to_initialize_from)
+    if path is None:
+        raise CheckpointError(f"warm_start_from={settings.ckpt_to_initialize_from!r} holds no "
+                              "checkpoint. Point it at a ckpt-<step> directory or a trained model_dir.")
+    loaded = ckpt.load_checkpoint(path)
+    selected = {k: v for k, v in loaded.weights.items()
+                if k in module.state_dict() and any(p.match(k) for p in settings.vars_to_warm_start)}
+    if not selected:
+        raise CheckpointError(f"Warm start from {path}: no weight matched {[p.pattern for p in settings.vars_to_warm_start]} "
+                              f"among the model's {sorted(module.state_dict())[:10]}.")
+    load_weights(module, selected, path, strict=False)
+    logger.info("Warm-started %d weights from %s.", len(selected), path)
+
+
+class RunSession:
+    """What hooks see of the running loop (see :mod:`learnrun.estimator.hooks`)."""
+
+    def __init__(self, estimator, module, optimizer, scheduler, strategy, mode: str,
+                 scaler=None) -> None:
+        self.estimator = estimator
+        self.module = module
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.strategy = strategy
+        self.mode = mode
+        self.scaler = scaler
+        self.config = estimator.config
+        self.model_dir = estimator.model_dir
+        self.is_chief = bool(getattr(strategy, "is_chief", True))
+        self.global_step = 0
+        self.last_step: int | None = None
+        self.input = None
+        self.hooks: list = []
+        self.saver_hook: CheckpointSaverHook | None = None
+        self.last_checkpoint_path: str | None = None
+        self._stop = False
+        self._managers: dict[str, ckpt.CheckpointManager] = {}
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    def shared_global_step(self) -> int:
+        return int(self.strategy.shared_global_step(self.global_step))
+
+    def save_checkpoint(self) -> str | None:
+        """Save now through the saver hook (its listeners run); chief only."""
+        if not self.is_chief or self.mode != ModeKeys.TRAIN:
+            return None
+        if self.saver_hook is not None:
+            return self.saver_hook.save_now(self)
+        return self.write_checkpoint(self.model_dir)
+
+    def checkpoint_step(self, directory: str) -> int | None:
+        latest = ckpt.latest_checkpoint(directory)
+        return None if latest is None else ckpt.checkpoint_step(latest)
+
+    def write_checkpoint(self, directory: str) -> str:
+        """Write the full training state atomically into ``directory`` (no listeners)."""
+        import torch
+
+        import learnrun
+
+        weights, opt_state = self.strategy.state_for_checkpoint(self.module, self.optimizer)
+        state: dict[str, Any] = {"global_step": int(self.global_step), "optimizer": opt_state,
+                                 "rng": ckpt.capture_rng_state(), "hooks": hook_states(self.hooks)}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.input is not None and callable(getattr(self.input, "state_dict", None)):
+            state["input"] = self.input.state_dict()
+        manager = self._managers.get(directory)
+        if manager is None:
+            manager = ckpt.CheckpointManager(
+                directory, _cfg(self.config, "keep_checkpoint_max", 5),
+                _cfg(self.config, "keep_checkpoint_every_n_hours", 10000))
+            self._managers[directory] = manager
+        meta = {"global_step": int(self.global_step), "torch": torch.__version__,
+                "learnrun": learnrun.__version__}
+        self.last_checkpoint_path = manager.save(int(self.global_step), weights, state, meta)
+        return self.last_checkpoint_path
+
+
+def _hook_keys(hooks: list) -> list[tuple[str, Any]]:
+    counts: dict[str, int] = {}
+    keyed = []
+    for hook in hooks:
+        name = type(hook).__name__
+        keyed.append((f"{name}#{counts.get(name, 0)}", hook))
+        counts[name] = counts.get(name, 0) + 1
+    return keyed
+
+
+def hook_states(hooks: list) -> dict[str, Any]:
+    return {key: hook.state_dict() for key, hook in _hook_keys(hooks)
+            if callable(getattr(hook, "state_dict", None))}
+
+
+def _load_hook_states(hooks: list, states: dict[str, Any]) -> None:
+    for key, hook in _hook_keys(hooks):
+        if key in states and callable(getattr(hook, "load_state_dict", None)):
+            hook.load_state_dict(states[key])
+
+
+def _default_hooks(config: Any, device, session: RunSession, steps, max_steps) -> list:
+    hooks: list = []
+    if steps is not None or max_steps is not None:
+        hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
+    log_every = _cfg(config, "log_step_count_steps", 100)
+    hooks.append(NanTensorHook(every_n_iter=1 if device.type == "cpu" else (log_every or 100)))
+    if log_every:
+        hooks.append(ProgressHook(every_n_iter=log_every))
+        if session.is_chief:
+            hooks.append(StepCounterHook(every_n_steps=log_every, output_dir=session.model_dir))
+    summary_steps = _cfg(config, "save_summary_steps", 100)
+    if summary_steps and session.is_chief:
+        hooks.append(SummarySaverHook(save_steps=summary_steps, output_dir=session.model_dir))
+    return hooks
+
+
+def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, listeners) -> None:
+    """Run one ``Estimator.train`` call (see the execution trace in ``hooks``)."""
+    import torch
+
+    from learnrun.estimator import summary
+    from learnrun.estimator.estimator import call_input_fn
+
+    config = est.config
+    module = strategy.prepare(spec.module, spec.optimizer)
+    device = strategy.device
+    optimizer, scheduler = spec.optimizer, spec.scheduler
+    scaler = _make_scaler(config, device)
+    clip = spec.gradient_clip_norm or _cfg(config, "gradient_clip_norm", None)
+    session = RunSession(est, module, optimizer, scheduler, strategy, ModeKeys.TRAIN, scaler)
+    all_hooks = list(hooks) + list(spec.training_hooks) + _default_hooks(
+        config, device, session, steps, max_steps)
+    savers = [h for h in all_hooks if isinstance(h, CheckpointSaverHook)]
+    save_steps = _cfg(config, "save_checkpoints_steps", None)
+    save_secs = _cfg(config, "save_checkpoints_secs", 600)
+    if (save_steps or save_secs) and not savers:
+        savers = [CheckpointSaverHook(est.model_dir, save_secs=None if save_steps else save_secs,
+                                      save_steps=save_steps or None)]
+        if session.is_chief:
+            all_hooks.append(savers[0])
+    if listeners:
+        if not savers:
+            raise ValueError("There should be a CheckpointSaverHook to use saving_listeners. Please "
+                             "set one of the RunConfig.save_checkpoints_steps or "
+                             "RunConfig.save_checkpoints_secs.")
+        savers[0].add_listeners(listeners)
+    session.saver_hook = savers[0] if savers else None
+    session.hooks = all_hooks
+
+    for hook in all_hooks:
+        hook.begin()
+    state: dict[str, Any] = {}
+    global_step = 0
+    latest = ckpt.latest_checkpoint(est.model_dir)
+    if latest is not None:
+        logger.info("Restoring parameters from %s", latest)
+        loaded = ckpt.load_checkpoint(latest)
+        load_weights(spec.module, loaded.weights, latest)
+        state = loaded.state
+        if optimizer is not None and state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        global_step = int(state.get("global_step", ckpt.checkpoint_step(latest)))
+    elif est._warm_start is not None:
+        warm_start(spec.module, est._warm_start)
+    session.global_step = strategy.after_restore(module, optimizer, global_step)
+    session.last_step = max_steps if max_steps is not None else (
+        session.global_step + steps if steps is not None else None)
+    _load_hook_states(all_hooks, state.get("hooks") or {})
+    iterable = call_input_fn(input_fn, ModeKeys.TRAIN, est._params, config, strategy.input_context())
+    if state.get("input") is not None and callable(getattr(iterable, "load_state_dict", None)):
+        iterable.load_state_dict(state["input"])
+    session.input = iterable
+    iterator = iter(iterable)
+    if state.get("rng") is not None:  # after model_fn, input_fn and iter(): as in the saving run
+        ckpt.restore_rng_state(state["rng"])
+    module.train()
+
+    def step_fn(features, labels):
+        if spec.train_step_fn is not None:
+            loss = spec.train_step_fn(module, features, labels, optimizer)
+            if scheduler is not None:
+                scheduler.step()
+            return loss, None, session.global_step + 1
+        optimizer.zero_grad(set_to_none=True)
+        with autocast_context(config, device):
+            outputs = module(features)
+            loss = spec.loss_fn(outputs, labels)
+        if not torch.is_tensor(loss) or loss.numel() != 1:
+            raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
+                            f"{tuple(loss.shape) if torch.is_tensor(loss) else ''}.")
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        return loss, outputs, strategy.apply_update(module, optimizer, scheduler, clip,
+                                                    session.global_step, scaler)
+
+    try:
+        with PreemptionGuard() as guard:
+            for hook in all_hooks:
+                hook.after_create_session(session, None)
+            while not strategy.should_stop(session.stop_requested or guard.triggered):
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    logger.info("Input exhausted at global step %d; training stops.",
+                                session.global_step)
+                    break
+                features, labels = split_batch(batch, "train")
+                features, labels = to_device(features, device), to_device(labels, device)
+                ctx = RunContext(session)
+                fetches = [n for h in all_hooks for n in getattr(h.before_run(ctx), "fetches", ())]
+                strategy.before_step(module)
+                loss, outputs, session.global_step = step_fn(features, labels)
+                loss = loss.detach() if torch.is_tensor(loss) else loss
+                results = {"loss": loss, "outputs": outputs, "features": features, "labels": labels}
+                values = RunValues(results, session.global_step, _fetch(fetches, results, session))
+                for hook in all_hooks:
+                    hook.after_run(ctx, values)
+            if guard.triggered:
+                logger.warning("Received %s at global step %d: saving a checkpoint and stopping.",
+                               guard.signal_name, session.global_step)
+                path = session.save_checkpoint()
+                for hook in all_hooks:
+                    hook.end(session)
+                raise PreemptedError(
+                    f"Training was preempted by {guard.signal_name} at global step "
+                    f"{session.global_step}; checkpoint {path} was saved. Run the job again to "
+                    "resume from it.")
+            for hook in all_hooks:
+                hook.end(session)
+            logger.info("Loss for final step: %s.", to_python(results["loss"])
+                        if session.global_step > global_step and "results" in locals() else None)
+    finally:
+        for hook in all_hooks:
+            if isinstance(hook, ProgressHook):
+                hook.close()
+        if session.is_chief:
+            summary.flush_all()
+
+
+def _fetch(names: list[str], results: dict, session: RunSession) -> dict[str, Any]:
+    if not names:
+        return {}
+    from learnrun.estimator.hooks import _lookup
+
+    return {name: _lookup(name, session, RunValues(results, session.global_step)) for name in names}
+
+
+def run_hooked_loop(est, spec, step: int, hooks: list, iterable, steps: int | None, mode: str,
+                    batch_fn: Callable[[Any], tuple[Any, dict]]) -> Iterator[Any]:
+    """Evaluation/prediction loop with the hook trace; yields ``batch_fn``'s first output."""
+    from learnrun.estimator.strategy import LocalStrategy
+
+    session = RunSession(est, spec.module, None, None, LocalStrategy(est.config), mode)
+    session.global_step = step
+    session.hooks = hooks
+    for hook in hooks:
+        hook.begin()
+    for hook in hooks:
+        hook.after_create_session(session, None)
+    iterator = iter(iterable)
+    done = 0
+    while not session.stop_requested and (steps is None or done < steps):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            break
+        ctx = RunContext(session)
+        for hook in hooks:
+            hook.before_run(ctx)
+        value, results = batch_fn(batch)
+        done += 1
+        values = RunValues(results, step)
+        for hook in hooks:
+            hook.after_run(ctx, values)
+        yield value
+    for hook in hooks:
+        hook.end(session)
+
+
+def _metric_value(value: Any) -> Any:
+    if hasattr(value, "detach"):
+        return to_python(value.float() if value.is_floating_point() else value)
+    if isinstance(value, dict):
+        return {k: _metric_value(v) for k, v in value.items()}
+    return value
+
+
+def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hooks, name) -> dict:
+    """Evaluate the restored ``spec.module``; write summaries and ``results.jsonl``."""
+    import torch
+
+    from learnrun.estimator import summary
+    from learnrun.estimator.estimator import call_input_fn
+
+    if spec.loss_fn is None:
+        raise ValueError("evaluate needs EstimatorSpec.loss_fn (the results always hold 'loss').")
+    metrics = {}
+    for key, metric in (spec.eval_metric_ops or {}).items():
+        metric = copy.deepcopy(metric)
+        metric.reset()
+        metrics[key] = metric.to(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    iterable = call_input_fn(input_fn, ModeKeys.EVAL, est._params, est.config, None)
+
+    def eval_batch(batch):
+        nonlocal total
+        features, labels = split_batch(batch, "evaluate")
+        features, labels = to_device(features, device), to_device(labels, device)
+        with torch.no_grad(), autocast_context(est.config, device):
+            outputs = spec.module(features)
+            loss = spec.loss_fn(outputs, labels)
+        total = total + loss.detach().double()
+        with torch.no_grad():
+            for metric in metrics.values():
+                if getattr(metric, "learnrun_inputs", None) == "predictions":
+                    metric.update(spec.predictions(outputs), labels)
+                else:
+                    metric.update(outputs, labels)
+        return None, {"loss": loss.detach(), "outputs": outputs, "features": features,
+                      "labels": labels}
+
+    all_hooks = list(hooks) + list(spec.evaluation_hooks)
+    count = sum(1 for _ in run_hooked_loop(est, spec, step, all_hooks, iterable, steps,
+                                           ModeKeys.EVAL, eval_batch))
+    if count == 0:
+        raise ValueError("evaluate: input_fn produced no batches. Give it data (or check that a "
+                         "one-shot iterable was not already consumed).")
+    results: dict[str, Any] = {key: _metric_value(m.compute()) for key, m in metrics.items()}
+    results["loss"] = float(total.item() / count)
+    results["global_step"] = int(step)
+    logger.info("Saving dict for global step %d: %s", step,
+                ", ".join(f"{k} = {v}" for k, v in sorted(results.items())))
+    out_dir = est.eval_dir(name)
+    scalars = {k: v for k, v in results.items()
+               if k != "global_step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    summary.write_scalars(out_dir, step, scalars)
+    summary.get_summary_writer(out_dir).flush()
+    summary.append_eval_result(out_dir, {"checkpoint_path": os.fspath(path), **results})
+    return results
