@@ -1,0 +1,218 @@
+"""OptunaTuner: search-space parsing, studies of tiny trials, resume after interruption."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import learnrun
+from learnrun.tuning import Dimension, OptunaTuner, SearchSpaceError, parse_search_space
+
+optuna = pytest.importorskip("optuna")
+
+
+# ----------------------------------------------------------------- search-space language
+
+
+def test_parse_search_space_forms():
+    dims = parse_search_space(
+        "lr=loguniform(1e-4, 1e-1), units=choice([32],[64,32]), layers=int(1,4),"
+        "drop=uniform(0, 0.5, step=0.1), act=choice(relu, tanh), width=int(8, 64, log=true)")
+    assert dims["lr"] == Dimension("lr", "loguniform", 1e-4, 1e-1, log=True)
+    assert dims["units"].choices == ([32], [64, 32])
+    assert dims["layers"] == Dimension("layers", "int", 1, 4)
+    assert dims["drop"].step == 0.1
+    assert dims["act"].choices == ("relu", "tanh")
+    assert dims["width"].log is True
+    dist = dims["units"].to_optuna()
+    assert dims["units"].decode(dist.choices[1]) == [64, 32]
+    assert dims["act"].to_optuna().choices == ("relu", "tanh")
+
+
+def test_parse_search_space_mapping():
+    dims = parse_search_space({"lr": "loguniform(0.001, 0.1)", "units": [[8], [16]]})
+    assert dims["lr"].kind == "loguniform" and dims["units"].choices == ([8], [16])
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("", "empty"),
+        ("lr=logunif(1,2)", "unknown distribution 'logunif'"),
+        ("lr=loguniform(0, 1)", "needs low > 0, got 0"),
+        ("lr=uniform(1, 1)", "needs low < high"),
+        ("lr=uniform(a, 1)", "low must be a number, got 'a'"),
+        ("lr=uniform(1)", "takes (low, high)"),
+        ("n=int(1.5, 3)", "bounds must be integers"),
+        ("u=choice()", "at least one value"),
+        ("u=choice(1, 1)", "a value twice"),
+        ("lr=uniform(0,1),lr=uniform(0,2)", "given twice"),
+        ("lr=uniform(0,1", "unclosed"),
+        ("lr 0.1", "expected name=distribution"),
+        ("lr=uniform(0, 1, bogus=2)", "no option 'bogus'"),
+    ],
+)
+def test_parse_search_space_errors(text, needle):
+    with pytest.raises(SearchSpaceError) as info:
+        parse_search_space(text)
+    assert needle in str(info.value)
+
+
+# ----------------------------------------------------------------- studies
+
+
+class QuadraticEstimator:
+    """The Estimator protocol without torch: loss = (lr - 0.01)^2 * 1e4 + units[0] / 1000."""
+
+    def __init__(self, config, params):
+        self.config, self.params, self.model_dir = config, params, config.model_dir
+        self.step = 0
+
+    def train(self, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None):
+        os.makedirs(self.model_dir, exist_ok=True)
+        self.step = max_steps or steps or 0
+        return self
+
+    def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
+        loss = (self.params.lr - 0.01) ** 2 * 1e4 + self.params.units[0] / 1000
+        return {"loss": loss, "accuracy": 1.0 / (1.0 + loss), "global_step": self.step}
+
+    def latest_checkpoint(self):
+        return None
+
+
+def make_experiment_fn(interrupt_on=None, calls=None):
+    calls = [] if calls is None else calls
+
+    def experiment_fn(run_config, hparams):
+        calls.append((run_config.model_dir, hparams.lr, list(hparams.units)))
+        if interrupt_on is not None and len(calls) == interrupt_on:
+            raise KeyboardInterrupt
+        return learnrun.Experiment(QuadraticEstimator(run_config, hparams), lambda: [],
+                                   lambda: [], train_steps=2, min_eval_frequency=0)
+
+    return experiment_fn, calls
+
+
+def make_tuner(tmp_path, out, n_trials=4, **kw):
+    return OptunaTuner(
+        "lr=loguniform(1e-3, 1e-1),units=choice([8],[16,8])",
+        n_trials=n_trials, base_model_dir=str(tmp_path / "tune"), seed=0,
+        hparams=learnrun.HParams(lr=0.05, units=[4], extra="kept"), out=out, **kw)
+
+
+def test_study_runs_trials_in_own_model_dirs(tmp_path, capsys):
+    experiment_fn, calls = make_experiment_fn()
+    tuner = make_tuner(tmp_path, sys.stdout)
+    learnrun.tune(experiment_fn, tuner)
+    assert len(calls) == 4
+    dirs = [c[0] for c in calls]
+    assert dirs == [str(tmp_path / "tune" / f"trial_{i:03d}") for i in range(4)]
+    assert os.path.exists(tmp_path / "tune" / "study.db")
+    assert all(1e-3 <= lr <= 1e-1 for _, lr, _ in calls)
+    assert {tuple(u) for _, _, u in calls} <= {(8,), (16, 8)}
+    out = capsys.readouterr().out
+    assert "best trial" in out and "trial  state" in out
+    best = tuner.best_trial
+    assert best.value == min(t.value for t in tuner.study.trials)
+    assert set(tuner.best_hparams) == {"lr", "units"}
+    assert tuner.direction == "minimize"
+
+
+def test_maximize_metric_defaults_direction(tmp_path):
+    tuner = make_tuner(tmp_path, open(os.devnull, "w"), n_trials=2, metric="accuracy")  # noqa: SIM115
+    assert tuner.direction == "maximize"
+    learnrun.tune(make_experiment_fn()[0], tuner)
+    assert tuner.best_trial.value == max(t.value for t in tuner.study.trials)
+
+
+def test_study_resumes_after_interruption(tmp_path):
+    sink = open(os.devnull, "w")  # noqa: SIM115
+    experiment_fn, calls = make_experiment_fn(interrupt_on=3)
+    with pytest.raises(KeyboardInterrupt):
+        learnrun.tune(experiment_fn, make_tuner(tmp_path, sink))
+    interrupted_dir, interrupted_lr, interrupted_units = calls[2]
+    states = [t.state.name for t in make_tuner(tmp_path, sink).study.trials]
+    assert states == ["COMPLETE", "COMPLETE", "RUNNING"]
+
+    experiment_fn2, calls2 = make_experiment_fn()
+    tuner = make_tuner(tmp_path, sink)
+    learnrun.tune(experiment_fn2, tuner)
+    # the interrupted trial's hyperparameters run again, in the same model_dir
+    assert calls2[0] == (interrupted_dir, interrupted_lr, interrupted_units)
+    trials = tuner.study.trials
+    assert [t.state.name for t in trials].count("COMPLETE") == 4
+    assert trials[2].state.name == "FAIL" and len(trials) == 5
+    # a finished study does not run more trials
+    experiment_fn3, calls3 = make_experiment_fn()
+    learnrun.tune(experiment_fn3, make_tuner(tmp_path, sink))
+    assert calls3 == []
+
+
+def test_unknown_metric_fails_the_trial_with_a_clear_error(tmp_path):
+    tuner = make_tuner(tmp_path, open(os.devnull, "w"), n_trials=1, metric="f2")  # noqa: SIM115
+    with pytest.raises(ValueError, match="metric 'f2' is not in the trial's evaluation results"):
+        learnrun.tune(make_experiment_fn()[0], tuner)
+    assert tuner.study.trials[0].state.name == "FAIL"
+
+
+def test_space_value_that_does_not_fit_hparam_type(tmp_path):
+    tuner = OptunaTuner("lr=choice(fast)", n_trials=1, base_model_dir=str(tmp_path / "t"),
+                        hparams=learnrun.HParams(lr=0.1), out=open(os.devnull, "w"))  # noqa: SIM115
+    with pytest.raises(SearchSpaceError, match="lr='fast' does not fit the hyperparameter lr=0.1"):
+        learnrun.tune(make_experiment_fn()[0], tuner)
+
+
+def test_run_experiment_without_trial():
+    tuner = OptunaTuner("lr=uniform(0,1)", storage="sqlite:///:memory:", n_trials=1)
+    with pytest.raises(RuntimeError, match="call next_trial"):
+        tuner.run_experiment(lambda **kw: None)
+
+
+def test_cli_tune_resumes_after_the_process_dies(tmp_path):
+    header = f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+    (tmp_path / "exp.py").write_text(header + textwrap.dedent(
+        """
+        import os, signal
+        import learnrun
+        from test_tuning import QuadraticEstimator
+
+        def default_hparams():
+            return learnrun.HParams(lr=0.05, units=[4])
+
+        def experiment_fn(run_config, hparams):
+            if os.environ.get("DIE_ON") == os.path.basename(run_config.model_dir):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return learnrun.Experiment(QuadraticEstimator(run_config, hparams), lambda: [],
+                                       lambda: [], train_steps=2, min_eval_frequency=0)
+        """))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    args = [sys.executable, "-m", "learnrun", "tune", "exp.py", "--trials", "3", "--space",
+            "lr=loguniform(1e-3,1e-1),units=choice([8],[16,8])", "--model-dir", "t", "--seed", "1"]
+    first = subprocess.run(args, cwd=tmp_path, env={**env, "DIE_ON": "trial_001"},
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == -9, first.stderr
+    second = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "trial 1 was interrupted; retrying" in second.stdout
+    assert "best trial" in second.stdout
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path}/t/study.db")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
+    assert study.trials[-1].user_attrs["learnrun_model_dir"] == os.path.join("t", "trial_001")
+
+
+def test_cli_tune_bad_space_is_one_line(tmp_path):
+    (tmp_path / "exp.py").write_text("def experiment_fn(run_config, hparams):\n    pass\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "learnrun", "tune", "exp.py", "--trials", "2", "--space",
+         "lr=loguniform(0,1)", "--model-dir", "t"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "learnrun: error: bad search space 'lr=loguniform(0,1)': lr: loguniform() needs low > 0, got 0"]
