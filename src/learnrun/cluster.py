@@ -280,7 +280,7 @@ def _optional_str(tf_config: dict, key: str) -> str | None:
 def _parse_task_index(index: Any) -> int | None:
     if index is None:
         return None
-    if isinstance(index, str) and re.fullmatch(r"\s*[+-]?\d+\s*", index):
+    if isinstance(index, str) and re.fullmatch(r"\s*[+-]?\d{1,18}\s*", index):
         return int(index)
     if isinstance(index, int) and not isinstance(index, bool):
         return index
