@@ -1,0 +1,375 @@
+"""Heads: loss, predictions and eval metrics on top of logits (TF's canned heads).
+
+A canned module returns ``outputs = {"logits": (batch, logits_dimension)}`` plus
+``"weights": (batch,)`` when the features hold the weight column. A head turns that into:
+
+* ``loss(outputs, labels)``: the weighted loss reduced by ``loss_reduction``
+  (``"sum_over_batch_size"``: sum of weighted losses / number of loss elements; ``"sum"``);
+* ``predictions(outputs)``: TF's prediction keys (``logits``, ``logistic``, ``probabilities``,
+  ``class_ids``, ``classes``; ``predictions`` for regression). ``classes`` is a numpy array of
+  strings (the label vocabulary, else the class id as text); it is left out while
+  ``torch.export`` traces, since exported programs return tensors only;
+* ``metrics()``: torchmetrics objects updated as ``update(outputs, labels)``, each a small
+  wrapper that maps logits and labels to what the wrapped metric needs. Weighted like TF,
+  except ``auc`` and ``auc_precision_recall``, which ignore example weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torchmetrics
+from torch.nn import functional as F
+
+LOSS_REDUCTIONS = ("sum_over_batch_size", "sum")
+
+
+class HeadMetric(torchmetrics.Metric):
+    """A torchmetrics ``Metric`` fed ``(outputs, labels)``: ``transform`` maps them to ``inner``'s inputs.
+
+    ``post`` (optional) maps the inner result (e.g. ``sqrt`` for rmse).
+    """
+
+    full_state_update = False
+
+    def __init__(self, inner: torchmetrics.Metric, transform: Callable[[Any, Any], tuple],
+                 post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        super().__init__()
+        self.inner = inner
+        self.transform = transform
+        self.post = post
+
+    def update(self, outputs: Any, labels: Any) -> None:
+        self.inner.update(*self.transform(outputs, labels))
+
+    def compute(self) -> torch.Tensor:
+        value = self.inner.compute()
+        return self.post(value) if self.post is not None else value
+
+    def reset(self) -> None:
+        super().reset()
+        self.inner.reset()
+
+
+def _nan_to_zero(value: torch.Tensor) -> torch.Tensor:
+    return torch.nan_to_num(value, nan=0.0)
+
+
+def _baseline(value: torch.Tensor) -> torch.Tensor:
+    return torch.maximum(value, 1 - value)
+
+
+def _tracing() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    if compiler is None:
+        return False
+    exporting = getattr(compiler, "is_exporting", None)
+    return bool((exporting is not None and exporting()) or compiler.is_compiling())
+
+
+class Head:
+    """Common label, weight and loss handling; subclasses fix the loss and metrics."""
+
+    logits_dimension: int = 1
+
+    def __init__(self, weight_column: str | None = None,
+                 loss_reduction: str = "sum_over_batch_size") -> None:
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"Invalid loss_reduction: {loss_reduction}. Use one of {list(LOSS_REDUCTIONS)}."
+            )
+        self.weight_column = weight_column
+        self.loss_reduction = loss_reduction
+
+    # -- pieces -------------------------------------------------------------------------------
+    @staticmethod
+    def logits(outputs: Any) -> torch.Tensor:
+        return outputs["logits"] if isinstance(outputs, Mapping) else outputs
+
+    def weights(self, outputs: Any, batch: int, device: torch.device, required: bool) -> torch.Tensor:
+        weights = outputs.get("weights") if isinstance(outputs, Mapping) else None
+        if weights is None:
+            if required and self.weight_column is not None:
+                raise ValueError(
+                    f"weight_column {self.weight_column!r} is not in the features; the input_fn "
+                    "must provide it for training and evaluation."
+                )
+            return torch.ones(batch, device=device)
+        return weights.reshape(batch).to(device=device, dtype=torch.float32)
+
+    def unreduced_loss(self, logits: torch.Tensor, labels: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, outputs: Any, labels: Any) -> torch.Tensor:
+        """The training loss: weighted, reduced by ``loss_reduction``."""
+        logits = self.logits(outputs)
+        per_example = self.unreduced_loss(logits, labels)  # (batch, k)
+        weights = self.weights(outputs, logits.shape[0], logits.device, required=True)
+        total = (per_example * weights[:, None]).sum()
+        if self.loss_reduction == "sum":
+            return total
+        return total / max(per_example.numel(), 1)
+
+    def _average_loss(self, outputs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(outputs)
+        per_example = self.unreduced_loss(logits, labels).sum(1)
+        return per_example.detach(), self.weights(outputs, logits.shape[0], logits.device, True)
+
+
+class _ClassificationHead(Head):
+    def __init__(self, n_classes: int, label_vocabulary: Sequence[str] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        if label_vocabulary is not None:
+            if not isinstance(label_vocabulary, (list, tuple)):
+                raise ValueError(
+                    f"label_vocabulary should be a list or a tuple. Given type: {type(label_vocabulary)}"
+                )
+            if len(label_vocabulary) != n_classes:
+                raise ValueError(
+                    f"label_vocabulary has {len(label_vocabulary)} entries {list(label_vocabulary)} "
+                    f"but n_classes is {n_classes}; give one label per class."
+                )
+            if len(set(label_vocabulary)) != len(label_vocabulary):
+                raise ValueError(f"label_vocabulary has duplicates: {list(label_vocabulary)}.")
+        self.n_classes = n_classes
+        self.label_vocabulary = None if label_vocabulary is None else [str(v) for v in label_vocabulary]
+
+    def class_ids(self, labels: Any, device: torch.device) -> torch.Tensor:
+        """Labels as int64 ids ``(batch,)``, checked against the classes."""
+        if isinstance(labels, Mapping) or labels is None:
+            raise ValueError(
+                f"labels must be a tensor or an array of one label per example, got "
+                f"{type(labels).__name__}."
+            )
+        if not isinstance(labels, torch.Tensor):
+            arr = np.asarray(labels)
+            if arr.dtype.kind in "USO":
+                if self.label_vocabulary is None:
+                    raise ValueError(
+                        f"labels are strings (e.g. {arr.reshape(-1)[0]!r}) but no label_vocabulary "
+                        "was given; pass label_vocabulary=[...] listing every class."
+                    )
+                table = {v: i for i, v in enumerate(self.label_vocabulary)}
+                flat = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+                unknown = [v for v in flat if v not in table]
+                if unknown:
+                    raise ValueError(
+                        f"Labels must be in label_vocabulary {self.label_vocabulary}; got {unknown[0]!r}."
+                    )
+                return torch.tensor([table[v] for v in flat], dtype=torch.int64, device=device)
+            labels = torch.as_tensor(arr)
+        if self.label_vocabulary is not None:
+            raise ValueError(
+                f"label_vocabulary is set, so labels must be strings from {self.label_vocabulary}; "
+                f"got a tensor of dtype {labels.dtype}."
+            )
+        labels = labels.to(device)
+        if labels.dim() > 1 and labels.shape[-1] == 1:
+            labels = labels.reshape(labels.shape[0])
+        if labels.dim() != 1:
+            raise ValueError(
+                f"labels must have shape (batch,) or (batch, 1) for classification, got {tuple(labels.shape)}."
+            )
+        if labels.dtype.is_floating_point and not torch.equal(labels, labels.round()):
+            raise ValueError(f"Labels must be integer class ids; got {labels[labels != labels.round()][0].item()}.")
+        labels = labels.to(torch.int64)
+        if labels.numel() and labels.max() > self.n_classes - 1:
+            raise ValueError(f"Labels must <= n_classes - 1; got {labels.max().item()} with n_classes={self.n_classes}.")
+        if labels.numel() and labels.min() < 0:
+            raise ValueError(f"Labels must >= 0; got {labels.min().item()}.")
+        return labels
+
+    def _classes(self, class_ids: torch.Tensor) -> np.ndarray:
+        names = self.label_vocabulary or [str(i) for i in range(self.n_classes)]
+        ids = class_ids.detach().cpu().numpy()
+        return np.asarray(names, dtype=object)[ids]
+
+    def _accuracy(self, outputs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.logits(outputs)
+        ids = self.class_ids(labels, logits.device)
+        correct = (self.predicted_ids(logits) == ids).to(torch.float32)
+        return correct, self.weights(outputs, logits.shape[0], logits.device, True)
+
+    def predicted_ids(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BinaryClassHead(_ClassificationHead):
+    """Logistic regression over one logit per example (``n_classes=2``)."""
+
+    logits_dimension = 1
+
+    def __init__(self, weight_column: str | None = None, label_vocabulary: Sequence[str] | None = None,
+                 loss_reduction: str = "sum_over_batch_size") -> None:
+        super().__init__(2, label_vocabulary, weight_column=weight_column, loss_reduction=loss_reduction)
+
+    def unreduced_loss(self, logits, labels):
+        ids = self.class_ids(labels, logits.device)
+        return F.binary_cross_entropy_with_logits(logits, ids[:, None].to(logits.dtype), reduction="none")
+
+    def predicted_ids(self, logits):
+        return (logits.reshape(-1) > 0).to(torch.int64)
+
+    def predictions(self, outputs: Any) -> dict[str, Any]:
+        logits = self.logits(outputs)
+        logistic = torch.sigmoid(logits)
+        class_ids = (logits > 0).to(torch.int64)
+        preds: dict[str, Any] = {"logits": logits, "logistic": logistic,
+                                 "probabilities": torch.cat([1 - logistic, logistic], dim=1),
+                                 "class_ids": class_ids}
+        if not _tracing():
+            preds["classes"] = self._classes(class_ids)
+        return preds
+
+    def _label_float(self, outputs, labels):
+        logits = self.logits(outputs)
+        return (self.class_ids(labels, logits.device).to(torch.float32),
+                self.weights(outputs, logits.shape[0], logits.device, True))
+
+    def _prob_mean(self, outputs, labels):
+        logits = self.logits(outputs)
+        return (torch.sigmoid(logits.detach()).reshape(-1),
+                self.weights(outputs, logits.shape[0], logits.device, True))
+
+    def _precision(self, outputs, labels):
+        label, weight = self._label_float(outputs, labels)
+        return label, weight * self.predicted_ids(self.logits(outputs)).to(torch.float32)
+
+    def _recall(self, outputs, labels):
+        label, weight = self._label_float(outputs, labels)
+        return self.predicted_ids(self.logits(outputs)).to(torch.float32), weight * label
+
+    def _scores(self, outputs, labels):
+        logits = self.logits(outputs)
+        return torch.sigmoid(logits.detach()).reshape(-1), self.class_ids(labels, logits.device)
+
+    def metrics(self) -> dict[str, torchmetrics.Metric]:
+        """accuracy, accuracy_baseline, auc, auc_precision_recall, average_loss, label/mean,
+        precision, prediction/mean, recall."""
+        from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+
+        mean = torchmetrics.MeanMetric
+        return {
+            "accuracy": HeadMetric(mean(), self._accuracy),
+            "accuracy_baseline": HeadMetric(mean(), self._label_float, _baseline),
+            "auc": HeadMetric(BinaryAUROC(), self._scores),
+            "auc_precision_recall": HeadMetric(BinaryAveragePrecision(), self._scores),
+            "average_loss": HeadMetric(mean(), self._average_loss),
+            "label/mean": HeadMetric(mean(), self._label_float),
+            "precision": HeadMetric(mean(), self._precision, _nan_to_zero),
+            "prediction/mean": HeadMetric(mean(), self._prob_mean),
+            "recall": HeadMetric(mean(), self._recall, _nan_to_zero),
+        }
+
+
+class MultiClassHead(_ClassificationHead):
+    """Softmax cross-entropy over ``n_classes`` logits (``n_classes > 2``)."""
+
+    def __init__(self, n_classes: int, weight_column: str | None = None,
+                 label_vocabulary: Sequence[str] | None = None,
+                 loss_reduction: str = "sum_over_batch_size") -> None:
+        if n_classes is None or isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes <= 2:
+            raise ValueError(f"n_classes must be > 2: {n_classes}.")
+        super().__init__(n_classes, label_vocabulary, weight_column=weight_column, loss_reduction=loss_reduction)
+        self.logits_dimension = n_classes
+
+    def unreduced_loss(self, logits, labels):
+        ids = self.class_ids(labels, logits.device)
+        return F.cross_entropy(logits, ids, reduction="none")[:, None]
+
+    def predicted_ids(self, logits):
+        return logits.argmax(dim=1)
+
+    def predictions(self, outputs: Any) -> dict[str, Any]:
+        logits = self.logits(outputs)
+        class_ids = logits.argmax(dim=1, keepdim=True)
+        preds: dict[str, Any] = {"logits": logits, "probabilities": torch.softmax(logits, dim=1),
+                                 "class_ids": class_ids}
+        if not _tracing():
+            preds["classes"] = self._classes(class_ids)
+        return preds
+
+    def metrics(self) -> dict[str, torchmetrics.Metric]:
+        """accuracy and average_loss."""
+        return {"accuracy": HeadMetric(torchmetrics.MeanMetric(), self._accuracy),
+                "average_loss": HeadMetric(torchmetrics.MeanMetric(), self._average_loss)}
+
+
+class RegressionHead(Head):
+    """Mean squared error over ``label_dimension`` outputs."""
+
+    def __init__(self, label_dimension: int = 1, weight_column: str | None = None,
+                 loss_reduction: str = "sum_over_batch_size") -> None:
+        if isinstance(label_dimension, bool) or not isinstance(label_dimension, int) or label_dimension < 1:
+            raise ValueError(f"Invalid label_dimension {label_dimension}.")
+        super().__init__(weight_column=weight_column, loss_reduction=loss_reduction)
+        self.logits_dimension = label_dimension
+
+    def targets(self, labels: Any, device: torch.device) -> torch.Tensor:
+        """Labels as float32 ``(batch, label_dimension)``."""
+        if isinstance(labels, Mapping) or labels is None:
+            raise ValueError(f"labels must be a tensor or an array, got {type(labels).__name__}.")
+        if not isinstance(labels, torch.Tensor):
+            arr = np.asarray(labels)
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(f"regression labels must be numbers, got dtype {arr.dtype} (e.g. {arr.reshape(-1)[0]!r}).")
+            labels = torch.as_tensor(arr)
+        labels = labels.to(device=device, dtype=torch.float32)
+        batch = labels.shape[0] if labels.dim() else 1
+        if labels.numel() != batch * self.logits_dimension:
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)} but label_dimension is "
+                f"{self.logits_dimension}; expected (batch, {self.logits_dimension})."
+            )
+        return labels.reshape(batch, self.logits_dimension)
+
+    def unreduced_loss(self, logits, labels):
+        return (logits - self.targets(labels, logits.device)) ** 2
+
+    def predictions(self, outputs: Any) -> dict[str, Any]:
+        return {"predictions": self.logits(outputs)}
+
+    def _err(self, outputs, labels, fn):
+        logits = self.logits(outputs).detach()
+        diff = fn(logits - self.targets(labels, logits.device))
+        weights = self.weights(outputs, logits.shape[0], logits.device, True)
+        return diff, weights[:, None].expand_as(diff)
+
+    def _squared(self, outputs, labels):
+        return self._err(outputs, labels, torch.square)
+
+    def _absolute(self, outputs, labels):
+        return self._err(outputs, labels, torch.abs)
+
+    def _label_mean(self, outputs, labels):
+        logits = self.logits(outputs)
+        target = self.targets(labels, logits.device)
+        return target, self.weights(outputs, logits.shape[0], logits.device, True)[:, None].expand_as(target)
+
+    def _prediction_mean(self, outputs, labels):
+        logits = self.logits(outputs).detach()
+        return logits, self.weights(outputs, logits.shape[0], logits.device, True)[:, None].expand_as(logits)
+
+    def metrics(self) -> dict[str, torchmetrics.Metric]:
+        """average_loss, label/mean, prediction/mean, mse, rmse, mae."""
+        mean = torchmetrics.MeanMetric
+        return {
+            "average_loss": HeadMetric(mean(), self._average_loss),
+            "label/mean": HeadMetric(mean(), self._label_mean),
+            "prediction/mean": HeadMetric(mean(), self._prediction_mean),
+            "mse": HeadMetric(mean(), self._squared),
+            "rmse": HeadMetric(mean(), self._squared, torch.sqrt),
+            "mae": HeadMetric(mean(), self._absolute),
+        }
+
+
+def classification_head(n_classes: int, weight_column: str | None = None,
+                        label_vocabulary: Sequence[str] | None = None,
+                        loss_reduction: str = "sum_over_batch_size") -> Head:
+    """Binary head for ``n_classes == 2``, multi-class head otherwise (TF's rule and texts)."""
+    if n_classes == 2:
+        return BinaryClassHead(weight_column, label_vocabulary, loss_reduction)
+    return MultiClassHead(n_classes, weight_column, label_vocabulary, loss_reduction)

@@ -1,0 +1,106 @@
+"""Optimizers for canned estimators: TF names, factories, and one optimizer over several.
+
+``optimizer`` may be a name (``'Adagrad'``, ``'Adam'``, ``'AdamW'``, ``'SGD'``, ``'RMSProp'``,
+``'Adadelta'``, ``'Ftrl'``; case-insensitive), a ``torch.optim.Optimizer`` subclass, or a
+factory ``params -> torch.optim.Optimizer``. PyTorch has no FTRL: ``'Ftrl'`` (TF's default for
+linear models) uses ``torch.optim.Adagrad``, which FTRL-Proximal reduces to without L1/L2
+regularization (per-coordinate ``1/sqrt(sum g^2)`` learning rates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+_NAMES: dict[str, type[torch.optim.Optimizer]] = {
+    "adagrad": torch.optim.Adagrad,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+    "adadelta": torch.optim.Adadelta,
+    "ftrl": torch.optim.Adagrad,
+}
+
+
+def make_optimizer(optimizer: Any, params: Iterable[torch.nn.Parameter],
+                   learning_rate: float | None, default_learning_rate: float) -> torch.optim.Optimizer:
+    """Build ``optimizer`` (name, class or factory) over ``params``.
+
+    ``learning_rate`` (default ``default_learning_rate``) applies to names and classes; a
+    factory sets its own.
+    """
+    params = list(params)
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
+    lr = default_learning_rate if learning_rate is None else float(learning_rate)
+    if isinstance(optimizer, str):
+        cls = _NAMES.get(optimizer.lower())
+        if cls is None:
+            raise ValueError(
+                f"Unsupported optimizer name: {optimizer}. Supported names are: "
+                f"{['Adagrad', 'Adam', 'AdamW', 'SGD', 'RMSProp', 'Adadelta', 'Ftrl']}, or pass a "
+                "factory `params -> torch.optim.Optimizer`."
+            )
+        return cls(params, lr=lr)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            "optimizer must be a name or a factory `params -> torch.optim.Optimizer`, not an "
+            "optimizer instance (the model is built inside the estimator). Pass e.g. "
+            "`lambda params: torch.optim.Adam(params, lr=0.01)`."
+        )
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        return optimizer(params, lr=lr)
+    if callable(optimizer):
+        built = optimizer(params)
+        if not isinstance(built, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer factory {optimizer!r} must return a torch.optim.Optimizer, got "
+                f"{type(built).__name__}."
+            )
+        return built
+    raise TypeError(
+        f"optimizer must be a name, a torch.optim.Optimizer class or a factory, got "
+        f"{type(optimizer).__name__}: {optimizer!r}."
+    )
+
+
+class MultiOptimizer(torch.optim.Optimizer):
+    """Several optimizers stepped as one (the linear and DNN parts of a combined model).
+
+    ``param_groups`` is the concatenation of the children's groups (the same dicts, so LR
+    schedulers and gradient clipping reach every part); the state dict holds each child's.
+    """
+
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        if not optimizers:
+            raise ValueError("MultiOptimizer needs at least one optimizer.")
+        self.optimizers = list(optimizers)
+        params = [p for opt in self.optimizers for g in opt.param_groups for p in g["params"]]
+        super().__init__(params, {})
+        self.param_groups = [g for opt in self.optimizers for g in opt.param_groups]
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for opt in self.optimizers:
+            opt.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        states = state_dict.get("optimizers") if isinstance(state_dict, dict) else None
+        if not isinstance(states, list) or len(states) != len(self.optimizers):
+            raise ValueError(
+                f"MultiOptimizer state holds {len(states) if isinstance(states, list) else 'no'} "
+                f"optimizer states but this model has {len(self.optimizers)} optimizers."
+            )
+        for opt, state in zip(self.optimizers, states, strict=True):
+            opt.load_state_dict(state)
