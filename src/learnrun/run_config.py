@@ -264,7 +264,7 @@ class RunConfig:
         self._precision = precision
         self._gradient_clip_norm = gradient_clip_norm
         self._distributed_timeout_secs = distributed_timeout_secs
-        self._environ = None if environ is None else dict(environ)
+        self._environ = dict(environ) if isinstance(environ, Mapping) else environ
         self._master_arg = master
         self._evaluation_master_arg = evaluation_master
         self._model_dir_arg = model_dir
