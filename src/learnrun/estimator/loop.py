@@ -403,6 +403,15 @@ def run_hooked_loop(est, spec, step: int, hooks: list, iterable, steps: int | No
         hook.end(session)
 
 
+def _metric_inputs(key: str, wanted: str, predictions: dict) -> Any:
+    if wanted in predictions:
+        return predictions[wanted]
+    if wanted == "predictions":
+        return next(iter(predictions.values())) if len(predictions) == 1 else predictions
+    raise ValueError(f"eval_metric_ops[{key!r}].learnrun_inputs is {wanted!r}; use 'outputs', "
+                     f"'predictions' or a key of predictions_fn's dict: {sorted(predictions)}.")
+
+
 def _metric_value(value: Any) -> Any:
     if hasattr(value, "detach"):
         return to_python(value.float() if value.is_floating_point() else value)
@@ -437,11 +446,15 @@ def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hoo
             loss = spec.loss_fn(outputs, labels)
         total = total + loss.detach().double()
         with torch.no_grad():
-            for metric in metrics.values():
-                if getattr(metric, "learnrun_inputs", None) == "predictions":
-                    metric.update(spec.predictions(outputs), labels)
-                else:
+            predictions = None
+            for key, metric in metrics.items():
+                wanted = getattr(metric, "learnrun_inputs", "outputs")
+                if wanted == "outputs":
                     metric.update(outputs, labels)
+                    continue
+                if predictions is None:
+                    predictions = spec.predictions(outputs)
+                metric.update(_metric_inputs(key, wanted, predictions), labels)
         return None, {"loss": loss.detach(), "outputs": outputs, "features": features,
                       "labels": labels}
 

@@ -31,8 +31,9 @@ class EstimatorSpec:
       scheduler: an LR scheduler, stepped after every optimizer step.
       predictions_fn: ``outputs -> dict[str, Tensor]``; default ``{"outputs": outputs}``.
       eval_metric_ops: ``dict[str, torchmetrics.Metric]`` updated as ``update(outputs, labels)``
-        (or ``update(predictions_fn(outputs), labels)`` when the metric sets
-        ``learnrun_inputs = "predictions"``); a fresh copy is used for every evaluation.
+        (or ``update(predictions[key], labels)`` when the metric sets ``learnrun_inputs = key``
+        for a key of ``predictions_fn``'s dict; ``"predictions"`` passes the whole dict, or its
+        only value); a fresh copy is used for every evaluation.
         ``loss`` and ``global_step`` are always added to the results.
       training_hooks, evaluation_hooks, prediction_hooks: hooks that run in that mode only.
       train_step_fn: optional custom step ``(module, features, labels, optimizer) -> loss``
