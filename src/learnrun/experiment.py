@@ -18,6 +18,7 @@ import inspect
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -50,11 +51,10 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
 
 
 def _is_learnrun_estimator(estimator: Any) -> bool:
-    try:
-        from learnrun.estimator.estimator import Estimator
-    except ImportError:  # the module is not installed: nothing can be an instance of it
-        return False
-    return isinstance(estimator, Estimator)
+    # Not imported yet means no instance can exist: avoid importing torch for a fake.
+    module = sys.modules.get("learnrun.estimator.estimator")
+    estimator_class = getattr(module, "Estimator", None)
+    return estimator_class is not None and isinstance(estimator, estimator_class)
 
 
 def _is_export_strategy(value: Any) -> bool:

@@ -642,3 +642,13 @@ def test_test(clock):
     assert est.train_calls[0]["steps"] == 1
     assert est.eval_calls[0]["steps"] == 1 and est.eval_calls[0]["hooks"] is None
     assert clock.sleeps == []
+
+
+def test_eval_metrics_with_real_learnrun_estimator(tmp_path):
+    from learnrun.estimator.estimator import Estimator
+    from learnrun.run_config import RunConfig
+
+    est = Estimator(lambda params: None, config=RunConfig(model_dir=str(tmp_path), environ={}))
+    with pytest.raises(ValueError, match="`eval_metrics` must be `None` with `learnrun.Estimator`"):
+        make(est, eval_metrics={"a": "b"})
+    assert make(est).estimator is est

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 from learnrun import runner
 from learnrun.experiment import Experiment
-
-try:  # the real classes once they exist; the fake until then
-    from learnrun.run_config import RunConfig as _RealRunConfig
-except ImportError:  # pragma: no cover - transitional
-    _RealRunConfig = None
 from learnrun.hparams import HParams
+from learnrun.run_config import RunConfig
 
 
-@pytest.fixture(autouse=True)
-def _config_class(monkeypatch):
-    if _RealRunConfig is None:
-        monkeypatch.setattr(runner, "_run_config_class", lambda: FakeRunConfig)
-
-
-def make_config(**kwargs):
-    return FakeRunConfig(**kwargs)
+def make_config(model_dir=None, cluster_spec=None, task_type=None, task_id=0, **kwargs):
+    """A real RunConfig; the cluster and task come from an explicit TF_CONFIG."""
+    tf_config = {}
+    if cluster_spec:
+        tf_config["cluster"] = cluster_spec
+    if task_type:
+        tf_config["task"] = {"type": task_type, "index": task_id}
+    environ = {"TF_CONFIG": json.dumps(tf_config)} if tf_config else {}
+    return RunConfig(model_dir=model_dir, environ=environ, **kwargs)
 
 
 class TestExperiment(Experiment):
@@ -175,12 +174,17 @@ def test_run_config_explicit_local_run():
     )
 
 
-@pytest.mark.parametrize("model_dir", ["", None])
-def test_run_config_requires_model_dir(model_dir):
+def test_run_config_requires_model_dir():
     with pytest.raises(
         ValueError, match="Must specify a model directory `model_dir` in `run_config`."
     ):
-        runner.run(build_experiment_for_run_config, run_config=make_config(model_dir=model_dir))
+        runner.run(build_experiment_for_run_config, run_config=make_config(model_dir=None))
+
+
+def test_empty_model_dir_is_refused_by_run_config_itself():
+    # 8.1 #14: learnrun's RunConfig rejects model_dir="" at construction (core rule).
+    with pytest.raises(ValueError, match="model_dir should be non-empty"):
+        make_config(model_dir="")
 
 
 def test_fail_invalid_run_config_type():
@@ -238,6 +242,11 @@ def test_uid_check_fails_for_config_without_uid():
         runner.run(build, run_config=make_config(model_dir="out"), schedule="simple_task")
 
 
+def test_fake_config_is_not_a_run_config():
+    with pytest.raises(ValueError, match="`run_config` must be `learnrun.RunConfig` instance"):
+        runner.run(build_experiment_for_run_config, run_config=FakeRunConfig(model_dir="out"))
+
+
 def test_uid_check_passes_for_whitelisted_replace():
     def build(run_config, hparams):
         return TestExperiment(config=run_config.replace(save_checkpoints_steps=123))
@@ -250,25 +259,33 @@ def test_uid_check_passes_for_whitelisted_replace():
 CLUSTER = {
     "ps": ["ps0:1"],
     "worker": ["w0:1", "w1:1"],
-    "master": ["m0:1"],
     "chief": ["c0:1"],
     "evaluator": ["e0:1"],
+    "foo_has_no_default_schedule": ["f0:1"],
+}
+# TF 8.1 #22-#24: a master-style cluster (a cluster may not hold both master and chief)
+MASTER_CLUSTER = {
+    "ps": ["ps0:1", "ps1:1"],
+    "worker": ["w0:1", "w1:1"],
+    "master": ["m0:1"],
     "foo_has_no_default_schedule": ["f0:1"],
 }
 
 
 @pytest.mark.parametrize(
-    "task_type, schedule",
+    "cluster, task_type, schedule",
     [
-        ("ps", "serve"),
-        ("worker", "train"),
-        ("master", "local_run"),
-        ("chief", "local_run"),
-        ("evaluator", "continuous_eval"),
+        (CLUSTER, "ps", "serve"),
+        (CLUSTER, "worker", "train"),
+        (CLUSTER, "chief", "local_run"),
+        (CLUSTER, "evaluator", "continuous_eval"),
+        (MASTER_CLUSTER, "ps", "serve"),
+        (MASTER_CLUSTER, "worker", "train"),
+        (MASTER_CLUSTER, "master", "local_run"),
     ],
 )
-def test_default_schedule_table(task_type, schedule):
-    config = make_config(model_dir="out", cluster_spec=CLUSTER, task_type=task_type)
+def test_default_schedule_table(cluster, task_type, schedule):
+    config = make_config(model_dir="out", cluster_spec=cluster, task_type=task_type)
     assert runner.default_schedule(config) == schedule
     assert runner.run(build_experiment_for_run_config, run_config=config) == f"{schedule}-out"
 
@@ -284,7 +301,7 @@ def test_default_schedule_not_distributed():
 
 def test_default_schedule_counts_sparse_holes():
     sparse = make_config(
-        model_dir="out", cluster_spec={"worker": {"1": "w1:1"}}, task_type="worker"
+        model_dir="out", cluster_spec={"worker": {"1": "w1:1"}}, task_type="worker", task_id=1
     )
     assert runner.default_schedule(sparse) == "train"
 
