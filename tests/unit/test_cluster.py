@@ -568,7 +568,7 @@ _tf_configs = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_tf_configs)
 def test_tf_config_structures_raise_only_value_or_type_error(config):
     try:
