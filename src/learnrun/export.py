@@ -243,19 +243,30 @@ def _export_program(serving, args: tuple, dynamic: bool):
     return export(serving, args), False
 
 
-def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | None,
-                 example_features: Any, weights: Mapping | None = None,
-                 assets_extra: Mapping[str, str] | None = None, clock: Clock | None = None) -> str:
+def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | None = None,
+                 example_features: Any = None, weights: Mapping | None = None,
+                 assets_extra: Mapping[str, str] | None = None, clock: Clock | None = None, *,
+                 serving_input_fn: Callable[[], Any] | None = None,
+                 checkpoint_path: str | None = None, global_step: int | None = None,
+                 as_text: bool = False, strip_default_attrs: bool = False) -> str:
     """Export ``predictions_fn(module(features))`` into a new timestamped dir; return its path.
 
-    ``example_features``: a tensor, a dict of tensors or a :class:`ServingInputReceiver`.
+    ``example_features``: a tensor, a dict of tensors or a :class:`ServingInputReceiver`;
+    or give ``serving_input_fn`` (called with no arguments) to produce them.
     ``weights`` (optional): a state dict loaded into a copy of ``module`` first.
     ``assets_extra``: ``{dest_relative_path: source_path}`` copied to ``assets.extra/``.
+    ``checkpoint_path`` and ``global_step`` are recorded in ``signature.json``; ``as_text`` and
+    ``strip_default_attrs`` are TF SavedModel options accepted for compatibility and ignored.
     """
     import torch
 
     from learnrun.estimator.checkpoint import _prepare_weights
 
+    del as_text, strip_default_attrs  # no meaning for torch.export programs
+    if example_features is None:
+        if serving_input_fn is None:
+            raise ValueError("serving_input_fn must be defined.")
+        example_features = serving_input_fn()
     receiver = _as_receiver(example_features)
     if weights is not None:
         module = copy.deepcopy(module)
@@ -283,6 +294,8 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
             "inputs": [_tensor_spec(n, a, batch) for n, a in zip(names or ["features"], args, strict=True)],
             "outputs": [_tensor_spec(k, v, batch) for k, v in outputs.items()],
             "dynamic_batch": dynamic,
+            "checkpoint_path": None if checkpoint_path is None else os.fspath(checkpoint_path),
+            "global_step": None if global_step is None else int(global_step),
             "torch_version": torch.__version__,
             "format_version": 1,
         }

@@ -397,3 +397,20 @@ def test_write_export_errors_leave_nothing(tmp_path):
     assert os.listdir(tmp_path) == []
     with pytest.raises(FileNotFoundError, match="is not a learnrun export: program.pt2 is missing"):
         E.load_export(str(tmp_path))
+
+
+def test_write_export_as_called_by_the_estimator(tmp_path):
+    module = _mlp()
+    path = E.write_export(export_dir_base=str(tmp_path), module=module, predictions_fn=None,
+                          serving_input_fn=lambda: E.ServingInputReceiver(torch.ones(3, 3)),
+                          checkpoint_path="/m/ckpt-7", global_step=7, assets_extra=None,
+                          as_text=False, strip_default_attrs=False, clock=FakeClock())
+    predictor = E.load_export(path)
+    assert predictor.signature["checkpoint_path"] == "/m/ckpt-7"
+    assert predictor.signature["global_step"] == 7
+    module.eval()
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.allclose(predictor(x)["outputs"], module(x), atol=1e-6)
+    with pytest.raises(ValueError, match="^serving_input_fn must be defined.$"):
+        E.write_export(str(tmp_path), module)
