@@ -347,10 +347,11 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
                 path = session.save_checkpoint()
                 for hook in all_hooks:
                     hook.end(session)
-                raise PreemptedError(
-                    f"Training was preempted by {guard.signal_name} at global step "
-                    f"{session.global_step}; checkpoint {path} was saved. Run the job again to "
-                    "resume from it.")
+                message = (f"Training was preempted by {guard.signal_name} at global step "
+                           f"{session.global_step}; checkpoint {path} was saved. Run the job "
+                           "again to resume from it.")
+                logger.warning("%s", message)
+                raise PreemptedError(message)
             for hook in all_hooks:
                 hook.end(session)
             logger.info("Loss for final step: %s.", to_python(results["loss"])
