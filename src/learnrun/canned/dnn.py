@@ -68,6 +68,8 @@ class DNNNetwork(nn.Module):
     """DenseFeatures -> [Linear, activation, dropout, batch norm] * len(hidden_units) -> logits.
 
     The order inside a layer is TF's. Weights start Glorot-uniform, biases zero (as TF's).
+    Batch norm keeps PyTorch's running-statistics momentum (0.1), not TF's 0.999 decay, so
+    short runs evaluate well.
     """
 
     def __init__(self, feature_columns: Sequence[DenseColumn], hidden_units: Sequence[int],
@@ -82,7 +84,7 @@ class DNNNetwork(nn.Module):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(units, momentum=0.001, eps=0.001))
+                layers.append(nn.BatchNorm1d(units, eps=0.001))
             width = units
         self.hidden = nn.Sequential(*layers)
         self.logits = nn.Linear(width, logits_dimension)

@@ -1,0 +1,58 @@
+"""Tests for learnrun.canned.optimizers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learnrun.canned.optimizers import MultiOptimizer, make_optimizer
+
+
+def _params():
+    return [torch.nn.Parameter(torch.ones(2))]
+
+
+def test_names_classes_and_factories():
+    assert isinstance(make_optimizer("Adam", _params(), None, 0.1), torch.optim.Adam)
+    opt = make_optimizer("ftrl", _params(), 0.3, 0.1)
+    assert isinstance(opt, torch.optim.Adagrad) and opt.param_groups[0]["lr"] == 0.3
+    assert make_optimizer(torch.optim.SGD, _params(), None, 0.2).param_groups[0]["lr"] == 0.2
+    opt = make_optimizer(lambda p: torch.optim.RMSprop(p, lr=0.01), _params(), None, 0.1)
+    assert isinstance(opt, torch.optim.RMSprop)
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "match"),
+    [
+        ("Nadamx", ValueError, "Unsupported optimizer name: Nadamx"),
+        (torch.optim.SGD(_params(), lr=1), TypeError, "not an optimizer instance"),
+        (lambda p: None, TypeError, "must return a torch.optim.Optimizer, got NoneType"),
+        (3, TypeError, "optimizer must be a name"),
+    ],
+)
+def test_optimizer_errors(spec, error, match):
+    with pytest.raises(error, match=match):
+        make_optimizer(spec, _params(), None, 0.1)
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        make_optimizer("SGD", _params(), -1.0, 0.1)
+
+
+def test_multi_optimizer_steps_all_and_round_trips_state():
+    a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    multi = MultiOptimizer([torch.optim.SGD([a], lr=0.5), torch.optim.Adam([b], lr=0.1)])
+    assert len(multi.param_groups) == 2
+    scheduler = torch.optim.lr_scheduler.StepLR(multi, step_size=1, gamma=0.5)
+    (a * 2 + b * 3).sum().backward()
+    multi.step()
+    multi.zero_grad()
+    assert a.item() == pytest.approx(0.0) and b.item() == pytest.approx(0.9)
+    assert a.grad is None
+    state = multi.state_dict()
+    other = MultiOptimizer([torch.optim.SGD([a], lr=0.5), torch.optim.Adam([b], lr=0.1)])
+    other.load_state_dict(state)
+    assert other.optimizers[1].state_dict()["state"][0]["step"] == 1
+    with pytest.raises(ValueError, match="holds 2 optimizer states but this model has 1"):
+        MultiOptimizer([torch.optim.SGD([a], lr=0.5)]).load_state_dict(state)
+    # LR schedulers reach every child through param_groups
+    scheduler.step()
+    assert multi.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)
