@@ -279,3 +279,19 @@ def test_evaluate_does_not_change_rng(tmp_path):
     est.evaluate(eval_input_fn)
     list(est.predict(eval_input_fn))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_export_savedmodel_matches_predict(tmp_path):
+    from learnrun import export
+
+    est = Estimator(make_model_fn(), config=config(tmp_path))
+    with pytest.raises(ValueError, match="serving_input_fn must be defined."):
+        est.export_savedmodel(str(tmp_path / "exp"), None)
+    with pytest.raises(NotFittedError):
+        est.export_savedmodel(str(tmp_path / "exp"), lambda: X[:2])
+    est.train(ShuffledBatches, steps=3)
+    path = est.export_saved_model(str(tmp_path / "exp"), lambda: X[:2])
+    assert os.path.basename(path).isdigit() and len(os.path.basename(path)) == 10
+    loaded = export.load_export(path)(X[:6])
+    expected = next(est.predict(lambda: [X[:6]], yield_single_examples=False))
+    assert np.allclose(loaded["probabilities"].numpy(), expected["probabilities"], atol=1e-6)
