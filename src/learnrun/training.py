@@ -11,22 +11,34 @@ task type in ``estimator.config``:
 * ``ps``: serve parameters (``learnrun.distributed.serve``) until training ends.
 * ``evaluator``: evaluate and export each new checkpoint until ``max_steps`` is reached.
 
-Exporters (``LatestExporter``, ``BestExporter``, ``FinalExporter``) write to
-``<model_dir>/export/<exporter.name>/<timestamp>/``.
+Exporters (``LatestExporter``, ``BestExporter``, ``FinalExporter``, defined in
+``learnrun.exporters`` and re-exported here) write to
+``<model_dir>/export/<exporter.name>/<timestamp>/``; the evaluation loop is in
+``learnrun.training_eval``.
 """
 
 from __future__ import annotations
 
-import glob
-import inspect
-import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from learnrun.clock import Clock, get_clock
-from learnrun.estimator.hooks import CheckpointSaverListener, SessionRunHook
+from learnrun.estimator.hooks import SessionRunHook
+from learnrun.exporters import (
+    BestExporter,
+    Exporter,
+    FinalExporter,
+    LatestExporter,
+    _validate_exporters,
+)
+from learnrun.training_eval import (
+    _ContinuousEvalListener,
+    _EvalResult,
+    _EvalStatus,
+    _Evaluator,
+    _NewCheckpointListenerForEvaluate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +52,6 @@ __all__ = [
     "FinalExporter",
 ]
 
-_WARNING_INTERVAL_SECS = 600
 _MAX_WORKER_DELAY_SECS = 60
 
 
@@ -50,56 +61,6 @@ def _validate_hooks(hooks: Iterable[Any] | None) -> tuple[Any, ...]:
         if not isinstance(hook, SessionRunHook):
             raise TypeError(f"All hooks must be `SessionRunHook` instances, given: {hook!r}")
     return hooks
-
-
-class Exporter:
-    """Base class of exporters: ``name`` and ``export(...)`` (TF's ``tf.estimator.Exporter``)."""
-
-    @property
-    def name(self) -> str:
-        raise NotImplementedError("Exporter.name must be implemented by a subclass.")
-
-    def export(
-        self,
-        estimator: Any,
-        export_path: str,
-        checkpoint_path: str | None,
-        eval_result: dict | None,
-        is_the_final_export: bool,
-    ) -> Any:
-        """Export ``checkpoint_path`` under ``export_path``; returns the export path or None."""
-        raise NotImplementedError("Exporter.export must be implemented by a subclass.")
-
-
-def _validate_exporters(exporters: Any) -> tuple[Any, ...]:
-    if not exporters:
-        return ()
-    if isinstance(exporters, Exporter):
-        exporters = [exporters]
-    message = "`exporters` must be an Exporter, an iterable of Exporter, or `None`, found %s."
-    try:
-        exporters = tuple(exporters)
-    except TypeError:
-        raise TypeError(message % (exporters,)) from None
-    names = []
-    for exporter in exporters:
-        if not isinstance(exporter, Exporter):
-            raise TypeError(message % (exporter,))
-        names.append(exporter.name)
-    for name in names:
-        if not name:
-            raise ValueError(
-                "An Exporter cannot have a name that is `None` or empty. All exporter names: "
-                f"{names}"
-            )
-        if not isinstance(name, str):
-            raise ValueError(f"An Exporter must have a string name. Given: {type(name)}")
-    if len(set(names)) != len(names):
-        raise ValueError(
-            "`exporters` must have unique names. Such a name cannot be `None`. All exporter "
-            f"names: {names}"
-        )
-    return exporters
 
 
 class TrainSpec:
@@ -171,328 +132,6 @@ class EvalSpec:
             f"{[e.name for e in self.exporters]}, start_delay_secs={self.start_delay_secs}, "
             f"throttle_secs={self.throttle_secs})"
         )
-
-
-# -- exporters ---------------------------------------------------------------------------------
-def _check_exports_to_keep(exports_to_keep: int | None) -> None:
-    if exports_to_keep is not None and exports_to_keep <= 0:
-        raise ValueError(
-            f"`exports_to_keep`, if provided, must be a positive number. Got {exports_to_keep}"
-        )
-
-
-class _SavedModelExporter(Exporter):
-    def __init__(self, name, serving_input_receiver_fn, assets_extra=None, as_text=False):
-        self._name = name
-        self._serving_input_receiver_fn = serving_input_receiver_fn
-        self._assets_extra = assets_extra
-        self._as_text = as_text
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def _export(self, estimator, export_path, checkpoint_path):
-        return estimator.export_savedmodel(
-            export_path,
-            self._serving_input_receiver_fn,
-            assets_extra=self._assets_extra,
-            as_text=self._as_text,
-            checkpoint_path=checkpoint_path,
-        )
-
-
-class FinalExporter(_SavedModelExporter):
-    """Export only the final model (``is_the_final_export``); returns None otherwise."""
-
-    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        if not is_the_final_export:
-            return None
-        return self._export(estimator, export_path, checkpoint_path)
-
-
-class LatestExporter(_SavedModelExporter):
-    """Export every evaluated checkpoint and keep the newest ``exports_to_keep`` exports."""
-
-    def __init__(
-        self,
-        name,
-        serving_input_receiver_fn,
-        assets_extra=None,
-        as_text=False,
-        exports_to_keep: int | None = 5,
-    ):
-        super().__init__(name, serving_input_receiver_fn, assets_extra, as_text)
-        _check_exports_to_keep(exports_to_keep)
-        self._exports_to_keep = exports_to_keep
-
-    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        from learnrun.export import garbage_collect_exports
-
-        path = self._export(estimator, export_path, checkpoint_path)
-        garbage_collect_exports(export_path, self._exports_to_keep)
-        return path
-
-
-def _loss_smaller(best_eval_result: dict, current_eval_result: dict) -> bool:
-    """True when ``current_eval_result['loss']`` is strictly below the best one."""
-    if not best_eval_result or "loss" not in best_eval_result:
-        raise ValueError("best_eval_result cannot be empty or no loss is found in it.")
-    if not current_eval_result or "loss" not in current_eval_result:
-        raise ValueError("current_eval_result cannot be empty or no loss is found in it.")
-    return best_eval_result["loss"] > current_eval_result["loss"]
-
-
-class BestExporter(_SavedModelExporter):
-    """Export when ``compare_fn(best_eval_result=, current_eval_result=)`` says the model is better.
-
-    The best result so far is recovered after a restart from the evaluation records matching
-    ``event_file_pattern`` under ``model_dir`` (``results.jsonl`` written by
-    ``Estimator.evaluate``; default the unnamed evaluation, ``eval/results.jsonl``).
-    """
-
-    def __init__(
-        self,
-        name: str = "best_exporter",
-        serving_input_receiver_fn=None,
-        event_file_pattern: str | None = "eval/results.jsonl",
-        compare_fn: Callable[..., bool] = _loss_smaller,
-        assets_extra=None,
-        as_text=False,
-        exports_to_keep: int | None = 5,
-    ):
-        if not callable(compare_fn):
-            raise ValueError(f"`compare_fn` must be callable, given: {compare_fn!r}")
-        params = inspect.signature(compare_fn).parameters
-        if "best_eval_result" not in params or "current_eval_result" not in params:
-            raise ValueError(
-                "compare_fn must include best_eval_result and current_eval_result in its "
-                f"arguments; got {list(params)}."
-            )
-        _check_exports_to_keep(exports_to_keep)
-        super().__init__(name, serving_input_receiver_fn, assets_extra, as_text)
-        self._event_file_pattern = event_file_pattern
-        self._compare_fn = compare_fn
-        self._exports_to_keep = exports_to_keep
-        self._model_dir: str | None = None
-        self._best_eval_result: dict | None = None
-
-    def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
-        from learnrun.export import garbage_collect_exports
-
-        if self._model_dir != estimator.model_dir and self._event_file_pattern:
-            self._model_dir = estimator.model_dir
-            pattern = os.path.join(self._model_dir, self._event_file_pattern)
-            self._best_eval_result = self._best_recorded_result(pattern)
-        if self._best_eval_result is None or self._compare_fn(
-            best_eval_result=self._best_eval_result, current_eval_result=eval_result
-        ):
-            path = self._export(estimator, export_path, checkpoint_path)
-            garbage_collect_exports(export_path, self._exports_to_keep)
-            self._best_eval_result = eval_result
-            return path
-        return None
-
-    def _best_recorded_result(self, pattern: str) -> dict | None:
-        best = None
-        for path in sorted(glob.glob(pattern)):
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    if not line.strip():
-                        continue
-                    record = json.loads(line)
-                    if best is None or self._compare_fn(
-                        best_eval_result=best, current_eval_result=record
-                    ):
-                        best = record
-        return best
-
-
-# -- executor ----------------------------------------------------------------------------------
-class _EvalStatus:
-    UNSET = "unset"
-    EVALUATED = "evaluated"
-    MISSING_CHECKPOINT = "missing checkpoint"
-    NO_NEW_CHECKPOINT = "no new checkpoint"
-
-
-class _EvalResult:
-    """The outcome of one evaluation pass: status, metrics and checkpoint path (validated)."""
-
-    def __init__(self, status: str, metrics: Any = None, checkpoint_path: str | None = None):
-        if status == _EvalStatus.EVALUATED:
-            if not metrics:
-                raise ValueError(
-                    "Internal error: `Estimator.evaluate` should never return empty metrics."
-                )
-            if not isinstance(metrics, dict):
-                raise TypeError(f"`Estimator.evaluate` should return dict. Given {type(metrics)}.")
-            if "global_step" not in metrics:
-                raise ValueError(
-                    "Internal error: `Estimator.evaluate` result should have `global_step` in "
-                    f"result. Given {metrics}"
-                )
-        self.status = status
-        self.metrics = metrics
-        self.checkpoint_path = checkpoint_path
-
-    def __repr__(self) -> str:
-        return f"_EvalResult({self.status!r}, {self.metrics!r}, {self.checkpoint_path!r})"
-
-
-class _ContinuousEvalListener:
-    """Hooks into continuous evaluation: return False from either method to stop."""
-
-    def before_eval(self) -> bool:
-        return True
-
-    def after_eval(self, eval_result: _EvalResult) -> bool:
-        return True
-
-
-class _Evaluator:
-    """Evaluate the latest checkpoint once per new checkpoint, then run the exporters."""
-
-    def __init__(self, estimator, eval_spec: EvalSpec, max_training_steps, clock: Clock):
-        self._estimator = estimator
-        self._eval_spec = eval_spec
-        self._max_training_steps = max_training_steps
-        self._clock = clock
-        self._previous_ckpt_path: str | None = None
-        self._last_warning_time = 0.0
-
-    def _log_err_msg(self, message: str) -> None:
-        now = self._clock.time()
-        if now - self._last_warning_time > _WARNING_INTERVAL_SECS:
-            logger.warning(message)
-            self._last_warning_time = now
-
-    def evaluate_and_export(self) -> tuple[_EvalResult, list[Any]]:
-        latest = _latest_checkpoint(self._estimator)
-        if not latest:
-            self._log_err_msg(
-                "Estimator is not trained yet. Will start an evaluation when a checkpoint is ready."
-            )
-            return _EvalResult(_EvalStatus.MISSING_CHECKPOINT), []
-        if latest == self._previous_ckpt_path:
-            self._log_err_msg(
-                "No new checkpoint ready for evaluation. Skip the current evaluation pass as "
-                "evaluation results are expected to be same for the same checkpoint."
-            )
-            return _EvalResult(_EvalStatus.NO_NEW_CHECKPOINT), []
-        metrics = self._estimator.evaluate(
-            input_fn=self._eval_spec.input_fn,
-            steps=self._eval_spec.steps,
-            name=self._eval_spec.name,
-            checkpoint_path=latest,
-            hooks=list(self._eval_spec.hooks),
-        )
-        eval_result = _EvalResult(_EvalStatus.EVALUATED, metrics, latest)
-        is_final = (
-            self._max_training_steps is not None
-            and metrics["global_step"] >= self._max_training_steps
-        )
-        export_results = self._export(eval_result, is_final)
-        if is_final:
-            logger.info("Training has already ended at global step %s.", metrics["global_step"])
-        self._previous_ckpt_path = latest
-        self._last_warning_time = 0.0
-        return eval_result, export_results
-
-    def _export(self, eval_result: _EvalResult, is_the_final_export: bool) -> list[Any]:
-        results = []
-        for exporter in self._eval_spec.exporters:
-            results.append(
-                exporter.export(
-                    estimator=self._estimator,
-                    export_path=os.path.join(self._estimator.model_dir, "export", exporter.name),
-                    checkpoint_path=eval_result.checkpoint_path,
-                    eval_result=eval_result.metrics,
-                    is_the_final_export=is_the_final_export,
-                )
-            )
-        return results
-
-
-class _NewCheckpointListenerForEvaluate(CheckpointSaverListener):
-    """Saving listener of ``run_local``/``run_master``: evaluate new checkpoints while training.
-
-    Trace: ``begin`` resets the throttle; the first ``after_save`` (the checkpoint at the
-    starting step) is ignored; later saves are evaluated and exported when ``throttle_secs``
-    passed since the last evaluation (else skipped with a log line); ``end`` evaluates the final
-    step unless it was just evaluated. ``continuous_eval_listener`` returning False stops
-    training (``after_save`` returns True).
-    """
-
-    def __init__(self, evaluator: _Evaluator, throttle_secs, continuous_eval_listener, clock):
-        self._evaluator = evaluator
-        self._throttle_secs = throttle_secs
-        self._listener = continuous_eval_listener
-        self._clock = clock
-        self._last_step: int | None = None
-        self._last_time: float | None = None
-        self._is_first_run = True
-        self.eval_result: _EvalResult | None = None
-        self.export_results: list[Any] | None = None
-
-    def begin(self) -> None:
-        self._last_step = self._last_time = None
-        self._is_first_run = True
-
-    def _should_trigger(self, step: int) -> bool:
-        if self._last_step is None:
-            return True
-        if step == self._last_step:
-            return False
-        return self._clock.monotonic() - self._last_time >= self._throttle_secs
-
-    def after_save(self, session, global_step_value):
-        if self._is_first_run:
-            self._is_first_run = False
-            return None
-        if not self._listener.before_eval():
-            logger.info(
-                "Exiting training and evaluation loop, as requested by "
-                "_ContinuousEvalListener.before_eval."
-            )
-            return True
-        if self._should_trigger(global_step_value):
-            self._evaluate(global_step_value)
-            if not self._listener.after_eval(self.eval_result):
-                logger.info(
-                    "Exiting evaluation, as requested by _ContinuousEvalListener.after_eval."
-                )
-                return True
-        else:
-            logger.info(
-                "Skip the current checkpoint eval due to throttle secs (%s secs).",
-                self._throttle_secs,
-            )
-        return None
-
-    def end(self, session, global_step_value):
-        if global_step_value != self._last_step and self._listener.before_eval():
-            self._evaluate(global_step_value)
-            self._listener.after_eval(self.eval_result)
-
-    def _evaluate(self, global_step_value: int) -> None:
-        self._last_step = global_step_value
-        self._last_time = self._clock.monotonic()
-        self.eval_result, self.export_results = self._evaluator.evaluate_and_export()
-        if self.eval_result.status != _EvalStatus.EVALUATED:
-            raise RuntimeError(
-                "There was no new checkpoint after the training. Eval status: "
-                f"{self.eval_result.status}"
-            )
-
-
-def _latest_checkpoint(estimator) -> str | None:
-    latest = getattr(estimator, "latest_checkpoint", None)
-    if callable(latest):
-        return latest()
-    from learnrun.estimator.checkpoint import latest_checkpoint
-
-    return latest_checkpoint(estimator.model_dir)
 
 
 class _TrainingExecutor:
