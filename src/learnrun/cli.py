@@ -140,7 +140,7 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname).1s %(name)s: %(message)s" if verbose else "%(message)s",
-        stream=sys.stderr,
+        stream=sys.stdout,  # stderr carries only the one-line error
     )
     if not verbose:  # third-party INFO chatter (optuna, matplotlib, ...) stays quiet
         for name in ("optuna", "matplotlib", "PIL", "urllib3", "torch"):

@@ -47,7 +47,7 @@ EXPERIMENT = textwrap.dedent(
         print("HPARAMS", hparams.to_json(sort_keys=True))
         print("SEED", run_config.tf_random_seed)
         return learnrun.Experiment(TinyEstimator(run_config), lambda: [], lambda: [],
-                                   train_steps=3, min_eval_frequency=0)
+                                   train_steps=3, min_eval_frequency=0, eval_delay_secs=0)
 
 
     def preempted_fn(run_config, hparams):

@@ -204,7 +204,7 @@ def test_cli_tune_resumes_after_the_process_dies(tmp_path):
     study = optuna.load_study(study_name="exp", storage=f"sqlite:///{tmp_path}/t/study.db")
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 3 and states.count("FAIL") == 1
-    assert study.trials[-1].user_attrs["learnrun_model_dir"] == os.path.join("t", "trial_001")
+    assert study.trials[2].user_attrs["learnrun_model_dir"] == os.path.join("t", "trial_001")
 
 
 def test_cli_tune_bad_space_is_one_line(tmp_path):
