@@ -328,8 +328,7 @@ class Estimator:
         if name not in weights:
             raise ValueError(f"Variable {name!r} is not in the latest checkpoint; its variables "
                              f"are: {sorted(weights)}.")
-        return weights[name].float().numpy() if weights[name].dtype.is_floating_point and \
-            weights[name].dtype not in _NUMPY_FLOATS else weights[name].numpy()
+        return _to_numpy(weights[name])
 
     # -- export ---------------------------------------------------------------------------------
     def export_savedmodel(self, export_dir_base: str, serving_input_fn, assets_extra=None,

@@ -319,6 +319,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
         return loss, outputs, strategy.apply_update(module, optimizer, scheduler, clip,
                                                     session.global_step, scaler)
 
+    last_loss = None
     try:
         with PreemptionGuard() as guard:
             for hook in all_hooks:
@@ -336,7 +337,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
                 fetches = [n for h in all_hooks for n in getattr(h.before_run(ctx), "fetches", ())]
                 strategy.before_step(module)
                 loss, outputs, session.global_step = step_fn(features, labels)
-                loss = loss.detach() if torch.is_tensor(loss) else loss
+                last_loss = loss = loss.detach() if torch.is_tensor(loss) else loss
                 results = {"loss": loss, "outputs": outputs, "features": features, "labels": labels}
                 values = RunValues(results, session.global_step, _fetch(fetches, results, session))
                 for hook in all_hooks:
@@ -354,8 +355,8 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
                 raise PreemptedError(message)
             for hook in all_hooks:
                 hook.end(session)
-            logger.info("Loss for final step: %s.", to_python(results["loss"])
-                        if session.global_step > global_step and "results" in locals() else None)
+            if last_loss is not None:
+                logger.info("Loss for final step: %s.", to_python(last_loss))
     finally:
         for hook in all_hooks:
             if isinstance(hook, ProgressHook):

@@ -398,3 +398,15 @@ def test_worker_init_fn_ignores_sigterm():
     finally:
         signal.signal(signal.SIGTERM, old[0])
         signal.signal(signal.SIGINT, old[1])
+
+
+def test_progress_hook_bar_on_a_terminal_stream():
+    import io
+
+    stream = io.StringIO()
+    hook = ProgressHook(every_n_iter=2, stream=stream, use_bar=True, clock=FakeClock())
+    session = FakeSession()
+    session.last_step = 4
+    run_steps([hook], session, 4, loss=0.25)
+    assert "4/4" in stream.getvalue() and "loss=0.25" in stream.getvalue()
+    assert hook.lines == 2
