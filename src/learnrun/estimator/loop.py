@@ -475,6 +475,6 @@ def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hoo
     scalars = {k: v for k, v in results.items()
                if k != "global_step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
     summary.write_scalars(out_dir, step, scalars)
-    summary.get_summary_writer(out_dir).flush()
+    summary.flush(out_dir)
     summary.append_eval_result(out_dir, {"checkpoint_path": os.fspath(path), **results})
     return results
