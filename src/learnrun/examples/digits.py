@@ -1,0 +1,91 @@
+"""Built-in experiment ``digits``: a DNNClassifier on the 8x8 handwritten digits.
+
+``learnrun run digits --model-dir runs/digits`` trains a two-layer network on 80% of the 1797
+UCI digits (the split is fixed by ``hparams.split_seed``), evaluates on the other 20%
+(reaching about 97% accuracy in well under a minute on one CPU core) and exports the model
+to ``model_dir/export/Servo/<timestamp>/``. The pixels (0..16) are fed as one 64-wide
+numeric feature ``pixels`` scaled to [0, 1].
+
+Override anything from the command line, e.g.
+``learnrun run digits --hparams "hidden_units=[128,64],train_steps=2000"`` or tune it with
+``learnrun tune digits --trials 10 --metric accuracy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from learnrun.examples._data import load_digits, train_test_split
+
+TEST_FRACTION = 0.2
+
+
+def default_hparams() -> Any:
+    """Hyperparameters of the digits experiment (all overridable with ``--hparams``)."""
+    from learnrun.hparams import HParams
+
+    return HParams(
+        hidden_units=[64, 32],
+        learning_rate=0.003,
+        dropout=0.0,
+        batch_size=64,
+        train_steps=1500,
+        optimizer="Adam",
+        split_seed=0,
+        seed=42,
+    )
+
+
+def default_search_space() -> str:
+    """What ``learnrun tune digits`` searches when no ``--space`` is given."""
+    return ("learning_rate=loguniform(3e-4,3e-2),hidden_units=choice([32],[64,32],[128,64]),"
+            "dropout=uniform(0,0.3)")
+
+
+def serving_input_fn() -> Any:
+    """Example serving features: one image, batch dimension dynamic."""
+    import torch
+
+    return {"pixels": torch.zeros(1, 64)}
+
+
+def experiment_fn(run_config: Any, hparams: Any) -> Any:
+    """Build the digits Experiment for ``run_config`` and ``hparams``.
+
+    When ``run_config.tf_random_seed`` is unset, ``hparams.seed`` seeds the weights and the
+    shuffling, so two runs with the same hyperparameters give the same model.
+    """
+    from learnrun import export, feature_column, inputs
+    from learnrun.canned import DNNClassifier
+    from learnrun.experiment import Experiment
+
+    hp = default_hparams() if hparams is None else hparams
+    if run_config.tf_random_seed is None:
+        run_config = run_config.replace(tf_random_seed=int(hp.seed))
+    pixels, labels = load_digits()
+    pixels = pixels / 16.0
+    train_idx, test_idx = train_test_split(len(labels), TEST_FRACTION, int(hp.split_seed))
+    train_input_fn = inputs.numpy_input_fn(
+        {"pixels": pixels[train_idx]}, labels[train_idx], batch_size=int(hp.batch_size),
+        num_epochs=None, shuffle=True)
+    eval_input_fn = inputs.numpy_input_fn(
+        {"pixels": pixels[test_idx]}, labels[test_idx], batch_size=len(test_idx),
+        num_epochs=1, shuffle=False)
+    estimator = DNNClassifier(
+        hidden_units=list(hp.hidden_units),
+        feature_columns=[feature_column.numeric_column("pixels", shape=64)],
+        n_classes=10,
+        optimizer=hp.optimizer,
+        learning_rate=float(hp.learning_rate),
+        dropout=float(hp.dropout) or None,
+        config=run_config,
+    )
+    return Experiment(
+        estimator,
+        train_input_fn=train_input_fn,
+        eval_input_fn=eval_input_fn,
+        train_steps=int(hp.train_steps),
+        eval_steps=None,
+        eval_delay_secs=0,
+        export_strategies=[export.make_export_strategy(serving_input_fn, exports_to_keep=3)],
+    )
