@@ -101,3 +101,15 @@ def test_input_position_resumes_across_train_calls(tmp_path):
         return hook.seen
 
     assert run(tmp_path / "split", [4, 5]) == run(tmp_path / "whole", [9])
+
+
+def test_export_of_numeric_dnn_classifier(tmp_path):
+    from learnrun.export import load_export
+
+    x, y = _data(n=60)
+    est = DNNClassifier([4], [X_COL], model_dir=str(tmp_path / "model"))
+    est.train(numpy_input_fn({"x": x["x"]}, y, batch_size=20, shuffle=True), steps=3)
+    path = est.export_savedmodel(str(tmp_path / "export"), lambda: {"x": torch.zeros(2, 2)})
+    out = load_export(path)({"x": torch.from_numpy(x["x"][:3])})
+    assert {"logits", "probabilities", "class_ids", "classes"} <= set(out)
+    assert out["probabilities"].shape == (3, 2)

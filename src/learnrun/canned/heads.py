@@ -6,9 +6,10 @@ A canned module returns ``outputs = {"logits": (batch, logits_dimension)}`` plus
 * ``loss(outputs, labels)``: the weighted loss reduced by ``loss_reduction``
   (``"sum_over_batch_size"``: sum of weighted losses / number of loss elements; ``"sum"``);
 * ``predictions(outputs)``: TF's prediction keys (``logits``, ``logistic``, ``probabilities``,
-  ``class_ids``, ``classes``; ``predictions`` for regression). ``classes`` is a numpy array of
-  strings (the label vocabulary, else the class id as text); it is left out while
-  ``torch.export`` traces, since exported programs return tensors only;
+  ``class_ids``, ``classes``; ``predictions`` for regression). With a ``label_vocabulary``,
+  ``classes`` is a numpy array of those strings (left out while ``torch.export`` traces);
+  without one it is the int64 class-id tensor (TF gives the id as a string), so the model
+  exports: exported programs return tensors only;
 * ``metrics()``: torchmetrics objects updated as ``update(outputs, labels)``, each a small
   wrapper that maps logits and labels to what the wrapped metric needs. Weighted like TF,
   except ``auc`` and ``auc_precision_recall``, which ignore example weights.
@@ -182,10 +183,13 @@ class _ClassificationHead(Head):
             raise ValueError(f"Labels must >= 0; got {labels.min().item()}.")
         return labels
 
-    def _classes(self, class_ids: torch.Tensor) -> np.ndarray:
-        names = self.label_vocabulary or [str(i) for i in range(self.n_classes)]
+    def _classes(self, class_ids: torch.Tensor) -> Any:
+        if self.label_vocabulary is None:
+            return class_ids  # a tensor, so models without a vocabulary export
+        if _tracing():
+            return None
         ids = class_ids.detach().cpu().numpy()
-        return np.asarray(names, dtype=object)[ids]
+        return np.asarray(self.label_vocabulary, dtype=object)[ids]
 
     def _accuracy(self, outputs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(outputs)
@@ -220,8 +224,9 @@ class BinaryClassHead(_ClassificationHead):
         preds: dict[str, Any] = {"logits": logits, "logistic": logistic,
                                  "probabilities": torch.cat([1 - logistic, logistic], dim=1),
                                  "class_ids": class_ids}
-        if not _tracing():
-            preds["classes"] = self._classes(class_ids)
+        classes = self._classes(class_ids)
+        if classes is not None:
+            preds["classes"] = classes
         return preds
 
     def _label_float(self, outputs, labels):
@@ -288,8 +293,9 @@ class MultiClassHead(_ClassificationHead):
         class_ids = logits.argmax(dim=1, keepdim=True)
         preds: dict[str, Any] = {"logits": logits, "probabilities": torch.softmax(logits, dim=1),
                                  "class_ids": class_ids}
-        if not _tracing():
-            preds["classes"] = self._classes(class_ids)
+        classes = self._classes(class_ids)
+        if classes is not None:
+            preds["classes"] = classes
         return preds
 
     def metrics(self) -> dict[str, torchmetrics.Metric]:
