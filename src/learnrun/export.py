@@ -215,13 +215,23 @@ class _ServingModule:
                 preds = predictions_fn(outputs) if predictions_fn is not None else outputs
                 if isinstance(preds, torch.Tensor):
                     preds = {"outputs": preds}
-                if not isinstance(preds, Mapping) or not all(
-                        isinstance(v, torch.Tensor) for v in preds.values()):
+                if not isinstance(preds, Mapping):
                     raise TypeError("predictions_fn must return a tensor or a dict of str -> tensor, "
                                     f"got {type(preds).__name__}.")
-                return dict(preds)
+                kept = {}
+                for key, value in preds.items():
+                    if isinstance(value, torch.Tensor):
+                        kept[key] = value
+                    else:  # e.g. class names as strings: a program can only return tensors
+                        self.dropped.add(str(key))
+                if not kept:
+                    raise TypeError("predictions_fn returned no tensor to export (keys "
+                                    f"{sorted(map(str, preds))}); return at least one tensor.")
+                return kept
 
-        return Serving()
+        serving = Serving()
+        serving.dropped = set()
+        return serving
 
 
 def _export_program(serving, args: tuple, dynamic: bool):
@@ -283,6 +293,10 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
         serving = _ServingModule.make(module, predictions_fn, names)
         with torch.no_grad():
             outputs = serving(*args)
+        if serving.dropped:
+            logger.warning("Export leaves out predictions that are not tensors: %s (an exported "
+                           "program returns tensors only; map ids to names after loading).",
+                           ", ".join(sorted(serving.dropped)))
         program, dynamic = _export_program(serving, args, receiver.dynamic_batch)
         torch.export.save(program, os.path.join(temp_dir, PROGRAM_FILENAME))
         from safetensors.torch import save_file

@@ -414,3 +414,29 @@ def test_write_export_as_called_by_the_estimator(tmp_path):
         assert torch.allclose(predictor(x)["outputs"], module(x), atol=1e-6)
     with pytest.raises(ValueError, match="^serving_input_fn must be defined.$"):
         E.write_export(str(tmp_path), module)
+
+
+def test_non_tensor_predictions_are_left_out_with_a_warning(tmp_path, caplog):
+    module = _mlp().eval()
+    names = ["neg", "pos"]
+
+    def predictions_fn(out):
+        preds = {"probs": out.softmax(-1)}
+        if not torch.compiler.is_exporting():  # eager call: strings, as a vocabulary head gives
+            preds["classes"] = [names[i] for i in out.argmax(-1).tolist()]
+        return preds
+
+    with caplog.at_level("WARNING"):
+        path = E.write_export(str(tmp_path / "export"), module, predictions_fn, torch.randn(4, 3))
+    assert "not tensors: classes" in caplog.text
+    predictor = E.load_export(path)
+    assert [o["name"] for o in predictor.signature["outputs"]] == ["probs"]
+    x = torch.randn(5, 3)
+    with torch.no_grad():
+        assert torch.allclose(predictor(x)["probs"], module(x).softmax(-1), atol=1e-6)
+
+
+def test_predictions_without_any_tensor_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="no tensor to export"):
+        E.write_export(str(tmp_path / "export"), _mlp(), lambda out: {"c": ["x"]}, torch.randn(4, 3))
+    assert not os.listdir(tmp_path / "export")
