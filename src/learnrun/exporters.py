@@ -148,7 +148,8 @@ class BestExporter(_SavedModelExporter):
 
     The best result so far is recovered after a restart from the evaluation records matching
     ``event_file_pattern`` under ``model_dir`` (``results.jsonl`` written by
-    ``Estimator.evaluate``; default the unnamed evaluation, ``eval/results.jsonl``).
+    ``Estimator.evaluate``; default the unnamed evaluation, ``eval/results.jsonl``), leaving out
+    the record of the checkpoint being exported.
     """
 
     def __init__(
@@ -183,7 +184,7 @@ class BestExporter(_SavedModelExporter):
         if self._model_dir != estimator.model_dir and self._event_file_pattern:
             self._model_dir = estimator.model_dir
             pattern = os.path.join(self._model_dir, self._event_file_pattern)
-            self._best_eval_result = self._best_recorded_result(pattern)
+            self._best_eval_result = self._best_recorded_result(pattern, checkpoint_path)
         if self._best_eval_result is None or self._compare_fn(
             best_eval_result=self._best_eval_result, current_eval_result=eval_result
         ):
@@ -193,7 +194,12 @@ class BestExporter(_SavedModelExporter):
             return path
         return None
 
-    def _best_recorded_result(self, pattern: str) -> dict | None:
+    def _best_recorded_result(self, pattern: str, current_checkpoint: str | None) -> dict | None:
+        """The best record under ``pattern``, ignoring those of ``current_checkpoint``.
+
+        The evaluation being exported has already appended its own record; counting it as the
+        best so far would make the first export after a (re)start compare equal and skip.
+        """
         best = None
         for path in sorted(glob.glob(pattern)):
             with open(path, encoding="utf-8") as f:
@@ -201,6 +207,8 @@ class BestExporter(_SavedModelExporter):
                     if not line.strip():
                         continue
                     record = json.loads(line)
+                    if current_checkpoint and record.get("checkpoint_path") == current_checkpoint:
+                        continue
                     if best is None or self._compare_fn(
                         best_eval_result=best, current_eval_result=record
                     ):

@@ -496,3 +496,16 @@ def test_best_exporter(gc_calls, tmp_path):
         BestExporter(compare_fn=lambda a, b: True)
     with pytest.raises(ValueError, match="current_eval_result cannot be empty"):
         best.export(est, "base", "ck", {}, False)
+
+
+def test_best_exporter_ignores_the_record_of_the_checkpoint_being_exported(gc_calls, tmp_path):
+    est = FakeEstimator(FakeRunConfig(model_dir=str(tmp_path)))
+    (tmp_path / "eval").mkdir()
+    # Estimator.evaluate appended this checkpoint's own record before the exporter runs.
+    (tmp_path / "eval" / "results.jsonl").write_text(
+        '{"loss": 9, "global_step": 1, "checkpoint_path": "ck0"}\n'
+        '{"loss": 5, "global_step": 2, "checkpoint_path": "ck1"}\n'
+    )
+    best = BestExporter(serving_input_receiver_fn="fn")
+    assert best.export(est, "base", "ck1", {"loss": 5}, False) == "base/bogus_timestamp"
+    assert best.export(est, "base", "ck2", {"loss": 6}, False) is None
