@@ -29,7 +29,7 @@ def default_hparams() -> Any:
         learning_rate=0.003,
         dropout=0.0,
         batch_size=64,
-        train_steps=1500,
+        train_steps=1000,
         optimizer="Adam",
         split_seed=0,
         seed=42,
