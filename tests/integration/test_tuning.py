@@ -216,3 +216,22 @@ def test_cli_tune_bad_space_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "learnrun: error: bad search space 'lr=loguniform(0,1)': lr: loguniform() needs low > 0, got 0"]
+
+
+def test_pruning_stops_training_from_in_training_evaluations(tmp_path):
+    from learnrun.estimator.checkpoint import list_checkpoints
+    from learnrun.examples import digits
+
+    tuner = OptunaTuner(
+        "learning_rate=loguniform(1e-3,1e-2)", metric="accuracy", n_trials=1,
+        base_model_dir=str(tmp_path / "tune"), hparams=digits.default_hparams().parse(
+            "train_steps=60"),
+        config_overrides={"save_checkpoints_steps": 20},
+        pruner=optuna.pruners.ThresholdPruner(lower=0.999), out=open(os.devnull, "w"))  # noqa: SIM115
+    learnrun.tune(digits.experiment_fn, tuner)
+    trial = tuner.study.trials[0]
+    assert trial.state.name == "PRUNED"
+    assert trial.intermediate_values and all(v < 0.999 for v in trial.intermediate_values.values())
+    steps = [c.step for c in list_checkpoints(trial.user_attrs["learnrun_model_dir"])]
+    assert max(steps) < 60
+    assert "no trial completed" in tuner.summary()
