@@ -61,7 +61,7 @@ def single_process_losses(steps: int, global_batch: int) -> list[float]:
         loss = torch.nn.functional.mse_loss(module(xb), yb)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 
@@ -81,6 +81,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=20.0)
     parser.add_argument("--die-at")
     parser.add_argument("--sigterm-at")
+    parser.add_argument("--die-once", action="store_true",
+                        help="--die-at only when model_dir has no 'died' marker (then write it)")
     args = parser.parse_args(argv)
 
     info = resolve_cluster()
@@ -140,7 +142,10 @@ def main(argv: list[str]) -> int:
             local_steps += 1
             losses.append(strategy.reduce_sum(float(loss.detach())) / ctx.num_replicas_in_sync)
             print(f"STEP {step}", flush=True)
-            if _matches(args.die_at, task) == local_steps:
+            marker = os.path.join(args.model_dir, "died")
+            if _matches(args.die_at, task) == local_steps and not (
+                    args.die_once and os.path.exists(marker)):
+                open(marker, "w").close()
                 os.kill(os.getpid(), signal.SIGKILL)
             if _matches(args.sigterm_at, task) == local_steps:
                 os.kill(os.getpid(), signal.SIGTERM)

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
+PREEMPTED_EXIT_CODE = 143
+
 __all__ = ["launch", "add_launch_arguments", "launch_main", "LocalCluster", "free_port"]
 
 
@@ -54,7 +56,8 @@ class LocalCluster:
                  evaluator: bool = False, env: Mapping[str, str] | None = None,
                  output: IO[str] | None = None, host: str = "127.0.0.1",
                  roles_from: str = "tf_config", tolerate_worker_failures: bool | None = None,
-                 port_picker: Callable[[], int] | None = None) -> None:
+                 port_picker: Callable[[], int] | None = None,
+                 stop_on_failure: bool = True) -> None:
         if num_ps < 0 or num_workers < 0:
             raise ValueError(f"num_ps and num_workers must be >= 0; got num_ps={num_ps}, "
                              f"num_workers={num_workers}.")
@@ -72,6 +75,7 @@ class LocalCluster:
         self.tolerate = (num_ps > 0) if tolerate_worker_failures is None else \
             tolerate_worker_failures
         self.port_picker = port_picker or (lambda: free_port(host))
+        self.stop_on_failure = stop_on_failure
         self.processes: dict[str, subprocess.Popen] = {}
         self.codes: dict[str, int] = {}
         self.failure: tuple[str, int] | None = None
@@ -169,18 +173,29 @@ class LocalCluster:
                 continue
             if self.failure is None:
                 self.failure = (name, self.codes[name])
+                action = "stopping the other tasks" if self.stop_on_failure else \
+                    "waiting for the other tasks"
                 self.write("launch", f"{name} failed with exit code {self.codes[name]}; "
-                                     "stopping the other tasks.")
+                                     f"{action}.")
         return running
 
     def wait(self, grace_secs: float = 10.0, deadline: float | None = None,
              interrupted: Callable[[], bool] = lambda: False) -> int:
-        """Wait for every task; on the first failure stop the others. Return the exit code."""
+        """Wait for every task; on the first failure stop the others. Return the exit code.
+
+        A first failure with code 143 (a preempted trainer) gives the others ``grace_secs``
+        to stop by themselves (they agree on the stop step and the chief saves) first.
+        """
         stop_sent_at: float | None = None
+        failed_at: float | None = None
         while self.poll():
             now = time.monotonic()
             timed_out = deadline is not None and now > deadline
-            if (self.failure is not None or timed_out or interrupted()) and stop_sent_at is None:
+            if self.failure is not None and failed_at is None:
+                failed_at = now
+            failing = (self.stop_on_failure and failed_at is not None and (
+                self.failure[1] != PREEMPTED_EXIT_CODE or now - failed_at > grace_secs))
+            if (failing or timed_out or interrupted()) and stop_sent_at is None:
                 if timed_out and self.failure is None:
                     self.write("launch", "the cluster ran past its timeout; stopping it.")
                     self.failure = ("launch", 124)
