@@ -207,3 +207,9 @@ def test_version_and_usage(tmp_path):
     assert proc.returncode == 0 and proc.stdout.startswith("learnrun ")
     proc = learnrun_cli(cwd=str(tmp_path))
     assert proc.returncode == 2 and "usage: learnrun" in proc.stderr
+
+
+def test_launch_delegates_to_the_distributed_launcher(tmp_path):
+    proc = learnrun_cli("launch", "--help", cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: learnrun launch" in proc.stdout and "--workers" in proc.stdout
