@@ -240,6 +240,13 @@ def parse_search_space(space: str | Mapping[str, Any]) -> dict[str, Dimension]:
     return dims
 
 
+def _fmt(value: Any) -> str:
+    """Short display of a hyperparameter value (floats to 4 significant digits)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -508,7 +515,7 @@ class OptunaTuner(Tuner):
         model_dir = trial.user_attrs[_MODEL_DIR]
         params = {n: d.decode(trial.params[n]) for n, d in self.dimensions.items()}
         started = self._clock.monotonic()
-        shown = " ".join(f"{k}={v}" for k, v in params.items())
+        shown = " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
         self._print(f"trial {trial.number}: {shown} -> {model_dir}")
         try:
             hparams = self.trial_hparams(params)
@@ -582,7 +589,7 @@ class OptunaTuner(Tuner):
         rows = []
         for t in trials:
             dims = self.dimensions
-            values = [dims[n].decode(t.params[n]) if n in t.params else "-" for n in names]
+            values = [_fmt(dims[n].decode(t.params[n])) if n in t.params else "-" for n in names]
             objective = f"{t.value:.6g}" if t.value is not None else "-"
             rows.append([t.number, t.state.name, objective, *values,
                          t.user_attrs.get(_MODEL_DIR, "-")])
@@ -596,7 +603,8 @@ class OptunaTuner(Tuner):
         if best is None:
             lines.append("no trial completed")
         else:
-            params = ", ".join(f"{n}={self.dimensions[n].decode(v)}" for n, v in best.params.items()
+            params = ", ".join(f"{n}={_fmt(self.dimensions[n].decode(v))}"
+                               for n, v in best.params.items()
                                if n in self.dimensions)
             lines.append(f"best trial {best.number}: {self.metric}={best.value:.6g} ({params}) "
                          f"in {best.user_attrs.get(_MODEL_DIR)}")
