@@ -99,6 +99,11 @@ class DDPStrategy(Strategy):
             # torchrun's own variable (pytorch#135712: the agent's store outlives attempts).
             restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
             return dist.PrefixStore(f"learnrun/{restart}", store)
+        if not addr or not port:  # a one-task cluster: the chief's own address
+            jobs = _cluster.cluster_dict(self.config)
+            first = next((jobs[j][0] for j in _cluster.TRAINER_JOBS if jobs.get(j)), None)
+            if first:
+                addr, port = _cluster.split_address(first, "chief")
         if not addr or not port:
             raise DistributedError(
                 f"{self.name}: no rendezvous address (master_addr={addr!r}, master_port="
