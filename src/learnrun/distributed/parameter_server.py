@@ -10,7 +10,8 @@ gradients after it (see :mod:`learnrun.distributed.ps_strategy`).
 Why RPC and not point-to-point messages over a gloo group. Measured on the 2-core machine:
 gloo moves 340 KB in ~0.6 ms on loopback (platform notes), and a full RPC pull + push of an
 MLP 64-256-256-10 runs at ~0.3-0.5x of one-process speed (``benchmarks/bench_distributed.py``),
-so the transport's speed is not what limits a 2-core machine and does not decide. Failure behaviour does: a gloo group is one collective
+so the transport's speed is not what limits a 2-core machine and does not decide.
+Failure behaviour does: a gloo group is one collective
 context, and a dead worker breaks it for everyone (the ps cannot keep serving the others),
 while an RPC world survives a dead worker: only calls to the dead peer fail. Gloo
 point-to-point also needs fixed shapes agreed in advance and a receive-from-any-source loop,
