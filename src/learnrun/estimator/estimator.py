@@ -89,10 +89,12 @@ class Estimator:
       config: a ``learnrun.RunConfig`` (default ``RunConfig()``).
       params: hyperparameters passed to ``model_fn`` (deep-copied).
       warm_start_from: a checkpoint or model directory path, or ``WarmStartSettings``.
+      clock: a ``learnrun.clock.Clock`` for the default hooks' timers and export timestamps
+        (tests pass a ``FakeClock``); the system clock when None.
     """
 
     def __init__(self, model_fn, model_dir: str | None = None, config: Any = None,
-                 params: Any = None, warm_start_from: Any = None) -> None:
+                 params: Any = None, warm_start_from: Any = None, *, clock: Any = None) -> None:
         if not callable(model_fn):
             raise TypeError(f"model_fn must be callable, got {model_fn!r}.")
         try:
@@ -121,6 +123,7 @@ class Estimator:
             warm_start_from = WarmStartSettings(os.fspath(warm_start_from))
         self._warm_start = warm_start_from
         self._strategy = None
+        self.clock = clock
 
     # -- construction helpers ---------------------------------------------------------------
     @staticmethod
@@ -353,7 +356,7 @@ class Estimator:
                 export_dir_base=os.fspath(export_dir_base), module=spec.module,
                 predictions_fn=spec.predictions_fn, serving_input_fn=serving_input_fn,
                 checkpoint_path=path, global_step=step, assets_extra=assets_extra,
-                as_text=as_text, strip_default_attrs=strip_default_attrs)
+                as_text=as_text, strip_default_attrs=strip_default_attrs, clock=self.clock)
 
     export_saved_model = export_savedmodel
 

@@ -226,14 +226,17 @@ def _default_hooks(config: Any, device, session: RunSession, steps, max_steps) -
     if steps is not None or max_steps is not None:
         hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
     log_every = _cfg(config, "log_step_count_steps", 100)
+    clock = session.estimator.clock
     hooks.append(NanTensorHook(every_n_iter=1 if device.type == "cpu" else (log_every or 100)))
     if log_every:
-        hooks.append(ProgressHook(every_n_iter=log_every))
+        hooks.append(ProgressHook(every_n_iter=log_every, clock=clock))
         if session.is_chief:
-            hooks.append(StepCounterHook(every_n_steps=log_every, output_dir=session.model_dir))
+            hooks.append(StepCounterHook(every_n_steps=log_every, output_dir=session.model_dir,
+                                         clock=clock))
     summary_steps = _cfg(config, "save_summary_steps", 100)
     if summary_steps and session.is_chief:
-        hooks.append(SummarySaverHook(save_steps=summary_steps, output_dir=session.model_dir))
+        hooks.append(SummarySaverHook(save_steps=summary_steps, output_dir=session.model_dir,
+                                      clock=clock))
     return hooks
 
 
@@ -258,7 +261,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
     save_secs = _cfg(config, "save_checkpoints_secs", 600)
     if (save_steps or save_secs) and not savers:
         savers = [CheckpointSaverHook(est.model_dir, save_secs=None if save_steps else save_secs,
-                                      save_steps=save_steps or None)]
+                                      save_steps=save_steps or None, clock=est.clock)]
         if session.is_chief:
             all_hooks.append(savers[0])
     if listeners:
