@@ -1,4 +1,4 @@
-"""OptunaTuner: search-space parsing, studies of tiny trials, resume after interruption."""
+"""OptunaTuner: studies of tiny trials, resume after interruption, pruning (parsing: unit tests)."""
 
 from __future__ import annotations
 
@@ -10,56 +10,9 @@ import textwrap
 import pytest
 
 import learnrun
-from learnrun.tuning import Dimension, OptunaTuner, SearchSpaceError, parse_search_space
+from learnrun.tuning import OptunaTuner, SearchSpaceError
 
 optuna = pytest.importorskip("optuna")
-
-
-# ----------------------------------------------------------------- search-space language
-
-
-def test_parse_search_space_forms():
-    dims = parse_search_space(
-        "lr=loguniform(1e-4, 1e-1), units=choice([32],[64,32]), layers=int(1,4),"
-        "drop=uniform(0, 0.5, step=0.1), act=choice(relu, tanh), width=int(8, 64, log=true)")
-    assert dims["lr"] == Dimension("lr", "loguniform", 1e-4, 1e-1, log=True)
-    assert dims["units"].choices == ([32], [64, 32])
-    assert dims["layers"] == Dimension("layers", "int", 1, 4)
-    assert dims["drop"].step == 0.1
-    assert dims["act"].choices == ("relu", "tanh")
-    assert dims["width"].log is True
-    dist = dims["units"].to_optuna()
-    assert dims["units"].decode(dist.choices[1]) == [64, 32]
-    assert dims["act"].to_optuna().choices == ("relu", "tanh")
-
-
-def test_parse_search_space_mapping():
-    dims = parse_search_space({"lr": "loguniform(0.001, 0.1)", "units": [[8], [16]]})
-    assert dims["lr"].kind == "loguniform" and dims["units"].choices == ([8], [16])
-
-
-@pytest.mark.parametrize(
-    "text, needle",
-    [
-        ("", "empty"),
-        ("lr=logunif(1,2)", "unknown distribution 'logunif'"),
-        ("lr=loguniform(0, 1)", "needs low > 0, got 0"),
-        ("lr=uniform(1, 1)", "needs low < high"),
-        ("lr=uniform(a, 1)", "low must be a number, got 'a'"),
-        ("lr=uniform(1)", "takes (low, high)"),
-        ("n=int(1.5, 3)", "bounds must be integers"),
-        ("u=choice()", "at least one value"),
-        ("u=choice(1, 1)", "a value twice"),
-        ("lr=uniform(0,1),lr=uniform(0,2)", "given twice"),
-        ("lr=uniform(0,1", "unclosed"),
-        ("lr 0.1", "expected name=distribution"),
-        ("lr=uniform(0, 1, bogus=2)", "no option 'bogus'"),
-    ],
-)
-def test_parse_search_space_errors(text, needle):
-    with pytest.raises(SearchSpaceError) as info:
-        parse_search_space(text)
-    assert needle in str(info.value)
 
 
 # ----------------------------------------------------------------- studies
