@@ -166,6 +166,30 @@ def test_checkpoint_saver_steps_and_listeners():
     assert [e[1] for e in listener.events if e[0] == "after"] == [0, 3, 6, 8]
 
 
+def test_checkpoint_saver_rejects_listeners_of_the_wrong_type(tmp_path):
+    with pytest.raises(TypeError, match="^listeners must be CheckpointSaverListener instances, got int: 3"):
+        CheckpointSaverHook(str(tmp_path), save_steps=1, listeners=[CheckpointSaverListener(), 3])
+    hook = CheckpointSaverHook(str(tmp_path), save_steps=1)
+    with pytest.raises(TypeError, match="^saving_listeners must be CheckpointSaverListener .* str: 'x'"):
+        hook.add_listeners(["x"])
+    hook.add_listeners([CheckpointSaverListener()])
+    hook.add_listeners(None)
+    assert len(hook._listeners) == 1
+
+
+def test_hooks_module_reexports_every_hook_name():
+    import learnrun.estimator.basic_hooks as basic
+    import learnrun.estimator.hook_base as base
+    import learnrun.estimator.hooks as facade
+    import learnrun.estimator.saver_hooks as saver
+
+    for module in (base, basic, saver):
+        for name in module.__all__:
+            assert getattr(facade, name) is getattr(module, name), name
+    assert set(facade.__all__) == set(base.__all__) - {"to_python"} | set(basic.__all__) | set(saver.__all__)
+    assert facade.ValidationMonitor is ValidationMonitor
+
+
 def test_checkpoint_saver_listener_can_stop_and_secs_timer():
     listener = RecordingListener(stop_at=4)
     session = FakeSession()
