@@ -154,3 +154,15 @@ def test_linear_model_sums_weights():
     with torch.no_grad():
         mean.weights["i"].copy_(torch.tensor([[1.0], [3.0], [0.0]]))
     assert mean({"i": torch.tensor([[0, 1]])}).tolist() == [[2.0]]
+
+
+def test_package_reexports_every_public_name():
+    from learnrun.feature_column import columns, constructors, layers
+
+    for module in (columns, constructors, layers):
+        public = {n for n, v in vars(module).items() if not n.startswith("_")
+                  and getattr(v, "__module__", None) == module.__name__}
+        assert public <= set(fc.__all__), (module.__name__, public - set(fc.__all__))
+    for name in fc.__all__:
+        assert getattr(fc, name) is not None
+    assert fc.NumericColumn is columns.NumericColumn and fc.LinearModel is layers.LinearModel
