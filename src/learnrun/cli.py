@@ -186,6 +186,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print(f"  hparams:   {hparams}")
     from learnrun.runner import run
 
+    if (getattr(run_config, "world_size", 1) or 1) > 1 or getattr(run_config, "num_ps_replicas", 0) \
+            or getattr(run_config, "task_type", None) == "evaluator":
+        _DISTRIBUTED_RUN.append(True)
     result = run(loaded.experiment_fn, schedule=schedule, run_config=run_config, hparams=hparams)
     _report_result(result, run_config.model_dir)
     if getattr(run_config, "is_chief", True):
@@ -273,8 +276,26 @@ def cmd_launch(argv: Sequence[str]) -> int:
     return int(code or 0)
 
 
+#: Set by ``cmd_run`` when this process is a task of a cluster (see :func:`main`).
+_DISTRIBUTED_RUN: list[bool] = []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``learnrun`` console script; returns the process exit status."""
+    """Entry point of the ``learnrun`` console script; returns the process exit status.
+
+    A task of a distributed run leaves through ``learnrun.distributed.exit_process(code)``
+    (flush, ``os._exit``): normal interpreter exits after ``destroy_process_group()`` abort
+    now and then on this platform (platform-notes).
+    """
+    code = _main(argv)
+    if _DISTRIBUTED_RUN:
+        from learnrun.distributed import exit_process
+
+        exit_process(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in argv or "--verbose" in argv
     command = next((a for a in argv if not a.startswith("-")), None)

@@ -71,3 +71,30 @@ def run_launch(model_dir: Path, *trainer_args: str, **kwargs) -> tuple[int, Coll
     code = launch(None, command=[sys.executable, TRAINER, "--model-dir", str(model_dir)],
                   run_args=list(trainer_args), output=out, **kwargs)
     return code, out
+
+
+EXPERIMENT = str(Path(__file__).with_name("_experiment.py"))
+
+
+def launch_experiment(model_dir: Path, *, num_ps: int = 0, num_workers: int = 0,
+                      evaluator: bool = False, max_restarts: int = 0, timeout: float = 80.0,
+                      save_steps: int | None = None, keep: int = 5, dist_timeout: float = 20,
+                      extra_args: tuple[str, ...] = (), grace_secs: float = 5.0,
+                      **env: str) -> tuple[int, Collector]:
+    """``learnrun.distributed.launch`` the test experiment through ``learnrun run``.
+
+    ``env`` adds ``LRTEST_*`` settings (see ``_experiment.py``); returns (exit code, output).
+    """
+    import os
+
+    import _experiment
+
+    out = Collector()
+    environ = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
+                   PYTHONPATH=str(Path(__file__).parent), **env)
+    args = ["--model-dir", str(model_dir),
+            *_experiment.config_args(save_steps, dist_timeout, keep), *extra_args]
+    code = launch(f"{EXPERIMENT}:experiment_fn", num_ps=num_ps, num_workers=num_workers,
+                  evaluator=evaluator, max_restarts=max_restarts, run_args=args, env=environ,
+                  output=out, timeout=timeout, grace_secs=grace_secs)
+    return code, out

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from learnrun.errors import NotFittedError
+from learnrun.errors import CheckpointError, NotFittedError
 from learnrun.estimator import checkpoint as ckpt
 from learnrun.estimator.hooks import CheckpointSaverListener, SessionRunHook
 from learnrun.estimator.loop import (
@@ -267,14 +267,54 @@ class Estimator:
         Returns every metric of ``spec.eval_metric_ops`` plus ``loss`` (mean over batches) and
         ``global_step``; writes them as TensorBoard scalars to ``eval_dir(name)`` and appends
         one line to its ``results.jsonl``. The global RNG state is left unchanged.
+
+        On an ``evaluator`` task (``continuous_eval``): a checkpoint already recorded in
+        ``results.jsonl`` (e.g. before the evaluator restarted) is not evaluated again, its
+        recorded result is returned; a checkpoint deleted by retention before it could be
+        loaded is skipped with a warning and ``{}`` is returned.
         """
         if steps is not None and steps <= 0:
             raise ValueError(f"Must specify steps > 0, given: {steps}")
         hooks = check_hooks(hooks)
         path = self._checkpoint_or_raise(checkpoint_path)
+        evaluator = getattr(self._config, "task_type", None) == "evaluator"
+        if evaluator:
+            recorded = self._recorded_result(path, name)
+            if recorded is not None:
+                logger.info("Checkpoint %s is already recorded in %s: not evaluating it again.",
+                            path, self.eval_dir(name))
+                return recorded
         with RNGFork():
-            spec, step, device = self._restored_spec(ModeKeys.EVAL, path)
+            try:
+                spec, step, device = self._restored_spec(ModeKeys.EVAL, path)
+            except (CheckpointError, OSError):
+                if evaluator and not self._is_listed(path):
+                    logger.warning("Skipping checkpoint %s: it was deleted (checkpoint "
+                                   "retention) before it could be evaluated.", path)
+                    return {}
+                raise
             return run_evaluation(self, spec, step, device, path, input_fn, steps, hooks, name)
+
+    def evaluated_checkpoints(self, name: str | None = None) -> list[str]:
+        """Checkpoint paths recorded in ``eval_dir(name)/results.jsonl``, oldest first."""
+        from learnrun.estimator import summary
+
+        return [os.path.normpath(r["checkpoint_path"])
+                for r in summary.read_eval_results(self.eval_dir(name)) if "checkpoint_path" in r]
+
+    def _recorded_result(self, path: str, name: str | None) -> dict | None:
+        from learnrun.estimator import summary
+
+        wanted = os.path.normpath(path)
+        for record in reversed(summary.read_eval_results(self.eval_dir(name))):
+            if os.path.normpath(str(record.get("checkpoint_path", ""))) == wanted:
+                return {k: v for k, v in record.items() if k != "checkpoint_path"}
+        return None
+
+    def _is_listed(self, path: str) -> bool:
+        wanted = os.path.normpath(path)
+        return any(os.path.normpath(info.path) == wanted
+                   for info in ckpt.list_checkpoints(self._model_dir))
 
     # -- predict -------------------------------------------------------------------------------
     def predict(self, input_fn, predict_keys=None, hooks=None, checkpoint_path: str | None = None,

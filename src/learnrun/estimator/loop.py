@@ -188,6 +188,7 @@ class RunSession:
             state["scaler"] = self.scaler.state_dict()
         if self.input is not None and callable(getattr(self.input, "state_dict", None)):
             state["input"] = self.input.state_dict()
+            state["input_pipeline"] = self.strategy.input_context().input_pipeline_id
         manager = self._managers.get(directory)
         if manager is None:
             manager = ckpt.CheckpointManager(
@@ -298,7 +299,13 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
     _load_hook_states(all_hooks, state.get("hooks") or {})
     iterable = call_input_fn(input_fn, ModeKeys.TRAIN, est._params, config, strategy.input_context())
     if state.get("input") is not None and callable(getattr(iterable, "load_state_dict", None)):
-        iterable.load_state_dict(state["input"])
+        pipeline = strategy.input_context().input_pipeline_id
+        if int(state.get("input_pipeline", 0)) == pipeline:
+            iterable.load_state_dict(state["input"])
+        else:  # only the chief's input position is in the checkpoint
+            logger.warning("The checkpoint holds the input position of pipeline %s, not of this "
+                           "trainer's pipeline %d: its input starts from the beginning.",
+                           state.get("input_pipeline", 0), pipeline)
     session.input = iterable
     iterator = iter(iterable)
     if state.get("rng") is not None:  # after model_fn, input_fn and iter(): as in the saving run
@@ -327,7 +334,11 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
         with PreemptionGuard() as guard:
             for hook in all_hooks:
                 hook.after_create_session(session, None)
-            while not strategy.should_stop(session.stop_requested or guard.triggered):
+            while True:
+                if guard.triggered and not strategy.preempted:
+                    strategy.notify_preempted()  # at the step boundary, never in the handler
+                if strategy.should_stop(session.stop_requested or guard.triggered):
+                    break
                 try:
                     batch = next(iterator)
                 except StopIteration:
@@ -345,15 +356,18 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
                 values = RunValues(results, session.global_step, _fetch(fetches, results, session))
                 for hook in all_hooks:
                     hook.after_run(ctx, values)
-            if guard.triggered:
+            if guard.triggered or strategy.preempted:
+                signal_name = guard.signal_name if guard.triggered else "a peer's preemption"
                 logger.warning("Received %s at global step %d: saving a checkpoint and stopping.",
-                               guard.signal_name, session.global_step)
+                               signal_name, session.global_step)
                 path = session.save_checkpoint()
                 for hook in all_hooks:
                     hook.end(session)
-                message = (f"Training was preempted by {guard.signal_name} at global step "
-                           f"{session.global_step}; checkpoint {path} was saved. Run the job "
-                           "again to resume from it.")
+                saved = f"checkpoint {path} was saved" if session.is_chief else \
+                    "the chief saved a checkpoint"
+                message = (f"Training was preempted by {signal_name} at global step "
+                           f"{session.global_step}; {saved}. Run the job again to resume "
+                           "from it.")
                 logger.warning("%s", message)
                 raise PreemptedError(message)
             for hook in all_hooks:

@@ -1,0 +1,140 @@
+"""The experiment of the distributed integration tests (``learnrun run _experiment.py:experiment_fn``).
+
+A small MLP regression trained with SGD+momentum on fixed data through the real path:
+``learnrun run`` -> ``learnrun.run`` -> Experiment schedule -> Estimator -> Strategy.
+Every trainer reads its shard through ``input_context`` with a per-replica batch of
+``GLOBAL_BATCH / num_replicas_in_sync``, so synchronous training equals one process on
+``GLOBAL_BATCH``. Settings come from environment variables (the launcher passes its
+environment to every task):
+
+* ``LRTEST_TRAIN_STEPS`` (default 8). RunConfig settings come from ``--config`` (see
+  :func:`config_args`): the Experiment must use the RunConfig it is given.
+* ``LRTEST_DIE_AT=task@n`` SIGKILLs that task after its n-th local step;
+  ``LRTEST_SIGTERM_AT=task@n`` sends it SIGTERM; ``LRTEST_DIE_ONCE=1`` only while
+  ``model_dir/died`` does not exist (then creates it).
+
+Each trainer prints ``STEP <global step>`` after every update and writes
+``model_dir/losses-<task>.json`` (its per-step losses) at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any
+
+import numpy as np
+import torch
+
+import learnrun
+from learnrun.estimator.hooks import SessionRunHook
+
+IN, HIDDEN, N_SAMPLES, GLOBAL_BATCH = 8, 16, 512, 16
+
+
+def make_data() -> tuple[np.ndarray, np.ndarray]:
+    """Fixed regression data: ``(x [N, IN], y [N, 1])`` float32."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((N_SAMPLES, IN)).astype(np.float32)
+    y = (x @ np.linspace(-1, 1, IN, dtype=np.float32)[:, None]
+         + 0.1 * rng.standard_normal((N_SAMPLES, 1)).astype(np.float32))
+    return x, y
+
+
+def model_fn(params: Any, config: Any, mode: str) -> learnrun.EstimatorSpec:
+    """A 8-16-1 tanh MLP, SGD with momentum, mean squared error."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.Tanh(),
+                                 torch.nn.Linear(HIDDEN, 1))
+    return learnrun.EstimatorSpec(
+        module=module, loss_fn=torch.nn.functional.mse_loss,
+        optimizer=torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9))
+
+
+def _task(config: Any) -> str:
+    return f"{config.task_type or 'local'}:{int(config.task_id or 0)}"
+
+
+def _matches(spec: str | None, task: str) -> int | None:
+    if not spec:
+        return None
+    who, _, step = spec.partition("@")
+    return int(step) if who == task else None
+
+
+class TestHook(SessionRunHook):
+    """Prints each global step, records the losses, injects the failures of the env settings."""
+
+    def begin(self) -> None:
+        self.losses: list[float] = []
+        self.local_steps = 0
+
+    def after_create_session(self, session: Any, coord: Any = None) -> None:
+        self.task = _task(session.config)
+        self.model_dir = session.model_dir
+        print(f"RESTORED {session.global_step}", flush=True)
+
+    def after_run(self, run_context: Any, run_values: Any) -> None:
+        self.local_steps += 1
+        self.losses.append(float(run_values.results["loss"]))
+        print(f"STEP {run_values.global_step}", flush=True)
+        marker = os.path.join(self.model_dir, "died")
+        once = os.environ.get("LRTEST_DIE_ONCE") == "1"
+        if _matches(os.environ.get("LRTEST_DIE_AT"), self.task) == self.local_steps and not (
+                once and os.path.exists(marker)):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if _matches(os.environ.get("LRTEST_SIGTERM_AT"), self.task) == self.local_steps:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def end(self, session: Any) -> None:
+        print(f"STOP {session.global_step}", flush=True)
+        with open(os.path.join(self.model_dir, f"losses-{self.task}.json"), "w") as f:
+            json.dump({"losses": self.losses, "step": session.global_step}, f)
+
+
+def _saving_listener() -> Any:
+    from learnrun.estimator.hooks import CheckpointSaverListener
+
+    class _Reporter(CheckpointSaverListener):
+        def after_save(self, session: Any, global_step_value: int) -> None:
+            print(f"SAVED {global_step_value}", flush=True)
+
+    return _Reporter()
+
+
+def train_input_fn(input_context: Any = None) -> Any:
+    """This trainer's shard of the data, ``GLOBAL_BATCH / num_replicas_in_sync`` per batch."""
+    x, y = make_data()
+    replicas = getattr(input_context, "num_replicas_in_sync", 1) if input_context else 1
+    return learnrun.inputs.numpy_input_fn(x, y, batch_size=GLOBAL_BATCH // replicas,
+                                          num_epochs=None, shuffle=False)(
+        input_context=input_context)
+
+
+def eval_input_fn(input_context: Any = None) -> Any:
+    """The first 64 examples, one pass (sharded when the Estimator gives an input_context)."""
+    x, y = make_data()
+    return learnrun.inputs.numpy_input_fn(x[:64], y[:64], batch_size=10, num_epochs=1,
+                                          shuffle=False)(input_context=input_context)
+
+
+def config_args(save_steps: int | None = None, timeout: float = 20, keep: int = 5) -> list[str]:
+    """``learnrun run`` options of the tests' RunConfig (one final save without ``save_steps``)."""
+    pairs = {"tf_random_seed": 0, "save_checkpoints_steps": save_steps or 10**9,
+             "save_checkpoints_secs": None, "save_summary_steps": 10**9,
+             "log_step_count_steps": 10**9, "keep_checkpoint_max": keep,
+             "distributed_timeout_secs": timeout, "device": "'cpu'"}
+    return [arg for key, value in pairs.items() for arg in ("--config", f"{key}={value}")]
+
+
+def experiment_fn(run_config: Any, hparams: Any = None) -> learnrun.Experiment:
+    """The test Experiment; settings from the ``LRTEST_*`` environment variables."""
+    env = os.environ
+    estimator = learnrun.Estimator(model_fn, config=run_config)
+    return learnrun.Experiment(
+        estimator, train_input_fn, eval_input_fn,
+        train_steps=int(env.get("LRTEST_TRAIN_STEPS", "8")), eval_steps=None,
+        train_monitors=[TestHook()], saving_listeners=[_saving_listener()],
+        eval_delay_secs=0, continuous_eval_throttle_secs=0.2, local_eval_frequency=None)

@@ -1,0 +1,98 @@
+"""The real path on real clusters: learnrun launch -> learnrun run -> Experiment -> Estimator -> Strategy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import _experiment
+import numpy as np
+import pytest
+import torch
+from _helpers import launch_experiment
+
+import learnrun
+from learnrun.estimator.checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
+
+# 2 DDP ranks each take the mean loss over half of the global batch; DDP averages their
+# gradients, which equals the gradient of the global-batch mean up to float32 summation order.
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _single_process(tmp_path: Path, steps: int) -> learnrun.Estimator:
+    config = learnrun.RunConfig(model_dir=str(tmp_path / "single"), tf_random_seed=0,
+                                save_checkpoints_steps=10**9, save_checkpoints_secs=None,
+                                save_summary_steps=10**9, log_step_count_steps=10**9,
+                                device="cpu")
+    est = learnrun.Estimator(_experiment.model_fn, config=config)
+    hook = _experiment.TestHook()
+    est.train(_experiment.train_input_fn, hooks=[hook], max_steps=steps)
+    return est
+
+
+def _losses(model_dir: Path, task: str) -> list[float]:
+    return json.loads((model_dir / f"losses-{task}.json").read_text())["losses"]
+
+
+def test_sync_chief_and_worker_equal_single_process(tmp_path):
+    steps = 6
+    model_dir = tmp_path / "cluster"
+    code, out = launch_experiment(model_dir, num_workers=1, LRTEST_TRAIN_STEPS=str(steps))
+    assert code == 0, out.text
+    assert out.values("chief:0", "STOP") == [steps] and out.values("worker:0", "STOP") == [steps]
+    assert out.values("chief:0", "SAVED") == [0, steps]  # TF saves at creation and at the end
+    assert out.values("worker:0", "SAVED") == []  # only the chief saves
+    single = _single_process(tmp_path, steps)
+    reference = json.loads((tmp_path / "single" / "losses-local:0.json").read_text())["losses"]
+    mean = np.mean([_losses(model_dir, "chief:0"), _losses(model_dir, "worker:0")], axis=0)
+    np.testing.assert_allclose(mean, reference, rtol=RTOL, atol=ATOL)
+    path = latest_checkpoint(str(model_dir))
+    assert checkpoint_step(path) == steps
+    want = load_checkpoint(single.latest_checkpoint()).weights
+    got = load_checkpoint(path).weights
+    assert sorted(got) == sorted(want)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=RTOL, atol=ATOL)
+    # the chief's local_run evaluated alone (no collective) after training
+    records = (model_dir / "eval" / "results.jsonl").read_text().splitlines()
+    assert json.loads(records[-1])["global_step"] == steps
+
+
+def test_ps_chief_worker_and_evaluator_train_to_train_steps(tmp_path):
+    steps = 30
+    code, out = launch_experiment(tmp_path, num_ps=1, num_workers=1, evaluator=True,
+                                  save_steps=10, LRTEST_TRAIN_STEPS=str(steps))
+    assert code == 0, out.text
+    for task in ("ps:0", "chief:0", "worker:0", "evaluator:0"):
+        assert f"[{task}]" in out.text
+    assert "[launch]" not in out.text or "failed" not in out.text, out.text
+    assert out.values("chief:0", "STEP") and out.values("worker:0", "STEP")
+    final = checkpoint_step(latest_checkpoint(str(tmp_path)))
+    assert final >= steps
+    records = [json.loads(line) for line in
+               (tmp_path / "eval_continuous" / "results.jsonl").read_text().splitlines()]
+    assert records and records[-1]["global_step"] >= steps
+    paths = [r["checkpoint_path"] for r in records]
+    assert len(paths) == len(set(paths))  # each checkpoint evaluated once
+
+
+def test_two_ps_shards(tmp_path):
+    code, out = launch_experiment(tmp_path, num_ps=2, LRTEST_TRAIN_STEPS="10")
+    assert code == 0, out.text
+    ckpt = load_checkpoint(latest_checkpoint(str(tmp_path)))
+    assert sorted(ckpt.weights) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert len(ckpt.state["optimizer"]["learnrun_ps_versions"]) == 2
+    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 10
+
+
+def test_sync_restart_resumes_from_latest_checkpoint(tmp_path):
+    code, out = launch_experiment(tmp_path, num_workers=1, max_restarts=1, save_steps=2,
+                                  LRTEST_TRAIN_STEPS="10", LRTEST_DIE_AT="worker:0@5",
+                                  LRTEST_DIE_ONCE="1", dist_timeout=10)
+    assert code == 0, out.text
+    assert "restarting the cluster (attempt 2 of 2)" in out.text
+    restored = out.values("chief:0", "RESTORED")
+    assert restored[0] == 0 and restored[-1] >= 2
+    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 10

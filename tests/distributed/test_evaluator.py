@@ -1,0 +1,73 @@
+"""The evaluator task's continuous_eval on the real Estimator: retention races and restarts."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import _experiment
+import pytest
+
+import learnrun
+from learnrun.clock import FakeClock
+from learnrun.estimator.checkpoint import list_checkpoints
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _config(model_dir, task_type: str | None, **kwargs) -> learnrun.RunConfig:
+    environ = {}
+    if task_type:
+        environ["TF_CONFIG"] = json.dumps({
+            "cluster": {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2"]},
+            "task": {"type": task_type, "index": 0}})
+    return learnrun.RunConfig(model_dir=str(model_dir), tf_random_seed=0,
+                              save_checkpoints_secs=None, save_summary_steps=10**9,
+                              log_step_count_steps=10**9, device="cpu", environ=environ,
+                              **kwargs)
+
+
+def _train(model_dir, steps: int, save_steps: int, keep: int) -> None:
+    config = _config(model_dir, None, save_checkpoints_steps=save_steps, keep_checkpoint_max=keep)
+    learnrun.Estimator(_experiment.model_fn, config=config).train(
+        _experiment.train_input_fn, max_steps=steps)
+
+
+def _evaluator(model_dir) -> learnrun.Estimator:
+    return learnrun.Estimator(_experiment.model_fn, config=_config(model_dir, "evaluator"))
+
+
+def test_checkpoint_deleted_by_retention_is_skipped_with_a_warning(tmp_path, caplog):
+    _train(tmp_path, steps=6, save_steps=2, keep=1)
+    assert [c.step for c in list_checkpoints(str(tmp_path))] == [6]
+    est = _evaluator(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="learnrun"):
+        result = est.evaluate(_experiment.eval_input_fn, checkpoint_path=str(tmp_path / "ckpt-2"),
+                              name="continuous")
+    assert result == {}
+    assert "ckpt-2" in caplog.text and "deleted" in caplog.text
+    assert est.evaluated_checkpoints("continuous") == []
+    # Outside the evaluator a missing checkpoint is still an error.
+    local = learnrun.Estimator(_experiment.model_fn, config=_config(tmp_path, None))
+    with pytest.raises(Exception, match="ckpt-2"):
+        local.evaluate(_experiment.eval_input_fn, checkpoint_path=str(tmp_path / "ckpt-2"))
+
+
+def test_restarted_evaluator_does_not_evaluate_a_recorded_checkpoint_again(tmp_path):
+    _train(tmp_path, steps=4, save_steps=2, keep=5)
+
+    def continuous_eval() -> None:
+        est = _evaluator(tmp_path)
+        experiment = learnrun.Experiment(est, _experiment.train_input_fn,
+                                         _experiment.eval_input_fn, train_steps=4,
+                                         eval_steps=None, eval_delay_secs=0,
+                                         continuous_eval_throttle_secs=1, clock=FakeClock())
+        experiment.continuous_eval()
+
+    continuous_eval()
+    results = tmp_path / "eval_continuous" / "results.jsonl"
+    first = results.read_text().splitlines()
+    assert [json.loads(line)["global_step"] for line in first] == [4]
+    continuous_eval()  # the evaluator restarted: ckpt-4 is recorded, so it exits at once
+    assert results.read_text().splitlines() == first
+    assert _evaluator(tmp_path).evaluated_checkpoints("continuous") == [str(tmp_path / "ckpt-4")]
