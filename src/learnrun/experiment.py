@@ -25,8 +25,11 @@ from typing import Any
 from learnrun.clock import Clock, get_clock
 from learnrun.experiment_eval import (
     _accepts,
+    _check_arguments,
+    _check_secs,
     _ContinuousSchedules,
     _eval_and_export_listener_class,
+    _hook_list,
     _make_hook,
 )
 
@@ -136,6 +139,7 @@ class Experiment(_ContinuousSchedules):
                     "`saving_listeners` must be `None` with an estimator whose `train` takes no "
                     f"`saving_listeners` ({type(estimator).__name__})."
                 )
+        _check_arguments(locals())
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError(
                 f"`clock` must implement learnrun.clock.Clock (time, monotonic, sleep), got {clock!r}."
@@ -147,23 +151,26 @@ class Experiment(_ContinuousSchedules):
         self._eval_metrics = eval_metrics
         self._train_steps = train_steps
         self._eval_steps = eval_steps
-        self._train_monitors = list(train_monitors) if train_monitors else []
-        self._eval_hooks = list(eval_hooks) if eval_hooks else []
+        self._train_monitors = _hook_list("train_monitors", train_monitors or [])
+        self._eval_hooks = _hook_list("eval_hooks", eval_hooks or [])
         self._local_eval_frequency = local_eval_frequency
         self._eval_delay_secs = eval_delay_secs
         self._continuous_eval_throttle_secs = continuous_eval_throttle_secs
         self._min_eval_frequency = 1 if min_eval_frequency is None else min_eval_frequency
         self._delay_workers_by_global_step = delay_workers_by_global_step
         self._checkpoint_and_export = checkpoint_and_export
-        self._saving_listeners = list(saving_listeners) if saving_listeners is not None else None
+        self._saving_listeners = (
+            None if saving_listeners is None else _hook_list("saving_listeners", saving_listeners)
+        )
         self._check_interval_secs = check_interval_secs
         self._clock = get_clock(clock)
         self._export_strategies: tuple[Any, ...] = self._validate_export_strategies(
             export_strategies
         )
-        if train_steps_per_iteration is not None and not isinstance(train_steps_per_iteration, int):
+        tspi = train_steps_per_iteration
+        if tspi is not None and (not isinstance(tspi, int) or isinstance(tspi, bool) or tspi <= 0):
             raise ValueError(
-                f"`train_steps_per_iteration` must be an integer. Got {train_steps_per_iteration!r}."
+                f"`train_steps_per_iteration` must be an integer. Got {tspi!r}; pass a positive int or None."
             )
         self._train_steps_per_iteration = train_steps_per_iteration
 
@@ -197,7 +204,7 @@ class Experiment(_ContinuousSchedules):
     # -- small public API ---------------------------------------------------------------------
     def extend_train_hooks(self, additional_hooks: Iterable[Any]) -> None:
         """Append hooks to the experiment's own copy of the train hooks (the caller's list is untouched)."""
-        self._train_monitors.extend(additional_hooks)
+        self._train_monitors.extend(_hook_list("additional_hooks", additional_hooks))
 
     def reset_export_strategies(self, new_export_strategies: Any = None) -> tuple[Any, ...]:
         """Replace the export strategies and return the previous ones (a tuple)."""
@@ -232,6 +239,7 @@ class Experiment(_ContinuousSchedules):
         ``estimator.train(max_steps=train_steps, hooks=train_monitors (+ waiter),
         saving_listeners=saving_listeners)``.
         """
+        _check_secs("delay_secs", delay_secs)
         start = self._clock.time()
         config = self._estimator.config
         cluster_spec = getattr(config, "cluster_spec", None)
@@ -288,6 +296,7 @@ class Experiment(_ContinuousSchedules):
         """
         if delay_secs is None:
             delay_secs = self._eval_delay_secs
+        _check_secs("delay_secs", delay_secs)
         if delay_secs:
             logger.info("Waiting %d secs before starting eval.", delay_secs)
             self._clock.sleep(delay_secs)

@@ -31,6 +31,47 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _check_count(name: str, value: Any, minimum: int, hint: str = "") -> None:
+    """Raise ValueError unless ``value`` is None or an int (not bool) >= ``minimum``."""
+    if value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    ):
+        return
+    raise ValueError(f"`{name}` must be None or an integer >= {minimum}, got {value!r}.{hint}")
+
+
+def _check_secs(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` is None or a number of seconds >= 0."""
+    if value is None or (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    ):
+        return
+    raise ValueError(f"`{name}` must be a number of seconds >= 0 (or None), got {value!r}.")
+
+
+def _check_arguments(args: dict[str, Any]) -> None:
+    """Check Experiment's constructor arguments (``args``: its ``locals()``) before storing them."""
+    for name in ("train_input_fn", "eval_input_fn"):
+        if not callable(args[name]):
+            raise TypeError(f"`{name}` must be callable, given: {args[name]!r}.")
+    _check_count("train_steps", args["train_steps"], 0)
+    _check_count("eval_steps", args["eval_steps"], 1, " None evaluates until the input ends.")
+    _check_count("local_eval_frequency", args["local_eval_frequency"], 0)
+    _check_count("min_eval_frequency", args["min_eval_frequency"], 0, " 0: only a final eval.")
+    for name in ("eval_delay_secs", "continuous_eval_throttle_secs", "check_interval_secs"):
+        _check_secs(name, args[name])
+
+
+def _hook_list(name: str, value: Any) -> list[Any]:
+    """``list(value)`` for an iterable of hooks/listeners; TypeError naming ``name`` otherwise."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(
+            f"`{name}` must be a list of hooks (or None), got {value!r}. Wrap a single hook in "
+            "a list: [hook]."
+        )
+    return list(value)
+
+
 def _make_hook(cls: type, **kwargs: Any) -> Any:
     """Build ``cls(**kwargs)``, passing ``clock`` only when the class accepts it."""
     if "clock" in kwargs and not _accepts(cls, "clock"):
@@ -195,6 +236,8 @@ class _ContinuousSchedules:
             delay_secs = self._eval_delay_secs
         if throttle_delay_secs is None:
             throttle_delay_secs = self._continuous_eval_throttle_secs
+        _check_secs("delay_secs", delay_secs)
+        _check_secs("throttle_delay_secs", throttle_delay_secs)
         if delay_secs:
             logger.info("Waiting %f secs before starting eval.", delay_secs)
             self._clock.sleep(delay_secs)

@@ -144,11 +144,12 @@ def test_properties():
 def test_train(clock):
     est = FakeEstimator()
     listener = object()
-    ex = make(est, clock, train_steps="train_steps", saving_listeners=[listener])
+    # TF passes the strings 'train_steps'/'steps' through; learnrun checks for ints first.
+    ex = make(est, clock, train_steps=4242, saving_listeners=[listener])
     ex.train(delay_secs=0)
     assert est.fit_count == 1 and est.eval_count == 0
     call = est.train_calls[0]
-    assert call["max_steps"] == "train_steps" and call["steps"] is None
+    assert call["max_steps"] == 4242 and call["steps"] is None
     assert call["saving_listeners"] == [listener]
     assert clock.sleeps == []
 
@@ -245,11 +246,11 @@ def test_train_rejects_foreign_config_for_distributed_runtime(clock):
 def test_evaluate(clock):
     est = FakeEstimator()
     h = FakeHook()
-    ex = make(est, clock, eval_hooks=[h], eval_steps="steps", eval_delay_secs=0)
+    ex = make(est, clock, eval_hooks=[h], eval_steps=4343, eval_delay_secs=0)
     ex.evaluate()
     assert est.eval_count == 1 and est.fit_count == 0
     call = est.eval_calls[0]
-    assert call["hooks"] == [h] and call["steps"] == "steps" and call["name"] == "one_pass"
+    assert call["hooks"] == [h] and call["steps"] == 4343 and call["name"] == "one_pass"
     assert call["checkpoint_path"] is None and est.export_count == 0
     ex.evaluate(name="other")
     assert est.eval_calls[1]["name"] == "other"
@@ -652,3 +653,80 @@ def test_eval_metrics_with_real_learnrun_estimator(tmp_path):
     with pytest.raises(ValueError, match="`eval_metrics` must be `None` with `learnrun.Estimator`"):
         make(est, eval_metrics={"a": "b"})
     assert make(est).estimator is est
+
+
+# -- bad input: one clear error naming the argument and the value ---------------------------
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"train_steps": -5}, ValueError, r"`train_steps` must be None or an integer >= 0, got -5"),
+        ({"train_steps": "abc"}, ValueError, r"`train_steps` .* got 'abc'"),
+        ({"train_steps": 1.5}, ValueError, r"`train_steps` .* got 1.5"),
+        (
+            {"eval_steps": 0},
+            ValueError,
+            r"`eval_steps` must be None or an integer >= 1, got 0\. None",
+        ),
+        ({"local_eval_frequency": -1}, ValueError, r"`local_eval_frequency` .* got -1"),
+        ({"min_eval_frequency": -1}, ValueError, r"`min_eval_frequency` .* got -1"),
+        ({"min_eval_frequency": "a"}, ValueError, r"`min_eval_frequency` .* got 'a'"),
+        (
+            {"eval_delay_secs": -1},
+            ValueError,
+            r"`eval_delay_secs` must be a number of seconds >= 0.*-1",
+        ),
+        ({"eval_delay_secs": "x"}, ValueError, r"`eval_delay_secs` .* got 'x'"),
+        (
+            {"continuous_eval_throttle_secs": -1},
+            ValueError,
+            r"`continuous_eval_throttle_secs` .*-1",
+        ),
+        ({"check_interval_secs": -2}, ValueError, r"`check_interval_secs` .*-2"),
+        (
+            {"train_steps_per_iteration": 0},
+            ValueError,
+            r"`train_steps_per_iteration` must be an integer\. Got 0",
+        ),
+        (
+            {"train_steps_per_iteration": True},
+            ValueError,
+            r"`train_steps_per_iteration` must be an integer",
+        ),
+        (
+            {"train_monitors": FakeHook()},
+            TypeError,
+            r"`train_monitors` must be a list of hooks.*\[hook\]",
+        ),
+        ({"eval_hooks": 3}, TypeError, r"`eval_hooks` must be a list of hooks .*got 3"),
+        ({"saving_listeners": 3}, TypeError, r"`saving_listeners` must be a list .*got 3"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        make(**kwargs)
+
+
+def test_check_interval_secs_may_be_none():
+    assert make(check_interval_secs=None)._check_interval_secs is None
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_input_fns_must_be_callable(which):
+    fns = [fake_input_fn, fake_input_fn]
+    fns[which] = "not a function"
+    name = ["train_input_fn", "eval_input_fn"][which]
+    with pytest.raises(TypeError, match=rf"`{name}` must be callable, given: 'not a function'"):
+        Experiment(FakeEstimator(), *fns)
+
+
+def test_bad_schedule_arguments(clock):
+    ex = make(clock=clock, train_steps=1)
+    with pytest.raises(ValueError, match=r"`delay_secs` must be a number of seconds >= 0.*-1"):
+        ex.train(delay_secs=-1)
+    with pytest.raises(ValueError, match=r"`delay_secs` .* got 'x'"):
+        ex.evaluate(delay_secs="x")
+    with pytest.raises(ValueError, match=r"`throttle_delay_secs` .* got -1"):
+        ex.continuous_eval(delay_secs=0, throttle_delay_secs=-1)
+    with pytest.raises(TypeError, match=r"`additional_hooks` must be a list of hooks"):
+        ex.extend_train_hooks(FakeHook())
+    assert clock.sleeps == [] and ex.estimator.fit_count == 0

@@ -72,4 +72,6 @@ def test_import_learnrun_imports_no_heavy_or_optional_package():
     )
     assert result.returncode == 0, result.stderr
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded == {"torch": False, "optuna": False, "pandas": False, "tensorboard": False}, loaded
+    assert loaded == {"torch": False, "optuna": False, "pandas": False, "tensorboard": False}, (
+        loaded
+    )
