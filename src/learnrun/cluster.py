@@ -322,6 +322,12 @@ def _from_tf_config(tf_config: dict, validate_task: bool) -> dict[str, Any]:
         return fields
 
     jobs = spec.jobs
+    for job in jobs:
+        if not spec.task_indices(job):
+            raise ValueError(
+                f'TF_CONFIG["cluster"][{job!r}] has no tasks: list at least one "host:port" '
+                f"address for it, or leave the job out.{_NOTE}"
+            )
     if TaskType.MASTER in jobs and TaskType.CHIEF in jobs:
         raise ValueError("If `master` node exists in `cluster`, job `chief` is not supported.")
     chief_type = TaskType.MASTER if TaskType.MASTER in jobs else TaskType.CHIEF

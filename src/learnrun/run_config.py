@@ -265,6 +265,11 @@ class RunConfig:
         self._gradient_clip_norm = gradient_clip_norm
         self._distributed_timeout_secs = distributed_timeout_secs
         self._environ = dict(environ) if isinstance(environ, Mapping) else environ
+        for name, value in (("master", master), ("evaluation_master", evaluation_master)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(
+                    f"`{name}` must be a string such as 'grpc://host:2222' (or None), got {value!r}."
+                )
         self._master_arg = master
         self._evaluation_master_arg = evaluation_master
         self._model_dir_arg = model_dir
@@ -394,6 +399,10 @@ class RunConfig:
         """
         if whitelist is None:
             whitelist = _DEFAULT_UID_WHITE_LIST
+        elif isinstance(whitelist, (str, bytes)) or not hasattr(whitelist, "__iter__"):
+            raise TypeError(
+                f"`whitelist` must be a list of property names such as ['model_dir'], got {whitelist!r}."
+            )
         state = self._uid_state()
         for name in whitelist:
             state.pop(name, None)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -73,14 +74,19 @@ def _wrapped_experiment_fn_with_uid_check(
                 f"`run_config` must be `learnrun.RunConfig` instance; got {type(run_config).__name__} ({run_config!r})."
             )
         if not run_config.model_dir:
-            raise ValueError("Must specify a model directory `model_dir` in `run_config`.")
+            raise ValueError(
+                "Must specify a model directory `model_dir` in `run_config`. Got model_dir="
+                f"{run_config.model_dir!r}; use RunConfig(model_dir=...) or TF_CONFIG's model_dir."
+            )
         if hparams is not None and not isinstance(hparams, _hparams_class()):
             raise ValueError(
                 f"`hparams` must be `HParams` instance; got {type(hparams).__name__} ({hparams!r}). Build it with "
                 "learnrun.HParams(name=value, ...)."
             )
         if require_hparams and hparams is None:
-            raise ValueError("`hparams` cannot be `None`.")
+            raise ValueError(
+                "`hparams` cannot be `None`. The tuner must pass the trial's learnrun.HParams."
+            )
 
         expected_uid = run_config.uid()
         experiment = experiment_fn(run_config, hparams)
@@ -233,6 +239,11 @@ def run(
         raise ValueError("Must set value for `output_dir` or `run_config`")
     if not callable(experiment_fn):
         raise TypeError(f'Experiment builder "{experiment_fn}" is not callable.')
+    if schedule is not None and not isinstance(schedule, str):
+        raise TypeError(
+            f"`schedule` must be the name of an Experiment method such as 'train' (a str) or "
+            f"None for this task's default, got {schedule!r}."
+        )
 
     if run_config is not None:
         wrapped = _wrapped_experiment_fn_with_uid_check(experiment_fn)
@@ -240,6 +251,10 @@ def run(
     else:
         if not output_dir:
             raise ValueError("Must specify an output directory")
+        if not isinstance(output_dir, (str, os.PathLike)):
+            raise TypeError(
+                f"`output_dir` must be a path (str or os.PathLike), got {output_dir!r}."
+            )
         if hparams is not None:
             raise ValueError("Must set `hparams` as None for `experiment_fn` with `output_dir`.")
         experiment = experiment_fn(output_dir=output_dir)

@@ -587,3 +587,10 @@ def test_tf_config_text_raises_only_value_or_type_error(text):
         resolve_cluster({"TF_CONFIG": text})
     except (ValueError, TypeError):
         pass
+
+
+@pytest.mark.parametrize("cluster", [{"worker": []}, {"worker": ["a:1"], "ps": {}}])
+def test_tf_config_job_without_tasks_is_refused(cluster):
+    # Found by the property test above: an empty job used to fail with an IndexError.
+    with pytest.raises(ValueError, match=r"TF_CONFIG\[\"cluster\"\]\['(worker|ps)'\] has no tasks"):
+        resolve_cluster({"TF_CONFIG": json.dumps({"cluster": cluster})})

@@ -714,3 +714,24 @@ def test_tf_config_property_and_repr():
     assert text.startswith(
         "RunConfig(model_dir='/m', cluster_source='TF_CONFIG', task_type='worker', task_id=1,"
     )
+
+
+# -- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["master", "evaluation_master"])
+def test_master_must_be_a_string(name):
+    with pytest.raises(
+        TypeError, match=rf"`{name}` must be a string such as 'grpc://host:2222'.*got 3"
+    ):
+        RunConfig(environ={}, **{name: 3})
+
+
+@pytest.mark.parametrize("whitelist", ["model_dir", b"model_dir", 3])
+def test_uid_whitelist_must_be_a_list_of_names(whitelist):
+    with pytest.raises(TypeError, match=r"`whitelist` must be a list of property names"):
+        RunConfig(environ={}).uid(whitelist=whitelist)
+
+
+def test_uid_whitelist_accepts_any_iterable_of_names():
+    a = RunConfig(model_dir="a", environ={})
+    b = RunConfig(model_dir="b", environ={})
+    assert a.uid(("model_dir",)) == b.uid({"model_dir"})

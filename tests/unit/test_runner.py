@@ -383,3 +383,26 @@ def test_public_names():
     assert learnrun.run is runner.run
     assert learnrun.tune is runner.tune
     assert learnrun.Tuner is runner.Tuner
+
+
+# -- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("schedule", [123, ["train"], b"train"])
+def test_schedule_must_be_a_string(schedule):
+    with pytest.raises(
+        TypeError, match=r"`schedule` must be the name of an Experiment method.*got"
+    ):
+        runner.run(build_experiment, output_dir="out", schedule=schedule)
+
+
+def test_output_dir_must_be_a_path(tmp_path):
+    with pytest.raises(TypeError, match=r"`output_dir` must be a path .*got 123"):
+        runner.run(build_experiment, output_dir=123, schedule="simple_task")
+    # a pathlib.Path is passed through to the builder unchanged
+    assert runner.run(build_experiment, output_dir=tmp_path, schedule="local_run") == (
+        f"local_run-{tmp_path}"
+    )
+
+
+def test_missing_model_dir_message_names_value_and_fix():
+    with pytest.raises(ValueError, match=r"Got model_dir=None; use RunConfig\(model_dir=\.\.\.\)"):
+        runner.run(build_experiment_for_run_config, run_config=make_config(), schedule="train")
