@@ -65,14 +65,6 @@ def run_cluster(model_dir: Path, *trainer_args: str, num_ps: int = 0, num_worker
     return cluster, code, out, time.monotonic() - start
 
 
-def run_launch(model_dir: Path, *trainer_args: str, **kwargs) -> tuple[int, Collector]:
-    """``launch()`` a cluster of ``_trainer.py`` tasks; return (exit code, output)."""
-    out = Collector()
-    code = launch(None, command=[sys.executable, TRAINER, "--model-dir", str(model_dir)],
-                  run_args=list(trainer_args), output=out, **kwargs)
-    return code, out
-
-
 EXPERIMENT = str(Path(__file__).with_name("_experiment.py"))
 
 

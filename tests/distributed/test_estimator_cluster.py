@@ -96,3 +96,21 @@ def test_sync_restart_resumes_from_latest_checkpoint(tmp_path):
     restored = out.values("chief:0", "RESTORED")
     assert restored[0] == 0 and restored[-1] >= 2
     assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 10
+
+
+@pytest.mark.parametrize("num_ps", [0, 1])
+def test_sigterm_to_a_worker_stops_every_trainer_and_the_chief_saves_once(tmp_path, num_ps):
+    code, out = launch_experiment(tmp_path, num_ps=num_ps, num_workers=1,
+                                  LRTEST_TRAIN_STEPS="100000", LRTEST_SIGTERM_AT="worker:0@3")
+    assert code == 143, out.text
+    for task in ("chief:0", "worker:0"):
+        assert "preempted" in out.text.split(f"[{task}] learnrun: Training was")[1][:30] or \
+            f"[{task}] learnrun: Training was preempted" in out.text, out.text
+    saved = out.values("chief:0", "SAVED")
+    assert saved[0] == 0 and len(saved) == 2, out.text  # creation save + one preemption save
+    assert out.values("worker:0", "SAVED") == []
+    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == saved[1]
+    if num_ps:
+        assert "[launch] ps:0 failed" not in out.text, out.text
+    else:  # every rank agreed on one stop step
+        assert out.values("chief:0", "STOP") == out.values("worker:0", "STOP") == [saved[1]]

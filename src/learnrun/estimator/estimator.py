@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from learnrun.errors import CheckpointError, NotFittedError
+from learnrun.errors import CheckpointError, NotFittedError, PreemptedError
 from learnrun.estimator import checkpoint as ckpt
 from learnrun.estimator.hooks import CheckpointSaverListener, SessionRunHook
 from learnrun.estimator.loop import (
@@ -239,6 +239,9 @@ class Estimator:
         try:
             train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps, listeners)
             success = True
+        except PreemptedError:
+            success = True  # an agreed stop with a saved checkpoint: leave the cluster cleanly
+            raise
         finally:
             strategy.teardown(success)
         return self
