@@ -65,7 +65,7 @@ def _validate_exporters(exporters: Any) -> tuple[Any, ...]:
                 f"{names}"
             )
         if not isinstance(name, str):
-            raise ValueError(f"An Exporter must have a string name. Given: {type(name)}")
+            raise ValueError(f"An Exporter must have a string name. Given: {type(name)} ({name!r})")
     if len(set(names)) != len(names):
         raise ValueError(
             "`exporters` must have unique names. Such a name cannot be `None`. All exporter "

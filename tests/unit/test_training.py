@@ -48,9 +48,9 @@ def test_train_spec():
     hook = SessionRunHook()
     spec = TrainSpec(fake_input_fn, max_steps=2, hooks=[hook])
     assert (spec.max_steps, spec.hooks) == (2, (hook,))
-    with pytest.raises(TypeError, match="`input_fn` must be callable"):
+    with pytest.raises(TypeError, match="`input_fn` must be callable, given: 'x'"):
         TrainSpec("x")
-    with pytest.raises(ValueError, match="Must specify max_steps > 0"):
+    with pytest.raises(ValueError, match="Must specify max_steps > 0, given: 0"):
         TrainSpec(fake_input_fn, max_steps=0)
     with pytest.raises(TypeError, match="All hooks must be `SessionRunHook` instances"):
         TrainSpec(fake_input_fn, hooks=[object()])
@@ -70,14 +70,18 @@ def test_eval_spec_defaults_and_args():
     "kwargs, error, match",
     [
         (dict(input_fn="x"), TypeError, "`input_fn` must be callable"),
-        (dict(steps=0), ValueError, "Must specify steps > 0"),
-        (dict(name=123), TypeError, "`name` must be string"),
+        (dict(steps=0), ValueError, "Must specify steps > 0, given: 0"),
+        (dict(name=123), TypeError, "`name` must be string, given: 123"),
         (dict(hooks=[object()]), TypeError, "All hooks must be `SessionRunHook`"),
-        (dict(start_delay_secs=-1), ValueError, "Must specify start_delay_secs >= 0"),
-        (dict(throttle_secs=-1), ValueError, "Must specify throttle_secs >= 0"),
+        (dict(start_delay_secs=-1), ValueError, "Must specify start_delay_secs >= 0, given: -1"),
+        (dict(throttle_secs=-1), ValueError, "Must specify throttle_secs >= 0, given: -1"),
         (dict(exporters=[SessionRunHook()]), TypeError, "`exporters` must be an Exporter"),
         (dict(exporters=SessionRunHook()), TypeError, "`exporters` must be an Exporter"),
-        (dict(exporters=RecordingExporter(123)), ValueError, "must have a string name"),
+        (
+            dict(exporters=RecordingExporter(123)),
+            ValueError,
+            r"An Exporter must have a string name. Given: <class 'int'> \(123\)",
+        ),
         (
             dict(exporters=[RecordingExporter("a"), RecordingExporter("a")]),
             ValueError,
@@ -406,7 +410,10 @@ def test_evaluator_statuses(clock, caplog):
         "evaluated",
     ]
     assert est.eval_calls[0]["name"] == "cont_eval" and est.eval_calls[0]["hooks"] == []
+    # 8.7 #8: two warnings -- the first missing checkpoint ('' is within 600 s of it) and the
+    # unchanged checkpoint (an evaluation resets the 600 s warning timer).
     assert caplog.text.count("Estimator is not trained yet") == 1
+    assert caplog.text.count("No new checkpoint ready for evaluation") == 1
     assert "EvalSpec.throttle_secs is set as 0" in caplog.text
     assert clock.sleeps == []
 
