@@ -392,7 +392,7 @@ def test_get():
 # 8.5.21
 def test_del():
     hp = HParams(aaa=1, b=2.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Could not cast hparam 'aaa' .* from value 'will fail'"):
         hp.set_hparam("aaa", "will fail")
     with pytest.raises(ValueError, match="Hyperparameter name is reserved: aaa"):
         hp.add_hparam("aaa", "will fail")
@@ -466,3 +466,30 @@ def test_json_round_trip(i, f, s, b):
     back = HParams(i=0, f=0.0, s="", b=False).parse_json(hp.to_json())
     assert back.values() == hp.values()
     assert json.loads(hp.to_json()) == hp.values()
+
+
+# -- bad input: one clear error naming the value ------------------------------------------
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda hp: hp.parse(None), ValueError, r"must be a string like 'a=1,b=\[2,3\]', got None"),
+        (lambda hp: hp.parse(3), ValueError, r"must be a string like .*got 3"),
+        (lambda hp: hp.parse_json("[1]"), ValueError, r"must be an object like .*got '\[1\]'"),
+        (lambda hp: hp.override_from_dict([1]), ValueError, r"expects a mapping .*got \[1\]"),
+        (
+            lambda hp: hp.set_hparam("zz", 1),
+            KeyError,
+            r"Unknown hyperparameter 'zz'; known: \['a'\]",
+        ),
+        (lambda hp: hp.parse_json('{"zz": 1}'), KeyError, r"Unknown hyperparameter 'zz'"),
+        (lambda hp: hp.add_hparam(3, 1), ValueError, r"names must be non-empty strings, got 3"),
+        (lambda hp: hp.add_hparam("", 1), ValueError, r"names must be non-empty strings, got ''"),
+        (lambda hp: hp.parse(" a=1"), ValueError, r"Malformed hyperparameter value:  a=1"),
+        (lambda hp: hp.parse("a=1;b=2"), ValueError, r"with value '1;b=2' in a=1;b=2"),
+    ],
+)
+def test_bad_input_errors(call, error, message):
+    hp = HParams(a=1)
+    with pytest.raises(error, match=message):
+        call(hp)
+    assert hp.values() == {"a": 1}
