@@ -114,9 +114,9 @@ def train_input_fn(input_context: Any = None) -> Any:
 
 
 def eval_input_fn(input_context: Any = None) -> Any:
-    """The first 64 examples, one pass (sharded when the Estimator gives an input_context)."""
+    """The first 64 examples in batches of 8, one pass (sharded given an input_context)."""
     x, y = make_data()
-    return learnrun.inputs.numpy_input_fn(x[:64], y[:64], batch_size=10, num_epochs=1,
+    return learnrun.inputs.numpy_input_fn(x[:64], y[:64], batch_size=8, num_epochs=1,
                                           shuffle=False)(input_context=input_context)
 
 

@@ -114,3 +114,18 @@ def test_sigterm_to_a_worker_stops_every_trainer_and_the_chief_saves_once(tmp_pa
         assert "[launch] ps:0 failed" not in out.text, out.text
     else:  # every rank agreed on one stop step
         assert out.values("chief:0", "STOP") == out.values("worker:0", "STOP") == [saved[1]]
+
+
+def test_sync_evaluate_on_every_trainer_reduces_each_shard_once(tmp_path):
+    single = _single_process(tmp_path, 4)
+    path = single.latest_checkpoint()
+    want = single.evaluate(_experiment.eval_input_fn, checkpoint_path=path)
+    model_dir = tmp_path / "single"
+    code, out = launch_experiment(model_dir, num_workers=1, extra_args=("--schedule", "evaluate"))
+    assert code == 0, out.text
+    records = [json.loads(line) for line in
+               (model_dir / "eval_one_pass" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 1  # written by the chief only
+    assert records[0]["global_step"] == 4
+    # each rank evaluated 4 of the 8 batches; the mean over all 8 equals one process's
+    assert records[0]["loss"] == pytest.approx(want["loss"], rel=RTOL)

@@ -123,6 +123,7 @@ class Estimator:
             warm_start_from = WarmStartSettings(os.fspath(warm_start_from))
         self._warm_start = warm_start_from
         self._strategy = None
+        self._trained = False
         self.clock = clock
 
     # -- construction helpers ---------------------------------------------------------------
@@ -233,6 +234,7 @@ class Estimator:
             raise ValueError(f"model_fn returned an EstimatorSpec without {missing}, which "
                              "training needs. Set EstimatorSpec(optimizer=..., loss_fn=...) or "
                              "train_step_fn.")
+        self._trained = True
         strategy = self._get_strategy()
         strategy.setup()
         success = False
@@ -296,7 +298,32 @@ class Estimator:
                                    "retention) before it could be evaluated.", path)
                     return {}
                 raise
-            return run_evaluation(self, spec, step, device, path, input_fn, steps, hooks, name)
+            if not self._collective_evaluation():
+                return run_evaluation(self, spec, step, device, path, input_fn, steps, hooks,
+                                      name)
+            strategy = self._get_strategy()
+            strategy.setup()
+            success = False
+            try:
+                spec.module.to(strategy.device)
+                result = run_evaluation(self, spec, step, strategy.device, path, input_fn,
+                                        steps, hooks, name, strategy)
+                success = True
+                return result
+            finally:
+                strategy.teardown(success)
+
+    def _collective_evaluation(self) -> bool:
+        """True on a synchronous trainer that has not trained in this process.
+
+        That is the ``evaluate`` schedule run on every trainer: they join the group and
+        evaluate one shard each. A trainer that trained here (``local_run``, in-training
+        validation on the chief) evaluates alone, without any collective.
+        """
+        config = self._config
+        return (not self._trained and getattr(config, "task_type", None) in
+                ("chief", "master", "worker") and (getattr(config, "world_size", 1) or 1) > 1
+                and not getattr(config, "num_ps_replicas", 0))
 
     def evaluated_checkpoints(self, name: str | None = None) -> list[str]:
         """Checkpoint paths recorded in ``eval_dir(name)/results.jsonl``, oldest first."""

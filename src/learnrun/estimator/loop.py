@@ -439,8 +439,15 @@ def _metric_value(value: Any) -> Any:
     return value
 
 
-def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hooks, name) -> dict:
-    """Evaluate the restored ``spec.module``; write summaries and ``results.jsonl``."""
+def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hooks, name,
+                   strategy=None) -> dict:
+    """Evaluate the restored ``spec.module``; write summaries and ``results.jsonl``.
+
+    With a joined synchronous ``strategy`` every trainer evaluates its own shard (disjoint,
+    through ``input_context``: nothing is counted twice); the loss is the mean over every
+    trainer's batches (``reduce_sum``), torchmetrics metrics sync in ``compute()``, and only
+    the chief writes the results.
+    """
     import torch
 
     from learnrun.estimator import summary
@@ -454,7 +461,8 @@ def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hoo
         metric.reset()
         metrics[key] = metric.to(device)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    iterable = call_input_fn(input_fn, ModeKeys.EVAL, est._params, est.config, None)
+    context = strategy.input_context() if strategy is not None else None
+    iterable = call_input_fn(input_fn, ModeKeys.EVAL, est._params, est.config, context)
 
     def eval_batch(batch):
         nonlocal total
@@ -480,14 +488,19 @@ def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hoo
     all_hooks = list(hooks) + list(spec.evaluation_hooks)
     count = sum(1 for _ in run_hooked_loop(est, spec, step, all_hooks, iterable, steps,
                                            ModeKeys.EVAL, eval_batch))
+    loss_sum = float(total.item())
+    if strategy is not None:  # Collective: every trainer reaches this point
+        loss_sum, count = strategy.reduce_sum(loss_sum), int(strategy.reduce_sum(count))
     if count == 0:
         raise ValueError("evaluate: input_fn produced no batches. Give it data (or check that a "
                          "one-shot iterable was not already consumed).")
     results: dict[str, Any] = {key: _metric_value(m.compute()) for key, m in metrics.items()}
-    results["loss"] = float(total.item() / count)
+    results["loss"] = loss_sum / count
     results["global_step"] = int(step)
     logger.info("Saving dict for global step %d: %s", step,
                 ", ".join(f"{k} = {v}" for k, v in sorted(results.items())))
+    if strategy is not None and not strategy.is_chief:
+        return results
     out_dir = est.eval_dir(name)
     scalars = {k: v for k, v in results.items()
                if k != "global_step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
