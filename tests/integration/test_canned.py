@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from learnrun import feature_column as fc
-from learnrun.canned import DNNClassifier, DNNLinearCombinedRegressor, LinearClassifier
+from learnrun.canned import (
+    DNNClassifier,
+    DNNLinearCombinedClassifier,
+    DNNLinearCombinedRegressor,
+    DNNRegressor,
+    LinearClassifier,
+    LinearRegressor,
+)
 from learnrun.inputs import numpy_input_fn, pandas_input_fn
 from learnrun.run_config import RunConfig
 
@@ -113,3 +120,170 @@ def test_export_of_numeric_dnn_classifier(tmp_path):
     out = load_export(path)({"x": torch.from_numpy(x["x"][:3])})
     assert {"logits", "probabilities", "class_ids", "classes"} <= set(out)
     assert out["probabilities"].shape == (3, 2)
+
+
+# ------------------------------------------------- metrics and predictions against a hand computation
+
+HX = (np.arange(16, dtype=np.float32).reshape(8, 2) - 7.5) / 4  # tiny fixed batch
+HW = np.array([1, 2, 1, 0.5, 1, 3, 1, 2], dtype=np.float32)  # example weights
+W_COL = "w"
+
+
+def _hand_logits(est, x):
+    """Logits from the estimator's variables: linear part x @ W + b plus relu DNN part."""
+    names = est.get_variable_names()
+    value = est.get_variable_value
+    logits = 0.0
+    if "parts.linear.bias" in names:
+        logits = logits + x @ value("parts.linear.weights.x") + value("parts.linear.bias")
+    if "parts.dnn.logits.bias" in names:
+        h = x
+        layers = sorted({int(n.split(".")[3]) for n in names if n.startswith("parts.dnn.hidden.")})
+        for i in layers:
+            h = np.maximum(h @ value(f"parts.dnn.hidden.{i}.weight").T + value(f"parts.dnn.hidden.{i}.bias"), 0)
+        logits = logits + h @ value("parts.dnn.logits.weight").T + value("parts.dnn.logits.bias")
+    return np.asarray(logits, dtype=np.float64)
+
+
+def _wmean(v, w):
+    return float(np.sum(v * w) / np.sum(w))
+
+
+def _hand_auc(scores, labels, weights):
+    pos = [(s, w) for s, y, w in zip(scores, labels, weights, strict=True) if y == 1]
+    neg = [(s, w) for s, y, w in zip(scores, labels, weights, strict=True) if y == 0]
+    num = sum(wp * wn * ((sp > sn) + 0.5 * (sp == sn)) for sp, wp in pos for sn, wn in neg)
+    return float(num / (sum(w for _, w in pos) * sum(w for _, w in neg)))
+
+
+def _train_one_step(est, y):
+    # One plain SGD step from TF's initial weights (zeros for linear parts), so logits are not 0.
+    est.train(numpy_input_fn({"x": HX, W_COL: HW}, y, batch_size=8, shuffle=False), steps=1)
+    eval_fn = numpy_input_fn({"x": HX, W_COL: HW}, y, batch_size=8, shuffle=False)
+    return est.evaluate(eval_fn), list(est.predict(numpy_input_fn({"x": HX}, shuffle=False)))
+
+
+def _sgd(lr):
+    return lambda params: torch.optim.SGD(params, lr=lr)
+
+
+@pytest.mark.parametrize("kind", ["linear", "dnn", "combined"])
+def test_binary_metrics_and_predictions_by_hand(kind, tmp_path):
+    y = np.array([0, 1, 0, 1, 1, 1, 0, 0])
+    common = dict(model_dir=str(tmp_path), weight_column=W_COL, config=RunConfig(tf_random_seed=3))
+    est = {
+        "linear": lambda: LinearClassifier([X_COL], optimizer=_sgd(0.5), **common),
+        "dnn": lambda: DNNClassifier([3], [X_COL], optimizer=_sgd(0.5), **common),
+        "combined": lambda: DNNLinearCombinedClassifier(
+            linear_feature_columns=[X_COL], linear_optimizer=_sgd(0.5), dnn_feature_columns=[X_COL],
+            dnn_hidden_units=[3], dnn_optimizer=_sgd(0.5), **common),
+    }[kind]()
+    metrics, preds = _train_one_step(est, y)
+    logits = _hand_logits(est, HX).reshape(-1)
+    p = 1 / (1 + np.exp(-logits))
+    pred = (logits > 0).astype(np.float64)
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert 0 < pred.sum() < 8, "degenerate batch: choose other data"
+    expected = {
+        "accuracy": _wmean(pred == y, HW),
+        "precision": float(np.sum(HW * pred * y) / np.sum(HW * pred)),
+        "recall": float(np.sum(HW * pred * y) / np.sum(HW * y)),
+        "label/mean": _wmean(y, HW),
+        "prediction/mean": _wmean(p, HW),
+        "average_loss": _wmean(bce, HW),
+        "loss": float(np.sum(HW * bce) / 8),  # sum_over_batch_size
+        "auc": _hand_auc(p, y, HW),  # weighted, exact
+    }
+    for key, want in expected.items():
+        assert metrics[key] == pytest.approx(want, rel=1e-4, abs=1e-6), key
+    assert metrics["global_step"] == 1
+    assert [set(q) for q in preds] == [{"logits", "logistic", "probabilities", "class_ids", "classes"}] * 8
+    np.testing.assert_allclose([q["logits"][0] for q in preds], logits, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([q["probabilities"] for q in preds], np.stack([1 - p, p], 1), rtol=1e-5, atol=1e-6)
+    assert [int(q["class_ids"][0]) for q in preds] == pred.astype(int).tolist()
+
+
+def test_multiclass_metrics_predictions_and_sum_reduction_by_hand(tmp_path):
+    y = np.array([0, 2, 1, 2, 0, 1, 2, 2])
+    est = DNNClassifier([4], [X_COL], model_dir=str(tmp_path), n_classes=3, weight_column=W_COL,
+                        optimizer=_sgd(0.5), loss_reduction="sum", config=RunConfig(tf_random_seed=5))
+    metrics, preds = _train_one_step(est, y)
+    logits = _hand_logits(est, HX)
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    ce = -np.log(prob[np.arange(8), y])
+    assert metrics["accuracy"] == pytest.approx(_wmean(prob.argmax(1) == y, HW), rel=1e-5)
+    assert metrics["average_loss"] == pytest.approx(_wmean(ce, HW), rel=1e-4)
+    assert metrics["loss"] == pytest.approx(float(np.sum(HW * ce)), rel=1e-4)  # loss_reduction="sum"
+    np.testing.assert_allclose(np.stack([q["probabilities"] for q in preds]), prob, rtol=1e-4, atol=1e-6)
+    assert [int(q["class_ids"][0]) for q in preds] == prob.argmax(1).tolist()
+    assert [int(q["classes"][0]) for q in preds] == prob.argmax(1).tolist()
+
+
+@pytest.mark.parametrize("kind", ["linear", "dnn", "combined"])
+def test_regression_metrics_and_predictions_by_hand(kind, tmp_path):
+    y = np.stack([HX[:, 0] * 2 + 1, -HX[:, 1]], 1).astype(np.float32)  # label_dimension=2
+    common = dict(model_dir=str(tmp_path), weight_column=W_COL, label_dimension=2,
+                  config=RunConfig(tf_random_seed=4))
+    est = {
+        "linear": lambda: LinearRegressor([X_COL], optimizer=_sgd(0.1), **common),
+        "dnn": lambda: DNNRegressor([3], [X_COL], optimizer=_sgd(0.1), **common),
+        "combined": lambda: DNNLinearCombinedRegressor(
+            linear_feature_columns=[X_COL], linear_optimizer=_sgd(0.1), dnn_feature_columns=[X_COL],
+            dnn_hidden_units=[3], dnn_optimizer=_sgd(0.1), **common),
+    }[kind]()
+    metrics, preds = _train_one_step(est, y)
+    out = _hand_logits(est, HX)
+    w2 = np.repeat(HW[:, None], 2, 1)
+    err = out - y
+    expected = {
+        "mse": _wmean(err**2, w2), "rmse": _wmean(err**2, w2) ** 0.5, "mae": _wmean(np.abs(err), w2),
+        "average_loss": _wmean(err**2, w2), "label/mean": _wmean(y, w2),
+        "prediction/mean": _wmean(out, w2), "loss": float(np.sum(w2 * err**2) / 16),
+    }
+    for key, want in expected.items():
+        assert metrics[key] == pytest.approx(want, rel=1e-4, abs=1e-6), key
+    assert [set(q) for q in preds] == [{"predictions"}] * 8
+    np.testing.assert_allclose(np.stack([q["predictions"] for q in preds]), out, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_label_at_train_time_names_it(tmp_path):
+    x = HX
+    labels = np.array(["a", "b", "a", "b", "a", "c", "a", "b"])
+    est = DNNClassifier([3], [X_COL], model_dir=str(tmp_path), label_vocabulary=["a", "b"])
+    with pytest.raises(ValueError, match=r"Labels must be in label_vocabulary \['a', 'b'\]; got 'c'"):
+        est.train(numpy_input_fn({"x": x}, labels, batch_size=8, shuffle=False), steps=1)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_vocabulary_classifier_exports_and_matches_predict(n_classes, tmp_path, caplog):
+    from learnrun.export import load_export
+
+    vocab = ["cat", "dog", "eel"][:n_classes]
+    labels = np.resize(np.array(vocab), 8)
+    est = LinearClassifier([X_COL], model_dir=str(tmp_path / "m"), n_classes=n_classes,
+                           label_vocabulary=vocab, optimizer=_sgd(0.5))
+    est.train(numpy_input_fn({"x": HX}, labels, batch_size=8, shuffle=False), steps=1)
+    with caplog.at_level("WARNING", logger="learnrun.export"):
+        path = est.export_savedmodel(str(tmp_path / "export"), lambda: {"x": torch.zeros(2, 2)})
+    assert "leaves out predictions that are not tensors: classes" in caplog.text
+    out = load_export(path)({"x": torch.from_numpy(HX)})
+    preds = list(est.predict(numpy_input_fn({"x": HX}, shuffle=False)))
+    assert "classes" not in out and {"logits", "probabilities", "class_ids"} <= set(out)
+    np.testing.assert_array_equal(out["class_ids"].numpy().reshape(-1), [int(q["class_ids"][0]) for q in preds])
+    np.testing.assert_allclose(out["probabilities"].numpy(), np.stack([q["probabilities"] for q in preds]),
+                               rtol=1e-6, atol=1e-7)
+    assert [q["classes"][0] for q in preds] == [vocab[int(q["class_ids"][0])] for q in preds]
+    assert len({q["classes"][0] for q in preds}) > 1  # not a degenerate model
+
+
+def test_warm_start_from_another_model_dir(tmp_path):
+    first = DNNClassifier([3], [X_COL], model_dir=str(tmp_path / "a"), optimizer=_sgd(0.5),
+                          config=RunConfig(tf_random_seed=1))
+    y = np.array([0, 1, 0, 1, 1, 1, 0, 0])
+    first.train(numpy_input_fn({"x": HX}, y, batch_size=8, shuffle=False), steps=1)
+    second = DNNClassifier([3], [X_COL], model_dir=str(tmp_path / "b"), optimizer=_sgd(1e-12),
+                           config=RunConfig(tf_random_seed=2), warm_start_from=str(tmp_path / "a"))
+    second.train(numpy_input_fn({"x": HX}, y, batch_size=8, shuffle=False), steps=1)
+    for name in first.get_variable_names():
+        np.testing.assert_allclose(second.get_variable_value(name), first.get_variable_value(name), atol=1e-6)

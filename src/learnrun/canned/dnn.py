@@ -10,7 +10,7 @@ from torch import nn
 
 from learnrun.canned.base import CannedEstimator, CannedModule, check_feature_columns, weight_key
 from learnrun.canned.heads import Head, RegressionHead, classification_head
-from learnrun.canned.optimizers import make_optimizer
+from learnrun.canned.optimizers import check_learning_rate, check_optimizer, make_optimizer
 from learnrun.feature_column import DenseColumn, DenseFeatures
 
 DNN_LEARNING_RATE = 0.05
@@ -56,7 +56,15 @@ def make_activation(activation_fn: Any) -> nn.Module:
     raise TypeError(f"activation_fn must be callable, got {activation_fn!r}.")
 
 
+def check_batch_norm(batch_norm: Any) -> bool:
+    """``batch_norm`` must be a bool (a string such as ``"no"`` would read as True)."""
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}.")
+    return batch_norm
+
+
 def check_dropout(dropout: Any) -> float | None:
+    """``dropout`` as a probability in [0, 1), or None; else ValueError."""
     if dropout is None:
         return None
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -105,7 +113,10 @@ class _DNN(CannedEstimator):
         columns = check_feature_columns(feature_columns, "feature_columns")
         units = check_hidden_units(hidden_units)
         dropout = check_dropout(dropout)
+        batch_norm = check_batch_norm(batch_norm)
         make_activation(activation_fn)
+        check_optimizer(optimizer)
+        learning_rate = check_learning_rate(learning_rate)
 
         def build_module() -> CannedModule:
             net = DNNNetwork(columns, units, head.logits_dimension, activation_fn, dropout, batch_norm)

@@ -8,9 +8,20 @@ from typing import Any
 import torch
 
 from learnrun.canned.base import CannedEstimator, CannedModule, check_feature_columns, weight_key
-from learnrun.canned.dnn import DNNNetwork, check_dropout, check_hidden_units, make_activation
+from learnrun.canned.dnn import (
+    DNNNetwork,
+    check_batch_norm,
+    check_dropout,
+    check_hidden_units,
+    make_activation,
+)
 from learnrun.canned.heads import Head, RegressionHead, classification_head
-from learnrun.canned.optimizers import MultiOptimizer, make_optimizer
+from learnrun.canned.optimizers import (
+    MultiOptimizer,
+    check_learning_rate,
+    check_optimizer,
+    make_optimizer,
+)
 from learnrun.feature_column import LinearModel
 
 #: TF's defaults for the combined model.
@@ -39,6 +50,12 @@ class _Combined(CannedEstimator):
             units = check_hidden_units(dnn_hidden_units, "dnn_hidden_units")
             dnn_dropout = check_dropout(dnn_dropout)
             make_activation(dnn_activation_fn)
+            batch_norm = check_batch_norm(batch_norm)
+            check_optimizer(dnn_optimizer, "dnn_optimizer")
+            dnn_learning_rate = check_learning_rate(dnn_learning_rate, "dnn_learning_rate")
+        if linear_cols is not None:
+            check_optimizer(linear_optimizer, "linear_optimizer")
+            linear_learning_rate = check_learning_rate(linear_learning_rate, "linear_learning_rate")
 
         def build_module() -> CannedModule:
             parts: dict[str, torch.nn.Module] = {}

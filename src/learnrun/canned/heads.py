@@ -12,7 +12,8 @@ A canned module returns ``outputs = {"logits": (batch, logits_dimension)}`` plus
   exports: exported programs return tensors only;
 * ``metrics()``: torchmetrics objects updated as ``update(outputs, labels)``, each a small
   wrapper that maps logits and labels to what the wrapped metric needs. Weighted like TF,
-  except ``auc`` and ``auc_precision_recall``, which ignore example weights.
+  except ``auc_precision_recall``, which ignores example weights. ``auc`` is the exact
+  weighted ROC AUC (TF approximates it over 200 thresholds).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import torchmetrics
 from torch.nn import functional as F
 
 LOSS_REDUCTIONS = ("sum_over_batch_size", "sum")
+#: TF 1.x ``tf.losses.Reduction`` values of the same reductions.
+_LOSS_REDUCTION_ALIASES = {"weighted_sum_over_batch_size": "sum_over_batch_size", "weighted_sum": "sum"}
 
 
 class HeadMetric(torchmetrics.Metric):
@@ -55,6 +58,43 @@ class HeadMetric(torchmetrics.Metric):
         self.inner.reset()
 
 
+class WeightedBinaryAUROC(torchmetrics.Metric):
+    """Exact ROC AUC with example weights: ``update(scores, labels, weights)``.
+
+    The weighted probability that a positive scores above a negative (ties count half);
+    0.0 when the labels hold only one class (TF's value for an undefined AUC).
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("scores", "labels", "weights"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> None:
+        self.scores.append(scores.detach().reshape(-1).to(torch.float64))
+        self.labels.append(labels.detach().reshape(-1).to(torch.float64))
+        self.weights.append(weights.detach().reshape(-1).to(torch.float64))
+
+    def compute(self) -> torch.Tensor:
+        def cat(x: Any) -> torch.Tensor:
+            return torch.cat(x) if isinstance(x, list) else x
+
+        if isinstance(self.scores, list) and not self.scores:
+            return torch.tensor(0.0)
+        scores, labels, weights = cat(self.scores), cat(self.labels), cat(self.weights)
+        pos_w, neg_w = weights * labels, weights * (1 - labels)
+        values, inverse = torch.unique(scores, sorted=True, return_inverse=True)
+        pos = torch.zeros(len(values), dtype=torch.float64, device=scores.device).index_add_(0, inverse, pos_w)
+        neg = torch.zeros(len(values), dtype=torch.float64, device=scores.device).index_add_(0, inverse, neg_w)
+        neg_below = torch.cumsum(neg, 0) - neg  # negative weight strictly below each score
+        total = pos.sum() * neg.sum()
+        if total <= 0:
+            return torch.tensor(0.0)
+        return ((pos * (neg_below + 0.5 * neg)).sum() / total).to(torch.float32)
+
+
 def _nan_to_zero(value: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(value, nan=0.0)
 
@@ -78,9 +118,11 @@ class Head:
 
     def __init__(self, weight_column: str | None = None,
                  loss_reduction: str = "sum_over_batch_size") -> None:
+        loss_reduction = _LOSS_REDUCTION_ALIASES.get(loss_reduction, loss_reduction)  # type: ignore[arg-type]
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(
-                f"Invalid loss_reduction: {loss_reduction}. Use one of {list(LOSS_REDUCTIONS)}."
+                f"Invalid loss_reduction: {loss_reduction}. Use one of {list(LOSS_REDUCTIONS)} "
+                f"(TF 1.x's {sorted(_LOSS_REDUCTION_ALIASES)} are accepted too)."
             )
         self.weight_column = weight_column
         self.loss_reduction = loss_reduction
@@ -115,9 +157,11 @@ class Head:
         return total / max(per_example.numel(), 1)
 
     def _average_loss(self, outputs: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted mean of the unreduced loss over every element (TF: all label dimensions)."""
         logits = self.logits(outputs)
-        per_example = self.unreduced_loss(logits, labels).sum(1)
-        return per_example.detach(), self.weights(outputs, logits.shape[0], logits.device, True)
+        per_element = self.unreduced_loss(logits, labels).detach()  # (batch, k)
+        weights = self.weights(outputs, logits.shape[0], logits.device, True)
+        return per_element, weights[:, None].expand_as(per_element)
 
 
 class _ClassificationHead(Head):
@@ -127,6 +171,13 @@ class _ClassificationHead(Head):
             if not isinstance(label_vocabulary, (list, tuple)):
                 raise ValueError(
                     f"label_vocabulary should be a list or a tuple. Given type: {type(label_vocabulary)}"
+                )
+            bad = [v for v in label_vocabulary if not isinstance(v, str)]
+            if bad:
+                raise ValueError(
+                    f"label_vocabulary must hold strings (the class names), got {bad[0]!r} of type "
+                    f"{type(bad[0]).__name__} in {list(label_vocabulary)}. Without a vocabulary, "
+                    "labels are integer class ids 0..n_classes-1."
                 )
             if len(label_vocabulary) != n_classes:
                 raise ValueError(
@@ -251,16 +302,20 @@ class BinaryClassHead(_ClassificationHead):
         logits = self.logits(outputs)
         return torch.sigmoid(logits.detach()).reshape(-1), self.class_ids(labels, logits.device)
 
+    def _weighted_scores(self, outputs, labels):
+        scores, ids = self._scores(outputs, labels)
+        return scores, ids, self.weights(outputs, ids.shape[0], ids.device, True)
+
     def metrics(self) -> dict[str, torchmetrics.Metric]:
         """accuracy, accuracy_baseline, auc, auc_precision_recall, average_loss, label/mean,
         precision, prediction/mean, recall."""
-        from torchmetrics.classification import BinaryAUROC, BinaryAveragePrecision
+        from torchmetrics.classification import BinaryAveragePrecision
 
         mean = torchmetrics.MeanMetric
         return {
             "accuracy": HeadMetric(mean(), self._accuracy),
             "accuracy_baseline": HeadMetric(mean(), self._label_float, _baseline),
-            "auc": HeadMetric(BinaryAUROC(), self._scores),
+            "auc": HeadMetric(WeightedBinaryAUROC(), self._weighted_scores),
             "auc_precision_recall": HeadMetric(BinaryAveragePrecision(), self._scores),
             "average_loss": HeadMetric(mean(), self._average_loss),
             "label/mean": HeadMetric(mean(), self._label_float),
@@ -276,8 +331,14 @@ class MultiClassHead(_ClassificationHead):
     def __init__(self, n_classes: int, weight_column: str | None = None,
                  label_vocabulary: Sequence[str] | None = None,
                  loss_reduction: str = "sum_over_batch_size") -> None:
-        if n_classes is None or isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes <= 2:
-            raise ValueError(f"n_classes must be > 2: {n_classes}.")
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)):
+            raise ValueError(f"n_classes must be an integer (2 or more), got {n_classes!r}.")
+        n_classes = int(n_classes)
+        if n_classes <= 2:
+            raise ValueError(
+                f"n_classes must be > 2: {n_classes}. (n_classes=2 gives a binary head; a "
+                "classifier needs at least 2 classes.)"
+            )
         super().__init__(n_classes, label_vocabulary, weight_column=weight_column, loss_reduction=loss_reduction)
         self.logits_dimension = n_classes
 
@@ -376,6 +437,6 @@ def classification_head(n_classes: int, weight_column: str | None = None,
                         label_vocabulary: Sequence[str] | None = None,
                         loss_reduction: str = "sum_over_batch_size") -> Head:
     """Binary head for ``n_classes == 2``, multi-class head otherwise (TF's rule and texts)."""
-    if n_classes == 2:
+    if not isinstance(n_classes, bool) and isinstance(n_classes, (int, np.integer)) and n_classes == 2:
         return BinaryClassHead(weight_column, label_vocabulary, loss_reduction)
     return MultiClassHead(n_classes, weight_column, label_vocabulary, loss_reduction)

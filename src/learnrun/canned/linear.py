@@ -8,7 +8,7 @@ from typing import Any
 
 from learnrun.canned.base import CannedEstimator, CannedModule, check_feature_columns, weight_key
 from learnrun.canned.heads import Head, RegressionHead, classification_head
-from learnrun.canned.optimizers import make_optimizer
+from learnrun.canned.optimizers import check_learning_rate, check_optimizer, make_optimizer
 from learnrun.feature_column import FeatureColumn, LinearModel
 
 _LEARNING_RATE = 0.2
@@ -24,6 +24,8 @@ class _Linear(CannedEstimator):
                  optimizer: Any, config: Any, warm_start_from: Any, sparse_combiner: str,
                  learning_rate: float | None, wkey: str | None) -> None:
         columns = check_feature_columns(feature_columns, "feature_columns")
+        check_optimizer(optimizer)
+        learning_rate = check_learning_rate(learning_rate)
         LinearModel(columns, head.logits_dimension, sparse_combiner)  # validate now, not at train time
 
         def build_module() -> CannedModule:

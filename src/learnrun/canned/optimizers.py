@@ -23,6 +23,42 @@ _NAMES: dict[str, type[torch.optim.Optimizer]] = {
     "adadelta": torch.optim.Adadelta,
     "ftrl": torch.optim.Adagrad,
 }
+_DISPLAY_NAMES = ["Adagrad", "Adam", "AdamW", "SGD", "RMSProp", "Adadelta", "Ftrl"]
+
+
+def check_optimizer(optimizer: Any, what: str = "optimizer") -> None:
+    """Raise now (at construction, as early as possible) for an optimizer that cannot be built.
+
+    Accepts a known name, a ``torch.optim.Optimizer`` subclass or a callable factory; the
+    factory's result is checked when the model is built.
+    """
+    if isinstance(optimizer, str):
+        if optimizer.lower() not in _NAMES:
+            raise ValueError(
+                f"Unsupported optimizer name: {optimizer}. Supported names are: {_DISPLAY_NAMES} "
+                f"(for {what}), or pass a factory `params -> torch.optim.Optimizer`."
+            )
+        return
+    if isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"{what} must be a name or a factory `params -> torch.optim.Optimizer`, not an "
+            "optimizer instance (the model is built inside the estimator). Pass e.g. "
+            "`lambda params: torch.optim.Adam(params, lr=0.01)`."
+        )
+    if not callable(optimizer):
+        raise TypeError(
+            f"{what} must be a name, a torch.optim.Optimizer class or a factory, got "
+            f"{type(optimizer).__name__}: {optimizer!r}."
+        )
+
+
+def check_learning_rate(learning_rate: Any, what: str = "learning_rate") -> float | None:
+    """``learning_rate`` as a positive float, or None (the model's default); else ValueError."""
+    if learning_rate is None:
+        return None
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise ValueError(f"{what} must be > 0, got {learning_rate!r}.")
+    return float(learning_rate)
 
 
 def make_optimizer(optimizer: Any, params: Iterable[torch.nn.Parameter],
@@ -32,39 +68,21 @@ def make_optimizer(optimizer: Any, params: Iterable[torch.nn.Parameter],
     ``learning_rate`` (default ``default_learning_rate``) applies to names and classes; a
     factory sets its own.
     """
+    check_optimizer(optimizer)
     params = list(params)
-    if learning_rate is not None and not learning_rate > 0:
-        raise ValueError(f"learning_rate must be > 0, got {learning_rate!r}.")
-    lr = default_learning_rate if learning_rate is None else float(learning_rate)
+    learning_rate = check_learning_rate(learning_rate)
+    lr = default_learning_rate if learning_rate is None else learning_rate
     if isinstance(optimizer, str):
-        cls = _NAMES.get(optimizer.lower())
-        if cls is None:
-            raise ValueError(
-                f"Unsupported optimizer name: {optimizer}. Supported names are: "
-                f"{['Adagrad', 'Adam', 'AdamW', 'SGD', 'RMSProp', 'Adadelta', 'Ftrl']}, or pass a "
-                "factory `params -> torch.optim.Optimizer`."
-            )
-        return cls(params, lr=lr)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            "optimizer must be a name or a factory `params -> torch.optim.Optimizer`, not an "
-            "optimizer instance (the model is built inside the estimator). Pass e.g. "
-            "`lambda params: torch.optim.Adam(params, lr=0.01)`."
-        )
+        return _NAMES[optimizer.lower()](params, lr=lr)
     if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
         return optimizer(params, lr=lr)
-    if callable(optimizer):
-        built = optimizer(params)
-        if not isinstance(built, torch.optim.Optimizer):
-            raise TypeError(
-                f"optimizer factory {optimizer!r} must return a torch.optim.Optimizer, got "
-                f"{type(built).__name__}."
-            )
-        return built
-    raise TypeError(
-        f"optimizer must be a name, a torch.optim.Optimizer class or a factory, got "
-        f"{type(optimizer).__name__}: {optimizer!r}."
-    )
+    built = optimizer(params)
+    if not isinstance(built, torch.optim.Optimizer):
+        raise TypeError(
+            f"optimizer factory {optimizer!r} must return a torch.optim.Optimizer, got "
+            f"{type(built).__name__}."
+        )
+    return built
 
 
 class MultiOptimizer(torch.optim.Optimizer):

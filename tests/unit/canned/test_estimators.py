@@ -150,10 +150,30 @@ def test_combined_uses_one_optimizer_per_part(tmp_path):
         (lambda: LinearClassifier([X_COL], loss_reduction="none"), "Invalid loss_reduction: none"),
         (lambda: DNNLinearCombinedClassifier(), "Either linear_feature_columns or dnn_feature_columns"),
         (lambda: DNNLinearCombinedRegressor(dnn_feature_columns=[X_COL]), "dnn_hidden_units must be defined"),
+        (lambda: DNNClassifier([8], [X_COL], n_classes=0), r"n_classes must be > 2: 0\. \(n_classes=2"),
+        (lambda: LinearClassifier([X_COL], n_classes="3"), "n_classes must be an integer .* got '3'"),
+        (lambda: DNNRegressor([8, 0], [X_COL]), r"positive integers, got \[8, 0\]"),
+        (lambda: DNNClassifier([8], [X_COL], optimizer="Nope"), "Unsupported optimizer name: Nope"),
+        (lambda: DNNRegressor([8], [X_COL], optimizer=torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)),
+         "not an optimizer instance"),
+        (lambda: DNNLinearCombinedClassifier(linear_feature_columns=[X_COL], linear_optimizer="Fancy"),
+         "Unsupported optimizer name: Fancy.*for linear_optimizer"),
+        (lambda: DNNLinearCombinedRegressor(dnn_feature_columns=[X_COL], dnn_hidden_units=[2], dnn_optimizer=3),
+         "dnn_optimizer must be a name, a torch.optim.Optimizer class or a factory, got int"),
+        (lambda: DNNClassifier([8], [X_COL], learning_rate=0), "learning_rate must be > 0, got 0"),
+        (lambda: DNNClassifier([8], [X_COL], activation_fn="swishy"), "Unknown activation_fn 'swishy'"),
+        (lambda: DNNClassifier([8], [X_COL], activation_fn=3), "activation_fn must be callable"),
+        (lambda: DNNClassifier([8], [X_COL], batch_norm="no"), "batch_norm must be True or False, got 'no'"),
+        (lambda: DNNClassifier([8], [X_COL], label_vocabulary=[0, 1]), "label_vocabulary must hold strings"),
+        (lambda: LinearClassifier([X_COL], n_classes=3, label_vocabulary=["a", "b"]),
+         "label_vocabulary has 2 entries"),
+        (lambda: DNNRegressor([8], [X_COL], loss_reduction="mean"), "Invalid loss_reduction: mean"),
+        (lambda: DNNRegressor([8], [X_COL], label_dimension=0), "Invalid label_dimension 0"),
+        (lambda: LinearRegressor([X_COL], warm_start_from=3), "warm_start_from must be a path"),
+        (lambda: LinearRegressor([X_COL], config="x"), "config must be an instance of `RunConfig`"),
     ],
 )
 def test_constructor_errors(make, match, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises((ValueError, TypeError), match=match):
-        spec = make().model_fn(config=None)  # optimizer errors surface when model_fn builds it
-        del spec
+        make()  # every bad argument is reported by the constructor, before any training

@@ -118,3 +118,28 @@ def test_metric_deepcopy_and_reset_are_independent():
     a.reset()
     a.update({"logits": torch.tensor([[3.0]])}, torch.tensor([0.0]))
     assert float(a.compute()) == 9.0
+
+
+def test_weighted_auc_matches_sklearn_with_ties_and_batches():
+    from sklearn.metrics import roc_auc_score
+
+    from learnrun.canned.heads import WeightedBinaryAUROC
+
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random(200), 1)  # many ties
+    labels = (rng.random(200) < 0.4).astype(np.int64)
+    weights = rng.integers(0, 4, 200).astype(np.float32)
+    metric = WeightedBinaryAUROC()
+    for part in np.array_split(np.arange(200), 3):  # several update() calls
+        metric.update(torch.tensor(scores[part]), torch.tensor(labels[part]), torch.tensor(weights[part]))
+    want = roc_auc_score(labels, scores, sample_weight=weights)
+    assert float(metric.compute()) == pytest.approx(want, rel=1e-5)
+    metric.reset()
+    metric.update(torch.tensor([0.2, 0.9]), torch.tensor([1, 1]), torch.ones(2))
+    assert float(metric.compute()) == 0.0  # one class only: undefined, reported as 0 like TF
+
+
+def test_loss_reduction_accepts_tf1_names():
+    assert BinaryClassHead(loss_reduction="weighted_sum").loss_reduction == "sum"
+    head = RegressionHead(loss_reduction="weighted_sum_over_batch_size")
+    assert head.loss_reduction == "sum_over_batch_size"
