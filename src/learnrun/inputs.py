@@ -241,9 +241,18 @@ def _check_lengths(columns: Mapping[str, np.ndarray], feature_keys: list[str],
         shape_y = np.shape(y)
     else:
         shape_y = {k: columns[k].shape for k in target}
+    names = {k: ("x" if k == _DIRECT_KEY else f"x[{k!r}]") for k in feature_keys}
+    if isinstance(target, str):
+        names[target] = "y"
+    elif target is not None:
+        names.update({k: f"y[{k!r}]" for k in target})
+    first = next(iter(names))
+    odd = [f"{names[k]} has {len(columns[k])}" for k in names if len(columns[k]) != len(columns[first])]
     raise ValueError(
         "Length of tensors in x and y is mismatched. All elements in x and y must have the "
         f"same length.\nShapes in x: {shapes_x}\nShapes in y: {shape_y}\n"
+        f"{'; '.join(odd)} examples but {names[first]} has {len(columns[first])}; give every "
+        "array one entry per example.\n"
     )
 
 

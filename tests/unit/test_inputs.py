@@ -157,3 +157,39 @@ def test_pandas_missing_gives_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake_import)
     with pytest.raises(TypeError, match="without pandas installed.*pip install pandas"):
         pandas_input_fn(object(), shuffle=False)
+
+
+def test_length_mismatch_in_a_dict_names_the_key():
+    with pytest.raises(ValueError, match=r"x\['b'\] has 4 examples but x\['a'\] has 3"):
+        numpy_input_fn({"a": np.zeros(3), "b": np.zeros(4)}, np.zeros(3), shuffle=False)
+    with pytest.raises(ValueError, match=r"y\['m'\] has 2 examples but x has 3"):
+        numpy_input_fn(np.zeros((3, 2)), {"l": np.zeros(3), "m": np.zeros(2)}, shuffle=False)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_sharding_over_several_shuffled_epochs(n):
+    epochs, size = 3, 50
+    fn = numpy_input_fn({"id": np.arange(size)}, batch_size=4, num_epochs=epochs, shuffle=True, seed=5)
+    shards = [_ids(fn(input_context=InputContext(n, i))) for i in range(n)]
+    for i, ids in enumerate(shards):
+        per_epoch = len(range(i, size, n))
+        assert len(ids) == per_epoch * epochs
+        for e in range(epochs):  # each epoch: the shards together hold every example once
+            chunk = ids[e * per_epoch:(e + 1) * per_epoch]
+            assert len(set(chunk)) == per_epoch
+    for e in range(epochs):
+        epoch_ids = [v for i, ids in enumerate(shards)
+                     for v in ids[e * len(range(i, size, n)):(e + 1) * len(range(i, size, n))]]
+        assert sorted(epoch_ids) == list(range(size))
+    first_epochs = [ids[: len(range(i, size, n))] for i, ids in enumerate(shards)]
+    second_epochs = [ids[len(range(i, size, n)): 2 * len(range(i, size, n))] for i, ids in enumerate(shards)]
+    assert first_epochs != second_epochs  # reshuffled each epoch
+
+
+def test_y_none_for_predict_with_dict_and_pandas():
+    batches = list(numpy_input_fn({"a": np.arange(5.0)}, batch_size=2, shuffle=False)())
+    assert [labels for _, labels in batches] == [None, None, None]
+    assert [len(f["a"]) for f, _ in batches] == [2, 2, 1]
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
+    (features, labels), = list(pandas_input_fn(frame, batch_size=3, shuffle=False)())
+    assert labels is None and features["a"].tolist() == [1.0, 2.0, 3.0]
