@@ -242,6 +242,7 @@ class _ContinuousSchedules:
             logger.info("Waiting %f secs before starting eval.", delay_secs)
             self._clock.sleep(delay_secs)
 
+        recorded_result = getattr(self._estimator, "recorded_eval_result", None)
         previous_path: str | None = None
         eval_result: Any = None
         last_warning_time = 0.0
@@ -263,8 +264,19 @@ class _ContinuousSchedules:
                 )
             elif evaluate_checkpoint_only_once and latest == previous_path:
                 error_msg = "No new checkpoint ready for evaluation."
+            recorded = None
+            if not error_msg and evaluate_checkpoint_only_once and callable(recorded_result):
+                # evaluated before this process started (a restarted evaluator): take the
+                # recorded result, so stopping at train_steps still works, but neither
+                # evaluate nor export the checkpoint again
+                recorded = recorded_result(latest, name)
 
-            if error_msg:
+            if recorded is not None:
+                logger.info("Checkpoint %s was evaluated before (recorded in the eval results); "
+                            "not evaluating or exporting it again.", latest)
+                eval_result = recorded
+                previous_path = latest
+            elif error_msg:
                 eval_result = {}
                 now = self._clock.time()
                 if now - last_warning_time > _WARNING_INTERVAL_SECS:

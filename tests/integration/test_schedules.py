@@ -288,6 +288,24 @@ def test_continuous_eval_evaluates_each_checkpoint_once(tmp_path, clock):
     assert clock.sleeps == [10, 10, 10]
 
 
+def test_restarted_continuous_eval_skips_recorded_checkpoints(tmp_path, clock):
+    config = run_config(tmp_path)
+    run(make_experiment_fn(clock, train_steps=6), config, "train")
+    fn = make_experiment_fn(clock, train_steps=6, continuous_eval_throttle_secs=10,
+                            export_strategies=export_strategy())
+    assert run(fn, config, "continuous_eval") is None
+    eval_dir = os.path.join(config.model_dir, "eval_continuous")
+    assert [r["global_step"] for r in read_eval_results(eval_dir)] == [6]
+    assert len(exports(config.model_dir)) == 1
+    # The evaluator restarts: the latest checkpoint is already recorded, so it is neither
+    # evaluated nor exported again, and the recorded global_step still ends the loop.
+    clock.sleeps.clear()
+    assert run(fn, config, "continuous_eval") is None
+    assert [r["global_step"] for r in read_eval_results(eval_dir)] == [6]
+    assert len(exports(config.model_dir)) == 1
+    assert clock.sleeps == [10]
+
+
 def test_continuous_eval_on_train_data(tmp_path, clock):
     config = run_config(tmp_path)
     run(make_experiment_fn(clock), config, "train")

@@ -284,7 +284,7 @@ class Estimator:
         path = self._checkpoint_or_raise(checkpoint_path)
         evaluator = getattr(self._config, "task_type", None) == "evaluator"
         if evaluator:
-            recorded = self._recorded_result(path, name)
+            recorded = self.recorded_eval_result(path, name)
             if recorded is not None:
                 logger.info("Checkpoint %s is already recorded in %s: not evaluating it again.",
                             path, self.eval_dir(name))
@@ -332,8 +332,15 @@ class Estimator:
         return [os.path.normpath(r["checkpoint_path"])
                 for r in summary.read_eval_results(self.eval_dir(name)) if "checkpoint_path" in r]
 
-    def _recorded_result(self, path: str, name: str | None) -> dict | None:
+    def recorded_eval_result(self, checkpoint_path: str, name: str | None = None) -> dict | None:
+        """The result recorded for ``checkpoint_path`` in ``eval_dir(name)/results.jsonl``, or None.
+
+        ``continuous_eval`` uses it so that a restarted evaluator neither evaluates nor exports a
+        checkpoint it already handled.
+        """
         from learnrun.estimator import summary
+
+        path = checkpoint_path
 
         wanted = os.path.normpath(path)
         for record in reversed(summary.read_eval_results(self.eval_dir(name))):
