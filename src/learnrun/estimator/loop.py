@@ -337,13 +337,21 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
             while True:
                 if guard.triggered and not strategy.preempted:
                     strategy.notify_preempted()  # at the step boundary, never in the handler
-                if strategy.should_stop(session.stop_requested or guard.triggered):
-                    break
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    logger.info("Input exhausted at global step %d; training stops.",
-                                session.global_step)
+                # Fetch before agreeing to go on, so that a trainer whose input shard ends
+                # first stops every trainer through the collective instead of leaving its peers
+                # in an all-reduce. No batch is fetched once this process wants to stop (the
+                # input position saved in the checkpoint stays exact).
+                local_stop = session.stop_requested or guard.triggered
+                batch = exhausted = None
+                if not local_stop:
+                    try:
+                        batch = next(iterator)
+                    except StopIteration:
+                        exhausted = True
+                if strategy.should_stop(local_stop or bool(exhausted)):
+                    if exhausted:
+                        logger.info("Input exhausted at global step %d; training stops.",
+                                    session.global_step)
                     break
                 features, labels = split_batch(batch, "train")
                 features, labels = to_device(features, device), to_device(labels, device)
