@@ -39,8 +39,15 @@ SCRIPT = textwrap.dedent("""
 
     class SignalAt(SessionRunHook):
         def after_run(self, run_context, run_values):
-            if mode == "sigterm" and run_values.global_step == 7:
+            if run_values.global_step != 7:
+                return
+            if mode == "sigterm":
                 os.kill(os.getpid(), signal.SIGTERM)
+            elif mode == "sigint":
+                os.kill(os.getpid(), signal.SIGINT)
+            elif mode == "sigint-twice":
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
 
     if mode == "sigkill":
         original = ckpt.CheckpointManager._write_files
@@ -91,3 +98,92 @@ def test_sigkill_during_save_restarts_from_previous_checkpoint(tmp_path):
     assert "ckpt-5" in proc.stderr and "FINISHED 20" in proc.stdout
     assert not any(name.startswith("tmp-") for name in os.listdir(model_dir))
     assert [c.step for c in ckpt.list_checkpoints(model_dir)][-3:] == [10, 15, 20]
+
+
+@pytest.mark.timeout(120)
+def test_first_sigint_saves_and_exits_143(tmp_path):
+    proc = run_script(tmp_path, "sigint")
+    assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-2000:]
+    assert "Training was preempted by SIGINT at global step 7" in proc.stderr
+    assert ckpt.checkpoint_step(ckpt.latest_checkpoint(str(tmp_path / "model"))) == 7
+
+
+@pytest.mark.timeout(120)
+def test_second_sigint_raises_keyboard_interrupt_at_once(tmp_path):
+    proc = run_script(tmp_path, "sigint-twice")
+    # Python exits an uncaught KeyboardInterrupt by re-raising SIGINT on itself: status -2
+    assert proc.returncode == -signal.SIGINT, proc.stderr[-2000:]
+    assert "KeyboardInterrupt" in proc.stderr and "preempted" not in proc.stderr
+    model_dir = str(tmp_path / "model")
+    latest = ckpt.latest_checkpoint(model_dir)
+    assert ckpt.checkpoint_step(latest) == 5  # no save on the way out; the last one loads
+    assert ckpt.load_checkpoint(latest).state["global_step"] == 5
+
+
+LOADER_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, threading, time, logging
+    import torch
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO)
+    from learnrun.estimator.estimator import Estimator
+    from learnrun.estimator.hooks import SessionRunHook
+    from learnrun.estimator.spec import EstimatorSpec
+    from learnrun.run_config import RunConfig
+
+    model_dir, mode = sys.argv[1], sys.argv[2]
+
+    def model_fn():
+        m = torch.nn.Linear(3, 1)
+        return EstimatorSpec(module=m, loss_fn=torch.nn.functional.mse_loss,
+                             optimizer=torch.optim.SGD(m.parameters(), lr=0.01))
+
+    class Slow(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4000
+        def __getitem__(self, i):
+            time.sleep(0.005)  # the main process mostly waits in next(): the hard case
+            x = torch.full((3,), float(i % 7))
+            return x, x.sum(0, keepdim=True)
+
+    def mark_worker(worker_id):  # a user's own worker_init_fn: must still run
+        open(os.path.join(os.path.dirname(model_dir), f"worker-{worker_id}"), "w").close()
+
+    def input_fn():
+        kwargs = {"worker_init_fn": mark_worker} if mode == "custom" else {}
+        return torch.utils.data.DataLoader(Slow(), batch_size=4, num_workers=2, **kwargs)
+
+    class KillGroupAt(SessionRunHook):
+        def after_run(self, run_context, run_values):
+            if run_values.global_step == 7:  # like a scheduler: the whole process group
+                threading.Timer(0.01, os.killpg, (os.getpgid(0), signal.SIGTERM)).start()
+
+    hooks = [KillGroupAt()] if mode != "resume" else []
+    est = Estimator(model_fn, config=RunConfig(model_dir=model_dir, save_checkpoints_steps=5))
+    est.train(input_fn, hooks=hooks, max_steps=12 if mode == "resume" else 400)
+    print("FINISHED", est.latest_checkpoint())
+""")
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", ["auto", "custom"])
+def test_sigterm_to_process_group_with_dataloader_workers(tmp_path, mode):
+    """Workers ignore SIGTERM without the user passing worker_init_fn; the user's one still runs."""
+    script = tmp_path / "train_loader.py"
+    script.write_text(LOADER_SCRIPT)
+    model_dir = str(tmp_path / "model")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(script), model_dir, mode], capture_output=True,
+                          text=True, timeout=120, env=env, start_new_session=True)
+    assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-3000:]
+    assert "exited unexpectedly" not in proc.stderr and "killed by signal" not in proc.stderr
+    step = ckpt.checkpoint_step(ckpt.latest_checkpoint(model_dir))
+    assert step >= 7
+    assert f"Training was preempted by SIGTERM at global step {step}" in proc.stderr
+    if mode == "custom":
+        assert {"worker-0", "worker-1"} <= set(os.listdir(tmp_path))
+    else:  # the requeued job resumes from the preemption checkpoint
+        proc = subprocess.run([sys.executable, str(script), model_dir, "resume"],
+                              capture_output=True, text=True, timeout=120, env=env,
+                              start_new_session=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"ckpt-{step}" in proc.stderr and "FINISHED" in proc.stdout

@@ -26,7 +26,7 @@ from learnrun.estimator.hooks import (
     SummarySaverHook,
     to_python,
 )
-from learnrun.estimator.preemption import PreemptionGuard
+from learnrun.estimator.preemption import PreemptionGuard, protect_dataloader, shutdown_workers
 from learnrun.estimator.progress import ProgressHook
 from learnrun.estimator.spec import ModeKeys
 
@@ -307,6 +307,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
                            "trainer's pipeline %d: its input starts from the beginning.",
                            state.get("input_pipeline", 0), pipeline)
     session.input = iterable
+    protect_dataloader(iterable)  # workers must survive a SIGTERM sent to the process group
     iterator = iter(iterable)
     if state.get("rng") is not None:  # after model_fn, input_fn and iter(): as in the saving run
         ckpt.restore_rng_state(state["rng"])
@@ -383,6 +384,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
             if last_loss is not None:
                 logger.info("Loss for final step: %s.", to_python(last_loss))
     finally:
+        shutdown_workers(iterator)  # DataLoader workers stop before the process exits
         for hook in all_hooks:
             if isinstance(hook, ProgressHook):
                 hook.close()

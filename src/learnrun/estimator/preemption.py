@@ -14,9 +14,13 @@ signals arrive mid-step, so saving inside the handler would write a half-updated
 second Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` at once, as usual.
 
 DataLoader workers: a scheduler usually signals the whole process group, and a worker killed
-by SIGTERM makes the main process raise "DataLoader worker ... killed by signal" before the
-save can happen. Pass :func:`worker_init_fn` (or call it from yours) so workers ignore SIGTERM
-and SIGINT; they are then shut down by the main process when the loader is released::
+by SIGTERM makes the main process raise "DataLoader worker ... exited unexpectedly" before the
+save can happen. ``Estimator.train`` therefore protects the ``torch.utils.data.DataLoader`` that
+``input_fn`` returns (see :func:`protect_dataloader`): when it has ``num_workers > 0`` its
+``worker_init_fn`` is wrapped so that workers first ignore SIGTERM and SIGINT, then run the
+user's own ``worker_init_fn`` (if any). When training stops (preempted or not) the loop shuts
+the workers down explicitly. An iterable that merely wraps a DataLoader is not seen: pass
+:func:`worker_init_fn` yourself (or call it from yours)::
 
     DataLoader(dataset, num_workers=4, worker_init_fn=learnrun.estimator.preemption.worker_init_fn)
 """
@@ -35,6 +39,50 @@ def worker_init_fn(worker_id: int = 0) -> None:
     """Make a DataLoader worker ignore SIGTERM and SIGINT (the main process handles them)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class ProtectedWorkerInit:
+    """A picklable ``worker_init_fn``: :func:`worker_init_fn`, then the user's own (if any)."""
+
+    def __init__(self, user_fn: Any = None) -> None:
+        self.user_fn = user_fn
+
+    def __call__(self, worker_id: int) -> None:
+        worker_init_fn(worker_id)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+
+def protect_dataloader(iterable: Any) -> bool:
+    """Make the workers of a multi-process ``DataLoader`` ignore SIGTERM/SIGINT; True if changed.
+
+    Anything other than a ``torch.utils.data.DataLoader`` with ``num_workers > 0`` is left
+    alone, and so is a loader whose ``worker_init_fn`` is already :func:`worker_init_fn` or
+    wraps it. Workers already running (``persistent_workers`` after a first epoch) keep their
+    handlers: the wrapper applies to workers started from now on.
+    """
+    try:
+        from torch.utils.data import DataLoader
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    if not isinstance(iterable, DataLoader) or not iterable.num_workers:
+        return False
+    current = iterable.worker_init_fn
+    if current is worker_init_fn or isinstance(current, ProtectedWorkerInit):
+        return False
+    iterable.worker_init_fn = ProtectedWorkerInit(current)
+    logger.debug("DataLoader workers will ignore SIGTERM/SIGINT (learnrun preemption).")
+    return True
+
+
+def shutdown_workers(iterator: Any) -> None:
+    """Stop the worker processes of a DataLoader iterator now (no-op for other iterators)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if callable(shutdown):
+        try:
+            shutdown()
+        except Exception as exc:  # noqa: BLE001 - best effort while leaving the loop
+            logger.warning("Could not shut down DataLoader workers cleanly: %s", exc)
 
 
 class PreemptionGuard:

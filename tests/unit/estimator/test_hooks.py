@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import signal
 
@@ -20,10 +21,16 @@ from learnrun.estimator.hooks import (
     RunContext,
     RunValues,
     SecondOrStepTimer,
+    SessionRunHook,
     StepCounterHook,
     StopAtStepHook,
 )
-from learnrun.estimator.preemption import PreemptionGuard, worker_init_fn
+from learnrun.estimator.preemption import (
+    PreemptionGuard,
+    ProtectedWorkerInit,
+    protect_dataloader,
+    worker_init_fn,
+)
 from learnrun.estimator.progress import ProgressHook
 from learnrun.hooks import (
     EarlyStoppingHook,
@@ -434,3 +441,66 @@ def test_progress_hook_bar_on_a_terminal_stream():
     run_steps([hook], session, 4, loss=0.25)
     assert "4/4" in stream.getvalue() and "loss=0.25" in stream.getvalue()
     assert hook.lines == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class _TickingHook(SessionRunHook):
+    """Advances the fake clock by 0.5 s per step, as a real step would take time."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def after_run(self, run_context, run_values):
+        self.clock.advance(0.5)
+
+
+def test_progress_hook_chooses_bar_or_lines_from_isatty(caplog):
+    terminal = _Terminal()
+    session = FakeSession()
+    session.last_step = 4
+    with caplog.at_level(logging.INFO, logger="learnrun"):
+        run_steps([ProgressHook(every_n_iter=2, stream=terminal, clock=FakeClock())], session, 4,
+                  loss=0.5)
+    assert "4/4" in terminal.getvalue() and "loss=0.5" in terminal.getvalue()
+    assert not [r for r in caplog.records if r.getMessage().startswith("loss =")]
+
+    caplog.clear()
+    plain, clock = io.StringIO(), FakeClock()
+    with caplog.at_level(logging.INFO, logger="learnrun"):
+        run_steps([_TickingHook(clock), ProgressHook(every_n_iter=2, stream=plain, clock=clock)],
+                  FakeSession(), 5, loss=0.5)
+    assert plain.getvalue() == ""  # no bar on a log file
+    assert [r.getMessage() for r in caplog.records] == [
+        "loss = 0.5, step = 1", "loss = 0.5, step = 3 (1.000 sec)", "loss = 0.5, step = 5 (1.000 sec)"]
+
+
+def _mark(worker_id):
+    _mark.calls.append(worker_id)
+
+
+_mark.calls = []
+
+
+def test_protect_dataloader_wraps_only_multiprocess_loaders():
+    data = [(torch.zeros(1), torch.zeros(1))] * 4
+    assert not protect_dataloader(data)  # not a DataLoader
+    single = torch.utils.data.DataLoader(data, num_workers=0)
+    assert not protect_dataloader(single) and single.worker_init_fn is None
+    loader = torch.utils.data.DataLoader(data, num_workers=2)
+    assert protect_dataloader(loader) and isinstance(loader.worker_init_fn, ProtectedWorkerInit)
+    assert not protect_dataloader(loader)  # idempotent: no double wrapping
+    assert not protect_dataloader(torch.utils.data.DataLoader(data, num_workers=2,
+                                                              worker_init_fn=worker_init_fn))
+    custom = torch.utils.data.DataLoader(data, num_workers=2, worker_init_fn=_mark)
+    assert protect_dataloader(custom)
+    old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        custom.worker_init_fn(1)  # what a worker runs first
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN and _mark.calls == [1]
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        signal.signal(signal.SIGINT, old[1])
