@@ -22,10 +22,11 @@ exits with 143 so a scheduler requeues the job.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from learnrun import __version__
@@ -47,6 +48,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
 _COMMANDS = ("run", "tune", "checkpoints", "launch")
+_LAUNCH_PARSER: list[argparse.ArgumentParser] = []  # the latest build_parser()'s launch parser
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser, *, tune: bool) -> None:
@@ -127,6 +129,7 @@ def build_parser(with_launch: bool = False) -> argparse.ArgumentParser:
     ckpt.add_argument("-v", "--verbose", action="store_true")
 
     launch = sub.add_parser("launch", help="start a whole cluster on this machine")
+    _LAUNCH_PARSER[:] = [launch]
     if with_launch:
         from learnrun.distributed import add_launch_arguments
 
@@ -169,7 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                f"output_dir={args.output_dir}")
         from learnrun.runner import run
 
-        result = run(loaded.experiment_fn, output_dir=args.output_dir, schedule=args.schedule)
+        with _schedule_errors(args.schedule):
+            result = run(loaded.experiment_fn, output_dir=args.output_dir, schedule=args.schedule)
         _report_result(result, args.output_dir)
         return 0
 
@@ -189,11 +193,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if (getattr(run_config, "world_size", 1) or 1) > 1 or getattr(run_config, "num_ps_replicas", 0) \
             or getattr(run_config, "task_type", None) == "evaluator":
         _DISTRIBUTED_RUN.append(True)
-    result = run(loaded.experiment_fn, schedule=schedule, run_config=run_config, hparams=hparams)
+    with _schedule_errors(schedule):
+        result = run(loaded.experiment_fn, schedule=schedule, run_config=run_config,
+                     hparams=hparams)
     _report_result(result, run_config.model_dir)
     if getattr(run_config, "is_chief", True):
         _print(output_locations(run_config.model_dir))
     return 0
+
+
+@contextlib.contextmanager
+def _schedule_errors(schedule: str | None) -> Iterator[None]:
+    """Turn the runner's unknown/non-callable schedule errors into bad-input (exit 2) lines."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if schedule and str(exc).startswith("Schedule references non-"):
+            raise CLIError(f"bad --schedule {schedule!r}: {exc}") from exc
+        raise
 
 
 def _report_result(result: Any, model_dir: str) -> None:
@@ -247,7 +264,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             seed=args.seed,
             out=sys.stdout,
         )
-    except SearchSpaceError as exc:
+        tuner.study  # noqa: B018 - open the storage now: a bad URL or direction is bad input
+    except (SearchSpaceError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     _print(f"learnrun: tuning {loaded.description}: {args.trials} trials, "
            f"{tuner.direction} {tuner.metric}, storage {tuner.storage_url}")
@@ -271,7 +289,11 @@ def cmd_launch(argv: Sequence[str]) -> int:
             f"learnrun.distributed ({exc})"
         ) from exc
     parser = build_parser(with_launch=True)
-    args = parser.parse_args(list(argv))
+    args, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        _LAUNCH_PARSER[0].error(
+            f"unrecognized arguments: {' '.join(unknown)} (options of `learnrun run` go after "
+            "TARGET, e.g. learnrun launch --workers 2 TARGET --model-dir DIR)")
     code = launch_main(args)
     return int(code or 0)
 

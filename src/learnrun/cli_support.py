@@ -349,7 +349,10 @@ def describe_role(config: Any) -> str:
     if not source:
         return "local (not distributed)"
     world = getattr(config, "world_size", None)
-    extra = f", world size {world}" if world else ""
+    if task_type == "evaluator":
+        extra = f", outside the {world} training task(s)" if world else ""
+    else:
+        extra = f", world size {world}" if world else ""
     return f"{task_type} {task_id} ({source}{extra})"
 
 
@@ -423,13 +426,24 @@ def read_all_eval_results(model_dir: str) -> list[tuple[str, dict[str, Any]]]:
 
 def format_checkpoints(model_dir: str) -> str:
     """Table of the checkpoints of ``model_dir`` with step, time, size and eval metrics."""
-    if not os.path.isdir(model_dir):
+    if not os.path.exists(model_dir):
         raise CLIError(f"no such directory: {model_dir!r}; give a model_dir that training wrote")
+    if not os.path.isdir(model_dir):
+        raise CLIError(f"{model_dir!r} is a file, not a directory; give a model_dir that "
+                       "training wrote")
     from learnrun.estimator.checkpoint import latest_checkpoint, list_checkpoints
 
+    index = os.path.join(model_dir, "checkpoint")
+    entries = os.listdir(model_dir)
+    looks_like_model_dir = os.path.exists(index) or any(
+        e.startswith(("ckpt-", "eval", "events.out.tfevents", "export")) for e in entries)
+    if not looks_like_model_dir:
+        raise CLIError(
+            f"{model_dir!r} is not a model directory: it has no checkpoint index "
+            f"({index}), ckpt-*, eval or events files; give the --model-dir that training wrote")
     infos = list_checkpoints(model_dir)
     if not infos:
-        return f"no checkpoints in {model_dir} (nothing listed in {os.path.join(model_dir, 'checkpoint')})"
+        return f"no checkpoints in {model_dir} yet (nothing listed in {index})"
     evals = read_all_eval_results(model_dir)
     latest = latest_checkpoint(model_dir)
     rows = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -115,7 +116,21 @@ def _number(name: str, what: str, text: str) -> float | int:
     value = _literal(text)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SearchSpaceError(f"{name}: {what} must be a number, got {text.strip()!r}")
+    if not math.isfinite(value):
+        raise SearchSpaceError(f"{name}: {what} must be a finite number, got {text.strip()!r}")
     return value
+
+
+def _check_choices(name: str, choices: tuple[Any, ...], shown: str) -> None:
+    """Reject an empty choice list and values that compare equal (1 and 1.0, true and 1)."""
+    if not choices:
+        raise SearchSpaceError(f"{name}: choice() needs at least one value, e.g. choice(32, 64)")
+    for i, first in enumerate(choices):
+        for second in choices[i + 1:]:
+            if first == second:
+                raise SearchSpaceError(
+                    f"{name}: choice() lists a value twice ({json.dumps(first)} and "
+                    f"{json.dumps(second)} compare equal) in {shown!r}; give distinct values")
 
 
 def _parse_dimension(name: str, func: str, raw_args: str) -> Dimension:
@@ -124,11 +139,16 @@ def _parse_dimension(name: str, func: str, raw_args: str) -> Dimension:
         if not args or any(not a for a in args):
             raise SearchSpaceError(f"{name}: choice() needs at least one value, e.g. choice(32, 64)")
         choices = tuple(_literal(a) for a in args)
-        if len({json.dumps(c, sort_keys=True) for c in choices}) != len(choices):
-            raise SearchSpaceError(f"{name}: choice() lists a value twice: {raw_args!r}")
+        _check_choices(name, choices, raw_args)
         return Dimension(name, "choice", choices=choices)
     positional = [a for a in args if "=" not in a]
-    keywords = dict(a.split("=", 1) for a in args if "=" in a)
+    keywords: dict[str, str] = {}
+    for arg in args:
+        if "=" in arg:
+            key, value = (w.strip() for w in arg.split("=", 1))
+            if key in keywords:
+                raise SearchSpaceError(f"{name}: {func}() option {key!r} is given twice")
+            keywords[key] = value
     if len(positional) != 2:
         raise SearchSpaceError(f"{name}: {func}() takes (low, high), got ({raw_args})")
     low, high = (_number(name, w, a) for w, a in zip(("low", "high"), positional, strict=True))
@@ -152,11 +172,16 @@ def _parse_dimension(name: str, func: str, raw_args: str) -> Dimension:
             raise SearchSpaceError(f"{name}: int() bounds must be integers, got {low}, {high}")
         if log and low <= 0:
             raise SearchSpaceError(f"{name}: int(..., log=true) needs low > 0, got {low}")
+        if step is not None and (not float(step).is_integer() or step < 1):
+            raise SearchSpaceError(f"{name}: int() step must be a positive integer, got {step}")
         if log and step not in (None, 1):
             raise SearchSpaceError(f"{name}: int() cannot combine log=true with step={step}")
         return Dimension(name, "int", int(low), int(high), step=int(step) if step else None, log=log)
     if step is not None and step <= 0:
         raise SearchSpaceError(f"{name}: step must be > 0, got {step}")
+    if step is not None and step > high - low:
+        raise SearchSpaceError(
+            f"{name}: step={step} is larger than the range {low}..{high}; give a smaller step")
     return Dimension(name, "uniform", float(low), float(high), step=step)
 
 
@@ -169,9 +194,14 @@ def parse_search_space(space: str | Mapping[str, Any]) -> dict[str, Dimension]:
     if isinstance(space, Mapping):
         dims: dict[str, Dimension] = {}
         for name, spec in space.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", name):
+                raise SearchSpaceError(
+                    f"search space name {name!r} is not a hyperparameter name (letters, digits, "
+                    "_ and ., starting with a letter)")
             if isinstance(spec, Dimension):
                 dims[name] = dataclasses.replace(spec, name=name)
             elif isinstance(spec, (list, tuple)):
+                _check_choices(name, tuple(spec), repr(spec))
                 dims[name] = Dimension(name, "choice", choices=tuple(spec))
             elif isinstance(spec, str):
                 dims.update(parse_search_space(f"{name}={spec}"))
@@ -182,7 +212,11 @@ def parse_search_space(space: str | Mapping[str, Any]) -> dict[str, Dimension]:
         if not dims:
             raise SearchSpaceError("the search space is empty")
         return dims
-    if not isinstance(space, str) or not space.strip():
+    if not isinstance(space, str):
+        raise SearchSpaceError(
+            f"the search space must be a string like \"lr=loguniform(1e-4,1e-1)\" or a mapping "
+            f"of name -> distribution, got {type(space).__name__} {space!r}")
+    if not space.strip():
         raise SearchSpaceError(
             f"the search space is empty; give e.g. \"lr=loguniform(1e-4,1e-1)\" ({_FORMS})")
     dims = {}

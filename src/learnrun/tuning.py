@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+from learnrun.cli_support import format_table
 from learnrun.clock import Clock, get_clock
 from learnrun.errors import NanLossDuringTrainingError
 from learnrun.runner import Tuner
@@ -133,6 +134,86 @@ def _make_pruning_hook(trial: Any, model_dir: str, metric: str) -> Any:
     return PruningHook()
 
 
+def _check_arguments(**kw: Any) -> None:
+    """Type checks of OptunaTuner's optional arguments (each error names the argument)."""
+    for name in ("study_name", "schedule"):
+        value = kw[name]
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{name} must be a non-empty string or None, got {value!r}")
+    storage = kw["storage"]
+    if isinstance(storage, str) and not storage.strip():
+        raise ValueError("storage must be an optuna storage URL (e.g. 'sqlite:///study.db') or "
+                         "None for <base_model_dir>/study.db, got ''")
+    if storage is not None and not isinstance(storage, str):
+        import optuna
+
+        if not isinstance(storage, optuna.storages.BaseStorage):
+            raise ValueError(f"storage must be a URL string or an optuna storage, got "
+                             f"{type(storage).__name__} {storage!r}")
+    seed = kw["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ValueError(f"seed must be an integer or None, got {seed!r}")
+    hparams = kw["hparams"]
+    if hparams is not None:
+        from learnrun.hparams import HParams
+
+        if not isinstance(hparams, (HParams, Mapping)):
+            raise ValueError(f"hparams must be an HParams, a dict or None, got "
+                             f"{type(hparams).__name__} {hparams!r}")
+    run_config = kw["run_config"]
+    if run_config is not None and not callable(getattr(run_config, "replace", None)):
+        raise ValueError(f"run_config must be a learnrun.RunConfig or None, got "
+                         f"{type(run_config).__name__} {run_config!r}")
+    out = kw["out"]
+    if out is not None and not callable(getattr(out, "write", None)):
+        raise ValueError(f"out must be a writable text stream (e.g. sys.stdout) or None, got "
+                         f"{type(out).__name__} {out!r}")
+    for name, base in (("pruner", "BasePruner"), ("sampler", "BaseSampler")):
+        value = kw[name]
+        if value is None:
+            continue
+        import optuna
+
+        module = optuna.pruners if name == "pruner" else optuna.samplers
+        if not isinstance(value, getattr(module, base)):
+            raise ValueError(f"{name} must be an optuna.{module.__name__.split('.')[-1]}."
+                             f"{base} (e.g. {'MedianPruner()' if name == 'pruner' else 'TPESampler()'}"
+                             f"), got {type(value).__name__} {value!r}")
+
+
+def _exception_types(catch: Any) -> tuple[type[BaseException], ...]:
+    """``catch`` as a tuple of exception classes (one class is accepted too)."""
+    items = (catch,) if isinstance(catch, type) else catch
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise ValueError(f"catch must be an exception class or a tuple of them, got {catch!r}") \
+            from None
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ValueError(f"catch must hold exception classes, got {item!r} in {catch!r}")
+    return items
+
+
+def _check_config_overrides(overrides: Any) -> None:
+    """``config_overrides`` must map RunConfig argument names to values."""
+    if overrides is None:
+        return
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"config_overrides must be a dict of RunConfig arguments, got "
+                         f"{type(overrides).__name__} {overrides!r}")
+    import inspect
+
+    from learnrun.run_config import RunConfig
+
+    params = inspect.signature(RunConfig).parameters
+    for key in overrides:
+        if key not in params or key == "model_dir":
+            valid = ", ".join(sorted(n for n in params if n != "model_dir"))
+            raise ValueError(f"config_overrides: RunConfig has no argument {key!r} (model_dir "
+                             f"is set per trial); valid keys: {valid}")
+
+
 class OptunaTuner(Tuner):
     """A :class:`learnrun.runner.Tuner` on optuna: one model_dir per trial, resumable studies.
 
@@ -178,16 +259,26 @@ class OptunaTuner(Tuner):
         clock: Clock | None = None,
     ) -> None:
         self.dimensions = parse_search_space(search_space)
+        if not isinstance(metric, str) or not metric:
+            raise ValueError(f"metric must be the name of an evaluation result (e.g. 'loss', "
+                             f"'accuracy'), got {metric!r}")
         if direction is None:
             direction = "maximize" if metric in _MAXIMIZE_METRICS else "minimize"
         if direction not in ("minimize", "maximize"):
             raise ValueError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
         if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
             raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
-        if not base_model_dir:
-            raise ValueError("base_model_dir must be a non-empty directory path")
+        if not isinstance(base_model_dir, (str, os.PathLike)) or not os.fspath(base_model_dir):
+            raise ValueError(f"base_model_dir must be a non-empty directory path, got "
+                             f"{base_model_dir!r}")
+        base_model_dir = os.fspath(base_model_dir)
+        _check_arguments(study_name=study_name, storage=storage, seed=seed, schedule=schedule,
+                         hparams=hparams, run_config=run_config, out=out, pruner=pruner,
+                         sampler=sampler)
+        catch = _exception_types(catch)
         if run_config is not None and config_overrides:
             raise ValueError("give run_config or config_overrides, not both")
+        _check_config_overrides(config_overrides)
         self.metric, self.direction, self.n_trials = metric, direction, n_trials
         self.base_model_dir = base_model_dir
         self.study_name = study_name or "learnrun"
@@ -197,7 +288,7 @@ class OptunaTuner(Tuner):
         self.storage = storage
         self.storage_url = storage if isinstance(storage, str) else type(storage).__name__
         self.schedule = schedule or "train_and_evaluate"
-        self.catch = tuple(catch)
+        self.catch = catch
         self._pruner, self._sampler, self._seed = pruner, sampler, seed
         self._hparams, self._run_config = hparams, run_config
         self._config_overrides = dict(config_overrides or {})
@@ -219,10 +310,17 @@ class OptunaTuner(Tuner):
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             pruner = self._pruner or optuna.pruners.MedianPruner(n_startup_trials=2)
             sampler = self._sampler or optuna.samplers.TPESampler(seed=self._seed)
-            self._study = optuna.create_study(
-                storage=self.storage, study_name=self.study_name, direction=self.direction,
-                pruner=pruner, sampler=sampler, load_if_exists=True,
-            )
+            try:
+                self._study = optuna.create_study(
+                    storage=self.storage, study_name=self.study_name, direction=self.direction,
+                    pruner=pruner, sampler=sampler, load_if_exists=True,
+                )
+            except Exception as exc:  # a bad URL, unknown dialect, missing driver, ...
+                if not isinstance(exc, (ImportError, ValueError, TypeError, OSError)) and \
+                        type(exc).__module__.split(".")[0] != "sqlalchemy":
+                    raise
+                raise ValueError(f"cannot open the optuna storage {self.storage_url!r} (study "
+                                 f"{self.study_name!r}): {type(exc).__name__}: {exc}") from exc
             if self._study.direction.name.lower() != self.direction:
                 raise ValueError(
                     f"study {self.study_name!r} in {self.storage_url} was created to "
@@ -343,7 +441,13 @@ class OptunaTuner(Tuner):
                                        hparams=hparams)
             hook = _make_pruning_hook(trial, model_dir, self.metric)
             experiment.extend_train_hooks([hook])
-            result = getattr(experiment, self.schedule)()
+            method = getattr(experiment, self.schedule, None)
+            if not callable(method):
+                allowed = sorted(n for n in dir(experiment)
+                                 if not n.startswith("_") and callable(getattr(experiment, n)))
+                raise ValueError(f"schedule {self.schedule!r} is not a method of the Experiment; "
+                                 f"allowed: {', '.join(allowed)}")
+            result = method()
             metrics = self._final_metrics(result, model_dir)
         except self.catch as exc:
             self._finish(trial, TrialState.FAIL, None, started, f"{type(exc).__name__}: {exc}")
@@ -385,7 +489,8 @@ class OptunaTuner(Tuner):
         if self.metric not in metrics:
             raise ValueError(
                 f"metric {self.metric!r} is not in the trial's evaluation results "
-                f"({', '.join(sorted(metrics))}); pass one of them as metric")
+                f"({', '.join(sorted(metrics))}); pass one of them as metric (--metric on the "
+                "command line)")
         return metrics
 
     def _finish(self, trial: Any, state: Any, value: float | None, started: float,
@@ -413,12 +518,7 @@ class OptunaTuner(Tuner):
             objective = f"{t.value:.6g}" if t.value is not None else "-"
             rows.append([t.number, t.state.name, objective, *values,
                          t.user_attrs.get(_MODEL_DIR, "-")])
-        cells = [[str(c) for c in r] for r in rows]
-        widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-                 "  ".join("-" * w for w in widths)]
-        lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                  for r in cells]
+        lines = [format_table(headers, rows)]
         best = self.best_trial
         if best is None:
             lines.append("no trial completed")

@@ -144,7 +144,74 @@ def test_bad_hparams(exp):
 
 def test_unknown_schedule(exp):
     proc = learnrun_cli("run", "exp.py", "--model-dir", "m", "--schedule", "trian", cwd=str(exp))
-    assert_one_line_error(proc, 1, "ValueError", "trian", "--verbose")
+    assert_one_line_error(proc, 2, "bad --schedule 'trian'", "non-existent task trian",
+                          "'train_and_evaluate'", "'continuous_eval'")
+    proc = learnrun_cli("run", "exp.py:old_style_fn", "--output-dir", "o", "--schedule", "nope",
+                        cwd=str(exp))
+    assert_one_line_error(proc, 2, "bad --schedule 'nope'", "'train'")
+
+
+def test_more_bad_targets(exp):
+    (exp / "broken.py").write_text("def experiment_fn(:\n")
+    (exp / "values.py").write_text("experiment_fn = 3\n")
+    proc = learnrun_cli("run", "broken.py", "--model-dir", "m", cwd=str(exp))
+    assert_one_line_error(proc, 2, "broken.py", "SyntaxError")
+    proc = learnrun_cli("run", "values.py", "--model-dir", "m", cwd=str(exp))
+    assert_one_line_error(proc, 2, "'experiment_fn' is a int, not a function")
+    proc = learnrun_cli("run", "nosuchpkg.mod:fn", "--model-dir", "m", cwd=str(exp))
+    assert_one_line_error(proc, 2, "no module named 'nosuchpkg'")
+    proc = learnrun_cli("run", "exp:nope", "--model-dir", "m", cwd=str(exp))
+    assert_one_line_error(proc, 2, "exp has no function 'nope'", "preempted_fn")
+
+
+def test_module_function_target_and_config_types(exp):
+    (exp / "cfgexp.py").write_text(textwrap.dedent(
+        """
+        from exp import default_hparams, experiment_fn as base  # noqa: F401
+
+        def show(run_config, hparams):
+            print("CFG", repr(run_config.tf_random_seed), repr(run_config.save_checkpoints_secs),
+                  repr(run_config.save_checkpoints_steps), repr(run_config.log_device_placement))
+            return base(run_config, hparams)
+        """))
+    proc = learnrun_cli("run", "cfgexp:show", "--model-dir", "m", "--config", "tf_random_seed=3",
+                        "--config", "save_checkpoints_secs=None", "--config",
+                        "save_checkpoints_steps=5", "--config", "log_device_placement=true",
+                        cwd=str(exp))
+    assert proc.returncode == 0, proc.stderr
+    assert "CFG 3 None 5 True" in proc.stdout
+    assert "learnrun: show from cfgexp" in proc.stdout
+    proc = learnrun_cli("run", "exp.py", "--model-dir", "m", "--config", "gradient_clip_norm=0.5",
+                        "--config", "keep_checkpoint_max=x", cwd=str(exp))
+    assert_one_line_error(proc, 2, "cannot build RunConfig", "gradient_clip_norm=0.5",
+                          "keep_checkpoint_max='x'")
+
+
+def test_junk_hparams_syntax(exp):
+    for spec in ("lr==", ",,,x", "units=[a", "lr=[1,2]"):
+        proc = learnrun_cli("run", "exp.py", "--model-dir", "m", "--hparams", spec, cwd=str(exp))
+        assert_one_line_error(proc, 2, f"bad --hparams {spec!r}")
+
+
+def test_role_line_from_tf_config(exp):
+    env_cluster = {"chief": ["127.0.0.1:29991"]}
+    proc = _with_tf_config(exp, {"cluster": env_cluster, "task": {"type": "chief", "index": 0}},
+                           "run", "exp.py", "--model-dir", "m")
+    assert proc.returncode == 0, proc.stderr
+    assert "role:      chief 0 (TF_CONFIG, world size 1)" in proc.stdout
+    assert "schedule:  train_and_evaluate" in proc.stdout
+    cluster = {"chief": ["127.0.0.1:29991"], "worker": ["127.0.0.1:29992"]}
+    proc = _with_tf_config(exp, {"cluster": cluster, "task": {"type": "evaluator", "index": 0}},
+                           "run", "exp.py", "--model-dir", "m", "--schedule", "evaluate")
+    assert proc.returncode == 0, proc.stderr
+    assert "role:      evaluator 0 (TF_CONFIG, outside the 2 training task(s))" in proc.stdout
+
+
+def _with_tf_config(exp, tf_config, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    env.update(TF_CONFIG=json.dumps(tf_config), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "learnrun", *args], cwd=str(exp), env=env,
+                          capture_output=True, text=True, timeout=120)
 
 
 def test_bad_config(exp):
@@ -198,8 +265,14 @@ def test_checkpoints_command_errors(tmp_path):
     proc = learnrun_cli("checkpoints", str(tmp_path / "nope"), cwd=str(tmp_path))
     assert_one_line_error(proc, 2, "no such directory")
     proc = learnrun_cli("checkpoints", str(tmp_path), cwd=str(tmp_path))
+    assert_one_line_error(proc, 2, "is not a model directory", "checkpoint index")
+    (tmp_path / "f.txt").write_text("x")
+    proc = learnrun_cli("checkpoints", str(tmp_path / "f.txt"), cwd=str(tmp_path))
+    assert_one_line_error(proc, 2, "is a file, not a directory")
+    (tmp_path / "m" / "eval").mkdir(parents=True)
+    proc = learnrun_cli("checkpoints", "m", cwd=str(tmp_path))
     assert proc.returncode == 0
-    assert "no checkpoints in" in proc.stdout
+    assert proc.stdout.strip() == "no checkpoints in m yet (nothing listed in m/checkpoint)"
 
 
 def test_version_and_usage(tmp_path):
@@ -213,3 +286,12 @@ def test_launch_delegates_to_the_distributed_launcher(tmp_path):
     proc = learnrun_cli("launch", "--help", cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "usage: learnrun launch" in proc.stdout and "--workers" in proc.stdout
+
+
+def test_launch_bad_flag_is_a_launch_usage_error(tmp_path):
+    proc = learnrun_cli("launch", "--bogus", "exp.py", cwd=str(tmp_path))
+    assert proc.returncode == 2
+    assert "usage: learnrun launch" in proc.stderr
+    assert "unrecognized arguments: --bogus" in proc.stderr and "go after TARGET" in proc.stderr
+    proc = learnrun_cli("launch", "--workers", "x", "exp.py", cwd=str(tmp_path))
+    assert proc.returncode == 2 and "--workers: invalid int value: 'x'" in proc.stderr

@@ -188,3 +188,93 @@ def test_pruning_stops_training_from_in_training_evaluations(tmp_path):
     steps = [c.step for c in list_checkpoints(trial.user_attrs["learnrun_model_dir"])]
     assert max(steps) < 60
     assert "no trial completed" in tuner.summary()
+
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"metric": ""}, "metric must be the name"),
+        ({"metric": 3}, "metric must be the name"),
+        ({"direction": "up"}, "direction must be 'minimize' or 'maximize', got 'up'"),
+        ({"n_trials": 0}, "n_trials must be a positive integer, got 0"),
+        ({"n_trials": True}, "got True"),
+        ({"base_model_dir": 3}, "base_model_dir must be a non-empty directory path, got 3"),
+        ({"storage": ""}, "storage must be an optuna storage URL"),
+        ({"storage": 3}, "storage must be a URL string or an optuna storage, got int 3"),
+        ({"study_name": ""}, "study_name must be a non-empty string"),
+        ({"schedule": 3}, "schedule must be a non-empty string"),
+        ({"seed": 1.5}, "seed must be an integer or None, got 1.5"),
+        ({"catch": (3,)}, "catch must hold exception classes, got 3"),
+        ({"catch": 3}, "catch must be an exception class or a tuple"),
+        ({"hparams": 3}, "hparams must be an HParams, a dict or None, got int 3"),
+        ({"pruner": 3}, "pruner must be an optuna.pruners.BasePruner"),
+        ({"sampler": "tpe"}, "sampler must be an optuna.samplers.BaseSampler"),
+        ({"out": 3}, "out must be a writable text stream"),
+        ({"run_config": 3}, "run_config must be a learnrun.RunConfig"),
+        ({"config_overrides": 3}, "config_overrides must be a dict"),
+        ({"config_overrides": {"bogus": 1}}, "RunConfig has no argument 'bogus'"),
+        ({"config_overrides": {"model_dir": "x"}}, "model_dir is set per trial"),
+    ],
+)
+def test_bad_constructor_arguments(tmp_path, kwargs, needle):
+    args = {"base_model_dir": str(tmp_path / "t"), **kwargs}
+    with pytest.raises(ValueError) as info:
+        OptunaTuner("lr=uniform(0.1, 1)", **args)
+    assert needle in str(info.value)
+
+
+def test_bad_storage_and_direction_mismatch_are_named(tmp_path):
+    tuner = OptunaTuner("lr=uniform(0.1, 1)", storage="bogus://x", base_model_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="cannot open the optuna storage 'bogus://x'"):
+        tuner.study  # noqa: B018
+    make_tuner(tmp_path, open(os.devnull, "w"), metric="accuracy").study  # noqa: B018, SIM115
+    with pytest.raises(ValueError, match="was created to maximize; got direction='minimize'"):
+        make_tuner(tmp_path, None, metric="accuracy", direction="minimize").study  # noqa: B018
+
+
+def test_unknown_schedule_fails_the_trial_listing_the_schedules(tmp_path):
+    tuner = make_tuner(tmp_path, open(os.devnull, "w"), n_trials=1, schedule="trian")  # noqa: SIM115
+    with pytest.raises(ValueError, match="schedule 'trian' is not a method.*train_and_evaluate"):
+        learnrun.tune(make_experiment_fn()[0], tuner)
+
+
+def test_cli_tune_bad_input_lines(tmp_path):
+    header = f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+    (tmp_path / "exp.py").write_text(header + textwrap.dedent(
+        """
+        import learnrun
+        from test_tuning import QuadraticEstimator
+
+        def experiment_fn(run_config, hparams):
+            return learnrun.Experiment(QuadraticEstimator(run_config, hparams), lambda: [],
+                                       lambda: [], train_steps=2, min_eval_frequency=0)
+
+        def default_hparams():
+            return learnrun.HParams(lr=0.05, units=[4])
+        """))
+    base = [sys.executable, "-m", "learnrun", "tune", "exp.py", "--model-dir", "t",
+            "--space", "lr=loguniform(1e-3,1e-1)"]
+
+    def cli(*args):
+        return subprocess.run([*base, *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=120)
+
+    proc = cli("--trials", "1", "--metric", "f2")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "learnrun: error: ValueError: metric 'f2' is not in the trial's evaluation results "
+        "(accuracy, global_step, loss); pass one of them as metric (--metric on the command "
+        "line) (run with --verbose for the traceback)"]
+    proc = cli("--trials", "2", "--metric", "accuracy", "--study-name", "s")
+    assert proc.returncode == 0, proc.stderr
+    assert "best trial" in proc.stdout and "trial  state     accuracy  lr" in proc.stdout
+    proc = cli("--trials", "2", "--metric", "accuracy", "--study-name", "s",
+               "--direction", "minimize")
+    assert proc.returncode == 2
+    assert "was created to maximize" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    proc = cli("--trials", "2", "--direction", "up")
+    assert proc.returncode == 2 and "invalid choice: 'up'" in proc.stderr
+    proc = cli("--trials", "0")
+    assert proc.returncode == 2 and "--trials must be >= 1, got 0" in proc.stderr
+    proc = cli("--trials", "1", "--storage", "bogus://x")
+    assert proc.returncode == 2 and "cannot open the optuna storage 'bogus://x'" in proc.stderr

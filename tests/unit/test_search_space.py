@@ -48,6 +48,15 @@ def test_parse_search_space_mapping():
         ("lr=uniform(0,1", "unclosed"),
         ("lr 0.1", "expected name=distribution"),
         ("lr=uniform(0, 1, bogus=2)", "no option 'bogus'"),
+        ("n=int(1, 4, step=1.5)", "step must be a positive integer, got 1.5"),
+        ("n=int(1, 4, step=0)", "step must be a positive integer, got 0"),
+        ("n=int(1, 4, step=-1)", "step must be a positive integer, got -1"),
+        ("lr=loguniform(1e-3, inf)", "high must be a finite number, got 'inf'"),
+        ("lr=uniform(0, 1, step=2)", "step=2 is larger than the range"),
+        ("lr=uniform(0, 1, step=0.1, step=0.2)", "option 'step' is given twice"),
+        ("u=choice(1, 1.0)", "1 and 1.0 compare equal"),
+        ("u=choice(true, 1)", "true and 1 compare equal"),
+        ("lr=uniform(0,1),", "bad search space clause ''"),
     ],
 )
 def test_parse_search_space_errors(text, needle):
@@ -68,3 +77,22 @@ def test_parsing_does_not_import_optuna():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "space, needle",
+    [
+        (3, "must be a string like"),
+        (None, "got NoneType None"),
+        (["lr"], "got list"),
+        ({}, "empty"),
+        ({"lr": []}, "lr: choice() needs at least one value"),
+        ({"u": [1, 1]}, "u: choice() lists a value twice"),
+        ({3: [1, 2]}, "search space name 3 is not a hyperparameter name"),
+        ({"lr": 0.1}, "lr: expected a distribution string"),
+    ],
+)
+def test_parse_search_space_bad_arguments(space, needle):
+    with pytest.raises(SearchSpaceError) as info:
+        parse_search_space(space)
+    assert needle in str(info.value)
