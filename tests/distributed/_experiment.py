@@ -9,9 +9,15 @@ environment to every task):
 
 * ``LRTEST_TRAIN_STEPS`` (default 8). RunConfig settings come from ``--config`` (see
   :func:`config_args`): the Experiment must use the RunConfig it is given.
-* ``LRTEST_DIE_AT=task@n`` SIGKILLs that task after its n-th local step;
-  ``LRTEST_SIGTERM_AT=task@n`` sends it SIGTERM; ``LRTEST_DIE_ONCE=1`` only while
-  ``model_dir/died`` does not exist (then creates it).
+* ``LRTEST_DIE_AT=task@n`` SIGKILLs that task after its n-th local step (a ps task: once
+  its global step reaches n); ``LRTEST_SIGTERM_AT=task@n`` sends it SIGTERM;
+  ``LRTEST_DIE_ONCE=1`` only while ``model_dir/died`` does not exist (then creates it).
+* ``LRTEST_WAIT_FOR=task@n`` gives that task a ``GlobalStepWaiterHook(wait_until_step=n)``
+  (what ``delay_workers_by_global_step`` adds with ``n = 8000 * log(task_id + 1)``).
+
+With parameter servers the chief's :class:`TestHook` passes the loop's last step to the
+strategy (``set_last_step``): it stands in for the call that the training loop does not make
+yet (requested from the estimator module), so that the ps tasks stop at train_steps exactly.
 
 Each trainer prints ``STEP <global step>`` after every update and writes
 ``model_dir/losses-<task>.json`` (its per-step losses) at the end.
@@ -22,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -73,6 +81,9 @@ class TestHook(SessionRunHook):
     def after_create_session(self, session: Any, coord: Any = None) -> None:
         self.task = _task(session.config)
         self.model_dir = session.model_dir
+        set_last_step = getattr(session.strategy, "set_last_step", None)
+        if set_last_step is not None and session.last_step is not None:
+            set_last_step(session.last_step)
         print(f"RESTORED {session.global_step}", flush=True)
 
     def after_run(self, run_context: Any, run_values: Any) -> None:
@@ -104,6 +115,20 @@ def _saving_listener() -> Any:
     return _Reporter()
 
 
+def _die_with_ps(at_step: int) -> None:
+    """In a ps task: SIGKILL this process once its shard's global step reaches ``at_step``."""
+    from learnrun.distributed import parameter_server
+
+    def watch() -> None:
+        while True:
+            server = parameter_server._SERVER
+            if server is not None and server.global_step >= at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.01)
+
+    threading.Thread(target=watch, name="lrtest-die", daemon=True).start()
+
+
 def train_input_fn(input_context: Any = None) -> Any:
     """This trainer's shard of the data, ``GLOBAL_BATCH / num_replicas_in_sync`` per batch."""
     x, y = make_data()
@@ -131,10 +156,21 @@ def config_args(save_steps: int | None = None, timeout: float = 20, keep: int = 
 
 def experiment_fn(run_config: Any, hparams: Any = None) -> learnrun.Experiment:
     """The test Experiment; settings from the ``LRTEST_*`` environment variables."""
+    from learnrun.estimator.hooks import GlobalStepWaiterHook
+
     env = os.environ
+    task = _task(run_config)
+    monitors: list[Any] = [TestHook()]
+    wait_for = _matches(env.get("LRTEST_WAIT_FOR"), task)
+    if wait_for is not None:
+        monitors.append(GlobalStepWaiterHook(wait_until_step=wait_for, poll_secs=0.02,
+                                             timeout_secs=60))
+    die_at = _matches(env.get("LRTEST_DIE_AT"), task)
+    if die_at is not None and run_config.task_type == "ps":
+        _die_with_ps(die_at)
     estimator = learnrun.Estimator(model_fn, config=run_config)
     return learnrun.Experiment(
         estimator, train_input_fn, eval_input_fn,
         train_steps=int(env.get("LRTEST_TRAIN_STEPS", "8")), eval_steps=None,
-        train_monitors=[TestHook()], saving_listeners=[_saving_listener()],
+        train_monitors=monitors, saving_listeners=[_saving_listener()],
         eval_delay_secs=0, continuous_eval_throttle_secs=0.2, local_eval_frequency=None)

@@ -1,7 +1,8 @@
-"""Shared helpers of the distributed tests: run a cluster of ``_trainer.py`` tasks."""
+"""Shared helpers of the distributed tests: launch the test experiment, read its output."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -9,9 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from learnrun.distributed.launch import LocalCluster, launch
+from learnrun.distributed.launch import launch
 
-TRAINER = str(Path(__file__).with_name("_trainer.py"))
+EXPERIMENT = str(Path(__file__).with_name("_experiment.py"))
+_EXIT = re.compile(r"^\[launch\] (\S+) (?:exited with code|failed with exit code) (\d+)")
 
 
 class Collector:
@@ -41,44 +43,27 @@ class Collector:
         pattern = re.compile(rf"^\[{re.escape(task)}\] {word} (\d+)$")
         return [int(m.group(1)) for line in self.lines if (m := pattern.match(line))]
 
+    def exit_codes(self) -> dict[str, int]:
+        """``{task: exit code}`` as the launcher reported each task's end."""
+        return {m.group(1): int(m.group(2)) for line in self.lines if (m := _EXIT.match(line))}
 
-def run_cluster(model_dir: Path, *trainer_args: str, num_ps: int = 0, num_workers: int = 0,
-                timeout: float = 60.0, stop_on_failure: bool = True, roles_from: str = "tf_config",
-                on_line: Callable[[str, LocalCluster], None] | None = None,
-                grace_secs: float = 10.0) -> tuple[LocalCluster, int, Collector, float]:
-    """Start a cluster of ``_trainer.py`` tasks, wait for it; return (cluster, code, output, secs).
-
-    ``on_line(line, cluster)`` sees every prefixed output line as it arrives.
-    """
-    box: list[LocalCluster] = []
-    out = Collector(None if on_line is None else (lambda line: on_line(line, box[0])))
-    cluster = LocalCluster([sys.executable, TRAINER, "--model-dir", str(model_dir), *trainer_args],
-                           num_ps=num_ps, num_workers=num_workers, output=out,
-                           roles_from=roles_from, stop_on_failure=stop_on_failure)
-    box.append(cluster)
-    start = time.monotonic()
-    cluster.start()
-    try:
-        code = cluster.wait(grace_secs=grace_secs, deadline=start + timeout)
-    finally:
-        cluster.signal_all(9)
-    return cluster, code, out, time.monotonic() - start
-
-
-EXPERIMENT = str(Path(__file__).with_name("_experiment.py"))
+    def task_text(self, task: str) -> str:
+        """Everything ``task`` printed (without its prefix)."""
+        prefix = f"[{task}] "
+        return "\n".join(line[len(prefix):] for line in self.lines if line.startswith(prefix))
 
 
 def launch_experiment(model_dir: Path, *, num_ps: int = 0, num_workers: int = 0,
                       evaluator: bool = False, max_restarts: int = 0, timeout: float = 80.0,
                       save_steps: int | None = None, keep: int = 5, dist_timeout: float = 20,
                       extra_args: tuple[str, ...] = (), grace_secs: float = 5.0,
-                      **env: str) -> tuple[int, Collector]:
+                      stop_on_failure: bool = True, roles_from: str = "tf_config",
+                      **env: str) -> tuple[int, Collector, float]:
     """``learnrun.distributed.launch`` the test experiment through ``learnrun run``.
 
-    ``env`` adds ``LRTEST_*`` settings (see ``_experiment.py``); returns (exit code, output).
+    ``env`` adds ``LRTEST_*`` settings (see ``_experiment.py``); returns (exit code, output,
+    seconds the cluster ran).
     """
-    import os
-
     import _experiment
 
     out = Collector()
@@ -86,7 +71,9 @@ def launch_experiment(model_dir: Path, *, num_ps: int = 0, num_workers: int = 0,
                    PYTHONPATH=str(Path(__file__).parent), **env)
     args = ["--model-dir", str(model_dir),
             *_experiment.config_args(save_steps, dist_timeout, keep), *extra_args]
+    start = time.monotonic()
     code = launch(f"{EXPERIMENT}:experiment_fn", num_ps=num_ps, num_workers=num_workers,
                   evaluator=evaluator, max_restarts=max_restarts, run_args=args, env=environ,
-                  output=out, timeout=timeout, grace_secs=grace_secs)
-    return code, out
+                  output=out, timeout=timeout, grace_secs=grace_secs, python=sys.executable,
+                  stop_on_failure=stop_on_failure, roles_from=roles_from)
+    return code, out, time.monotonic() - start

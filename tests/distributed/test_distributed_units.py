@@ -14,7 +14,12 @@ from _helpers import Collector
 from learnrun.clock import FakeClock
 from learnrun.distributed import add_launch_arguments, launch, launch_main, strategy_for_config
 from learnrun.distributed.launch import LocalCluster
-from learnrun.distributed.parameter_server import STOP_DONE, ShardServer
+from learnrun.distributed.parameter_server import (
+    STOP_DONE,
+    STOP_FAILED,
+    STOP_NONE,
+    ShardServer,
+)
 from learnrun.distributed.ps_strategy import plan_shards
 from learnrun.errors import DistributedError
 
@@ -68,12 +73,44 @@ def test_shard_server_fails_when_the_chief_is_silent_or_fails():
     clock = FakeClock()
     server = _server(clock)
     clock.advance(11)
+    # First every caller is told that the chief failed (STOP_FAILED), then the ps raises.
+    assert server.check() is False
+    assert server.heartbeat("worker:0")[1] == STOP_FAILED
+    assert server.push("worker:0", {"w": torch.ones(2)}, [0.1]) == (7, STOP_FAILED)
+    clock.advance(server.grace)
     with pytest.raises(DistributedError, match="task chief:0 has been silent for 11.0 s"):
         server.check()
     server = _server(FakeClock())
     server.goodbye("chief:0", False)
+    assert server.heartbeat("worker:0")[1] == STOP_FAILED
+    server.clock.advance(server.grace)
+    server.check()  # noticed now; raised after the grace period
+    server.clock.advance(server.grace)
     with pytest.raises(DistributedError, match="chief:0 reported a failure"):
         server.check()
+
+
+def test_shard_server_refuses_pushes_past_the_chiefs_last_step():
+    server = _server(FakeClock())  # at global step 7
+    assert server.set_last_step("chief:0", 9) == 7
+    assert server.push("worker:0", {"w": torch.ones(2)}, [0.1]) == (8, STOP_NONE)
+    assert server.push("chief:0", {"w": torch.ones(2)}, [0.1]) == (9, STOP_DONE)
+    before = server.pull("worker:0")
+    # a concurrent push that arrives after the target is neither applied nor counted
+    assert server.push("worker:0", {"w": torch.ones(2)}, [0.1]) == (9, STOP_DONE)
+    assert server.pull("worker:0")[0] == before[0] == 2 and server.refused == 1
+    torch.testing.assert_close(server.pull("worker:0")[1]["w"], before[1]["w"])
+    with pytest.raises(DistributedError, match="only chief:0 sets the last step.*worker:0"):
+        server.set_last_step("worker:0", 100)
+
+
+def test_shard_server_takes_the_last_step_with_the_initial_shard():
+    server = ShardServer(0, ["chief:0"], timeout=5.0, clock=FakeClock())
+    server.init("chief:0", {"params": {"w": torch.zeros(1)}, "optimizer_class": torch.optim.SGD,
+                            "groups": [{"lr": 1.0}], "group_of": {"w": 0}, "state": {},
+                            "global_step": 3, "last_step": 3})
+    assert server.heartbeat("chief:0")[:2] == (3, STOP_DONE)  # restored at the target
+    assert server.push("chief:0", {"w": torch.ones(1)}, [1.0]) == (3, STOP_DONE)
 
 
 def test_shard_server_times_out_without_initial_parameters():

@@ -8,7 +8,8 @@ each with a free port and its own ``TF_CONFIG`` (or torchrun-style ``RANK``/``WO
 Execution trace of one attempt::
 
     pick free ports; start every task in its own session (ps, chief, workers, evaluator)
-    stream each task's output, every line prefixed with "[worker:1] "
+    stream each task's output, every line prefixed with "[worker:1] "; each task's end is
+          reported as "[launch] worker:1 exited with code 0." (or "... failed with ...")
     wait: a task exits non-zero -> "[launch] ..." names it; SIGTERM to the others, SIGKILL
           after grace_secs. (With ps tasks, a worker that fails is reported and the others
           go on: parameter-server training survives it.) Every task exits 0 -> done.
@@ -166,6 +167,7 @@ class LocalCluster:
                 continue
             self.codes[name] = _exit_code(code)
             if self.codes[name] == 0:
+                self.write("launch", f"{name} exited with code 0.")
                 continue
             if self.tolerate and name.startswith("worker:") and self.failure is None:
                 self.write("launch", f"{name} exited with code {self.codes[name]}; "
@@ -177,6 +179,8 @@ class LocalCluster:
                     "waiting for the other tasks"
                 self.write("launch", f"{name} failed with exit code {self.codes[name]}; "
                                      f"{action}.")
+            else:
+                self.write("launch", f"{name} exited with code {self.codes[name]}.")
         return running
 
     def wait(self, grace_secs: float = 10.0, deadline: float | None = None,
@@ -216,14 +220,17 @@ def launch(target: str | None, *, num_ps: int = 0, num_workers: int = 0,
            env: Mapping[str, str] | None = None, python: str = sys.executable,
            command: Sequence[str] | None = None, output: IO[str] | None = None,
            grace_secs: float = 10.0, timeout: float | None = None,
-           roles_from: str = "tf_config", tolerate_worker_failures: bool | None = None) -> int:
+           roles_from: str = "tf_config", tolerate_worker_failures: bool | None = None,
+           stop_on_failure: bool = True) -> int:
     """Run a cluster on 127.0.0.1 until it ends; return the first failure's exit code or 0.
 
     Each task runs ``[python, "-m", "learnrun", "run", target, *run_args]`` (or
     ``[*command, *run_args]`` when ``command`` is given). ``env`` replaces the inherited
     environment; ``timeout`` (seconds, all attempts) stops everything and returns 124.
     ``tolerate_worker_failures`` (default: True when ``num_ps > 0``) keeps a cluster going
-    when a worker dies. SIGINT/SIGTERM received here are forwarded to every task.
+    when a worker dies. ``stop_on_failure=False`` lets the other tasks end by themselves
+    after a failure (to see how they react; ``timeout`` still bounds the wait).
+    SIGINT/SIGTERM received here are forwarded to every task.
     """
     if command is None:
         if not target:
@@ -253,7 +260,8 @@ def launch(target: str | None, *, num_ps: int = 0, num_workers: int = 0,
             cluster = LocalCluster([*command, *run_args], num_ps=num_ps,
                                    num_workers=num_workers, evaluator=evaluator, env=env,
                                    output=out, roles_from=roles_from,
-                                   tolerate_worker_failures=tolerate_worker_failures)
+                                   tolerate_worker_failures=tolerate_worker_failures,
+                                   stop_on_failure=stop_on_failure)
             current[:] = [cluster]
             if attempt:
                 cluster.write("launch", f"restarting the cluster (attempt {attempt + 1} of "

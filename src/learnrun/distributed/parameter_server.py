@@ -7,6 +7,14 @@ parameters, optimizer class, hyper-parameters and optimizer state when it starts
 never builds the model itself; trainers then pull parameters before each step and push
 gradients after it (see :mod:`learnrun.distributed.ps_strategy`).
 
+No overshoot: trainers push concurrently, so without a limit the global step can pass
+``train_steps`` by one push per trainer (31 of 30). When the chief knows its last step
+(``ParameterServerStrategy.set_last_step``, sent with the initial shard or right after it),
+every shard counts pushes against it and refuses (does not apply, does not count) any push
+that arrives once the target is reached, answering ``STOP_DONE``: the final global step is
+exactly the target. Each shard counts on its own, as TF's independent variable updates do,
+so with several shards the last accepted push of two shards may come from different trainers.
+
 Why RPC and not point-to-point messages over a gloo group. Measured on the 2-core machine:
 gloo moves 340 KB in ~0.6 ms on loopback (platform notes), and a full RPC pull + push of an
 MLP 64-256-256-10 runs at ~0.3-0.5x of one-process speed (``benchmarks/bench_distributed.py``),
@@ -26,7 +34,10 @@ runs and a goodbye when it ends. A ps returns when every trainer said goodbye, o
 chief said goodbye and the others are silent (presumed dead, logged); it raises
 :class:`DistributedError` naming the task when the chief goes silent for
 ``distributed_timeout_secs`` or reports a failure, or when the chief never sends the initial
-parameters. ps 0 hosts the rendezvous store, and is the longest-lived role.
+parameters. Before raising, it answers ``STOP_FAILED`` to every call for a short grace period
+(three heartbeat intervals), so that the workers learn that the chief failed and end with an
+error naming it instead of a bare "the call to ps:0 failed". ps 0 hosts the rendezvous store,
+and is the longest-lived role.
 
 Execution trace of ``serve(experiment)`` in a ps task::
 
@@ -48,9 +59,12 @@ from learnrun.errors import DistributedError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ShardServer", "serve", "serve_config", "STOP_NONE", "STOP_DONE", "STOP_PREEMPTED"]
+__all__ = ["ShardServer", "serve", "serve_config", "STOP_NONE", "STOP_DONE", "STOP_PREEMPTED",
+           "STOP_FAILED"]
 
-STOP_NONE, STOP_DONE, STOP_PREEMPTED = 0, 1, 2
+#: Stop codes, in increasing precedence: go on, training done, a trainer was preempted
+#: (everyone saves and exits 143), the chief failed (everyone ends with an error).
+STOP_NONE, STOP_DONE, STOP_PREEMPTED, STOP_FAILED = 0, 1, 2, 3
 
 
 def heartbeat_interval(timeout: float) -> float:
@@ -85,6 +99,8 @@ class ShardServer:
         self.optimizer: Any = None
         self.version = 0
         self.global_step = 0
+        self.last_step: int | None = None
+        self.refused = 0
         self.initialized = False
         self.stop = STOP_NONE
         self.started = self.clock.monotonic()
@@ -92,6 +108,8 @@ class ShardServer:
         self.goodbyes: dict[str, bool] = {}
         self.chief_goodbye_at: float | None = None
         self.presumed_dead: set[str] = set()
+        self.failure: str | None = None
+        self.failed_at: float | None = None
 
     def _seen(self, sender: str) -> None:
         self.last_seen[sender] = self.clock.monotonic()
@@ -118,10 +136,29 @@ class ShardServer:
             self.global_step = int(spec["global_step"])
             self.version = int(spec.get("version", 0))
             self.initialized = True
+            if spec.get("last_step") is not None:
+                self._set_last_step(int(spec["last_step"]))
             self.changed.notify_all()
             logger.info("%s: holds %d parameters from %s at global step %d", self.name,
                         len(params), sender, self.global_step)
             return self.global_step
+
+    def set_last_step(self, sender: str, last_step: int) -> int:
+        """The chief's last step: pushes past it are refused. Return the global step."""
+        with self.changed:
+            self._seen(sender)
+            if sender != self.chief:
+                raise DistributedError(
+                    f"{self.name}: only {self.chief} sets the last step of training; "
+                    f"{sender} sent last_step={last_step}.")
+            self._set_last_step(int(last_step))
+            self.changed.notify_all()
+            return self.global_step
+
+    def _set_last_step(self, last_step: int) -> None:
+        self.last_step = last_step
+        if self.global_step >= last_step and not self.stop:
+            self.stop = STOP_DONE
 
     def heartbeat(self, sender: str) -> tuple[int, int, bool]:
         """``(global_step, stop code, initialized)``."""
@@ -137,11 +174,18 @@ class ShardServer:
             return self.version, {n: p.detach().clone() for n, p in self.params.items()}
 
     def push(self, sender: str, grads: dict[str, Any], lrs: list[float]) -> tuple[int, int]:
-        """Apply one gradient update; return ``(global_step, stop code)``."""
+        """Apply one gradient update; return ``(global_step, stop code)``.
+
+        Refused (neither applied nor counted) once a stop is decided or the global step has
+        reached the chief's last step.
+        """
         with self.lock:
             self._seen(sender)
             self._require_init(sender)
+            if self.last_step is not None and self.global_step >= self.last_step:
+                self.stop = self.stop or STOP_DONE
             if self.stop:
+                self.refused += 1
                 return self.global_step, self.stop
             if self.optimizer is not None and grads:
                 for name, param in self.params.items():
@@ -155,6 +199,8 @@ class ShardServer:
                     param.grad = None
             self.version += 1
             self.global_step += 1
+            if self.last_step is not None and self.global_step >= self.last_step:
+                self.stop = STOP_DONE
             return self.global_step, self.stop
 
     def state(self, sender: str) -> dict[str, Any]:
@@ -194,7 +240,9 @@ class ShardServer:
             self.goodbyes[sender] = bool(success)
             if sender == self.chief:
                 self.chief_goodbye_at = self.clock.monotonic()
-                if not self.stop:
+                if not success:
+                    self.stop = STOP_FAILED
+                elif not self.stop:
                     self.stop = STOP_DONE
             self.changed.notify_all()
 
@@ -206,14 +254,33 @@ class ShardServer:
             )
 
     # -- the serving loop --------------------------------------------------------------------
+    def _fail(self, message: str, now: float) -> None:
+        """Record the chief's failure: answer STOP_FAILED for a grace period, then raise."""
+        if self.failure is None:
+            self.failure, self.failed_at = message, now
+            self.stop = STOP_FAILED
+            logger.error("%s", message)
+            self.changed.notify_all()
+        if now - self.failed_at >= self.grace:
+            raise DistributedError(message)
+
     def check(self) -> bool:
-        """True when serving is over; DistributedError when the chief failed or went silent."""
+        """True when serving is over; DistributedError when the chief failed or went silent.
+
+        A failure of the chief is raised ``grace`` seconds after it is noticed; meanwhile
+        every call is answered with ``STOP_FAILED`` so that the workers end too.
+        """
         now = self.clock.monotonic()
-        with self.lock:
+        with self.changed:
+            if self.failure is not None:
+                self._fail(self.failure, now)
+                return False
             if self.goodbyes.get(self.chief) is False:
-                raise DistributedError(
+                self._fail(
                     f"{self.name}: task {self.chief} reported a failure and left; ending the "
-                    "parameter server. Restart the job to resume from the latest checkpoint.")
+                    "parameter server. Restart the job to resume from the latest checkpoint.",
+                    now)
+                return False
             if not self.initialized and now - self.started > self.timeout:
                 raise DistributedError(
                     f"{self.name}: task {self.chief} did not send the initial parameters within "
@@ -222,10 +289,10 @@ class ShardServer:
             if self.chief not in self.goodbyes:
                 silent = now - self.last_seen.get(self.chief, self.started)
                 if silent > self.timeout:
-                    raise DistributedError(
+                    self._fail(
                         f"{self.name}: task {self.chief} has been silent for {silent:.1f} s "
                         f"(timeout {self.timeout:g} s, RunConfig.distributed_timeout_secs); "
-                        "it has presumably died. Ending the parameter server.")
+                        "it has presumably died. Ending the parameter server.", now)
                 return False
             for trainer in self.trainers:
                 if trainer in self.goodbyes or trainer in self.presumed_dead:
@@ -264,6 +331,10 @@ def _server() -> ShardServer:
 # Module-level entry points called by trainers through the transport (importable by name).
 def rpc_init(sender: str, spec: dict[str, Any]) -> int:
     return _server().init(sender, spec)
+
+
+def rpc_set_last_step(sender: str, last_step: int) -> int:
+    return _server().set_last_step(sender, last_step)
 
 
 def rpc_heartbeat(sender: str) -> tuple[int, int, bool]:
@@ -338,8 +409,8 @@ def serve_config(config: Any, transport: Any = None, clock: Clock | None = None)
     transport.start(server.name, rank, world, host, port, timeout)
     try:
         server.wait()
-        logger.info("%s: training is over at global step %d; leaving.", server.name,
-                    server.global_step)
+        logger.info("%s: training is over at global step %d (%d late pushes refused); "
+                    "leaving.", server.name, server.global_step, server.refused)
     finally:
         transport.shutdown()
         _SERVER = None

@@ -5,14 +5,17 @@ Execution trace, as the Estimator drives :class:`ParameterServerStrategy`::
     setup()          join the RPC world (ps + trainers); start a heartbeat thread to every ps
     prepare()        plan the shards: each trainable parameter goes to one ps (largest first,
                      onto the least loaded ps; every trainer computes the same plan)
+    set_last_step()  the target global step (train_steps), when the loop knows it: before
+                     after_restore it travels with the initial shard, after it in its own call
     after_restore()  chief: send each ps its shard, the optimizer class, hyper-parameters and
-                     (restored) optimizer state, and ps 0 the global step.
+                     (restored) optimizer state, the global step and the last step.
                      worker: wait (timeout) until every ps has its shard. Both pull parameters.
     before_step()    pull the current parameters of every shard into the module
     apply_update()   clip locally, push gradients (+ current learning rates) to every ps; the
                      ps applies them; ps 0's reply is the new global step. The local optimizer
                      never steps: it only carries hyper-parameters and the scheduler's lr.
-    should_stop()    True when this trainer stops or ps 0 says training is done / preempted
+    should_stop()    True when this trainer stops or ps 0 says training is done / preempted;
+                     DistributedError naming the chief when a ps reports that it failed
     state_for_checkpoint()  chief: gather every shard (params + optimizer state + version)
     teardown()       goodbye to every ps, then rpc.shutdown(graceful=False)
 
@@ -62,10 +65,13 @@ class ParameterServerStrategy(Strategy):
         self._plan: dict[str, int] = {}
         self._params: dict[str, Any] = {}
         self._stop_code = ps_mod.STOP_NONE
+        self._failed_by: str | None = None
         self._stop_sent = False
         self._beat_stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._started = False
+        self._initialized = False
+        self._last_step: int | None = None
         self.last_checkpoint_versions: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -93,6 +99,8 @@ class ParameterServerStrategy(Strategy):
                     _, stop, _ = self.transport.call(ps, ps_mod.rpc_heartbeat, self.name,
                                                      timeout=max(interval * 2, 1.0))
                     self._stop_code = max(self._stop_code, stop)
+                    if stop == ps_mod.STOP_FAILED and self._failed_by is None:
+                        self._failed_by = ps
                 except DistributedError as err:  # the training thread reports it on its next call
                     logger.debug("heartbeat to %s failed: %s", ps, err)
 
@@ -129,6 +137,24 @@ class ParameterServerStrategy(Strategy):
                 self._group_of[name] = by_id[id(p)]
         return module
 
+    def set_last_step(self, last_step: int | None) -> None:
+        """The global step at which training ends (``max_steps``), once the loop knows it.
+
+        On the chief the ps tasks then refuse pushes past it, so the final global step is
+        exactly ``last_step`` (not one push per trainer more). Called before
+        :meth:`after_restore` it travels with the initial shard; after it, in a call of its
+        own. Idempotent; None (no target) does nothing; workers only keep it.
+        """
+        if last_step is None:
+            return
+        if isinstance(last_step, bool) or not isinstance(last_step, int) or last_step < 0:
+            raise ValueError(f"last_step must be a non-negative int or None; got {last_step!r}.")
+        changed = last_step != self._last_step
+        self._last_step = int(last_step)
+        if changed and self.is_chief and self._initialized:
+            for ps in self.ps_names:
+                self.transport.call(ps, ps_mod.rpc_set_last_step, self.name, self._last_step)
+
     def after_restore(self, module, optimizer, global_step: int) -> int:
         """Chief: initialise every ps from this process's (restored) state. Worker: wait."""
         if self.is_chief:
@@ -148,11 +174,13 @@ class ParameterServerStrategy(Strategy):
                     "state": {n: dict(optimizer.state[self._params[n]]) for n in names
                               if optimizer.state.get(self._params[n])},
                     "global_step": int(global_step),
+                    "last_step": self._last_step,
                 }
                 pending.append(self.transport.call_async(ps, ps_mod.rpc_init, self.name, spec))
             step = [p.wait() for p in pending][0]
         else:
             step = self._wait_for_servers()
+        self._initialized = True
         self.before_step(module)
         return int(step)
 
@@ -164,9 +192,9 @@ class ParameterServerStrategy(Strategy):
         for ps in self.ps_names:
             while True:
                 got, stop, ready = self.transport.call(ps, ps_mod.rpc_heartbeat, self.name)
+                self._note_stop(stop, ps)
                 if ready:
                     step = got if ps == self.ps_names[0] else step
-                    self._stop_code = max(self._stop_code, stop)
                     break
                 if time.monotonic() > deadline:
                     raise DistributedError(
@@ -206,11 +234,27 @@ class ParameterServerStrategy(Strategy):
         pending = [self.transport.call_async(ps, ps_mod.rpc_push, self.name, shards[i], lrs)
                    for i, ps in enumerate(self.ps_names)]
         replies = [call.wait() for call in pending]
-        for _, stop in replies:
-            self._stop_code = max(self._stop_code, stop)
+        for ps, (_, stop) in zip(self.ps_names, replies, strict=True):
+            self._note_stop(stop, ps, raise_failure=False)
         if scheduler is not None:
             scheduler.step()
         return int(replies[0][0])
+
+    def _note_stop(self, stop: int, ps: str, raise_failure: bool = True) -> None:
+        """Merge a stop code from ``ps``; raise when it says the chief failed."""
+        self._stop_code = max(self._stop_code, int(stop))
+        if stop == ps_mod.STOP_FAILED and self._failed_by is None:
+            self._failed_by = ps
+        if raise_failure:
+            self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._stop_code == ps_mod.STOP_FAILED:
+            raise DistributedError(
+                f"{self.name}: {self._failed_by or 'a ps task'} reports that task "
+                f"{self.trainers[0]} failed or went silent (RunConfig.distributed_timeout_secs="
+                f"{self.timeout:g}); parameter-server training cannot go on without the chief. "
+                "Restart the job to resume from the latest checkpoint.")
 
     def notify_preempted(self) -> None:
         """This trainer got SIGTERM/SIGINT: the next ``should_stop`` stops every trainer."""
@@ -220,9 +264,10 @@ class ParameterServerStrategy(Strategy):
     @property
     def preempted(self) -> bool:
         """True when this trainer or any other was preempted (then exit 143)."""
-        return self._stop_code >= ps_mod.STOP_PREEMPTED
+        return self._stop_code == ps_mod.STOP_PREEMPTED
 
     def should_stop(self, local_stop: bool) -> bool:
+        self._raise_if_failed()
         if self._stop_code == ps_mod.STOP_PREEMPTED and not self._stop_sent:
             self._stop_sent = True
             for ps in self.ps_names:
@@ -232,7 +277,7 @@ class ParameterServerStrategy(Strategy):
 
     def shared_global_step(self, local_step: int) -> int:
         step, stop, _ = self.transport.call(self.ps_names[0], ps_mod.rpc_heartbeat, self.name)
-        self._stop_code = max(self._stop_code, stop)
+        self._note_stop(stop, self.ps_names[0])
         return int(step)
 
     def state_for_checkpoint(self, module, optimizer) -> tuple[dict, dict | None]:

@@ -1,0 +1,150 @@
+"""ParameterServerStrategy against in-process ShardServers (a fake transport, no RPC)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from learnrun.clock import FakeClock
+from learnrun.distributed.parameter_server import STOP_DONE, ShardServer
+from learnrun.distributed.ps_strategy import ParameterServerStrategy
+from learnrun.errors import DistributedError
+from learnrun.estimator.hooks import GlobalStepWaiterHook
+
+pytestmark = pytest.mark.timeout(30)
+
+CLUSTER = {"chief": ["h:1"], "worker": ["h:2"], "ps": ["h:3", "h:4"]}
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def wait(self):
+        return self.value
+
+
+class FakeTransport:
+    """Calls ``ShardServer.<name>`` for ``rpc_<name>`` directly (what the RPC agent runs)."""
+
+    def __init__(self, servers: dict[str, ShardServer]) -> None:
+        self.servers = servers
+        self.calls: list[tuple[str, str]] = []
+
+    def start(self, *args) -> None:
+        pass
+
+    def call(self, to, fn, *args, timeout=None):
+        self.calls.append((to, fn.__name__))
+        return getattr(self.servers[to], fn.__name__.removeprefix("rpc_"))(*args)
+
+    def call_async(self, to, fn, *args):
+        return _Done(self.call(to, fn, *args))
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _strategy(task_type: str, servers) -> ParameterServerStrategy:
+    config = types.SimpleNamespace(task_type=task_type, task_id=0, cluster_spec=CLUSTER,
+                                   is_chief=task_type == "chief", num_ps_replicas=2,
+                                   distributed_timeout_secs=10, device="cpu")
+    return ParameterServerStrategy(config, transport=FakeTransport(servers))
+
+
+def _model():
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 1)
+    return module, torch.optim.SGD(module.parameters(), lr=0.1)
+
+
+def _servers():
+    clock = FakeClock()
+    trainers = ["chief:0", "worker:0"]
+    return {f"ps:{i}": ShardServer(i, trainers, 10.0, clock=clock) for i in range(2)}
+
+
+def _step(strategy, module, optimizer, step: int) -> int:
+    strategy.before_step(module)
+    optimizer.zero_grad()
+    module(torch.ones(2, 3)).sum().backward()
+    return strategy.apply_update(module, optimizer, global_step=step)
+
+
+def test_last_step_travels_with_the_initial_shards_and_stops_pushes_exactly_there():
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    module, optimizer = _model()
+    chief.set_last_step(2)  # before after_restore: sent with the initial shard
+    module = chief.prepare(module, optimizer)
+    assert chief.after_restore(module, optimizer, 0) == 0
+    assert [s.last_step for s in servers.values()] == [2, 2]
+    worker = _strategy("worker", servers)
+    wmodule, woptimizer = _model()
+    wmodule = worker.prepare(wmodule, woptimizer)
+    assert worker.after_restore(wmodule, woptimizer, 0) == 0
+    assert _step(chief, module, optimizer, 0) == 1
+    assert _step(worker, wmodule, woptimizer, 0) == 2
+    assert worker.should_stop(False)  # ps 0 answered STOP_DONE with the last push
+    assert _step(chief, module, optimizer, 1) == 2  # refused: not applied, not counted
+    assert chief.should_stop(False) and not chief.preempted
+    assert [(s.global_step, s.version, s.refused) for s in servers.values()] == [(2, 2, 1)] * 2
+
+
+def test_last_step_set_after_the_shards_is_sent_once_by_the_chief():
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    module, optimizer = _model()
+    module = chief.prepare(module, optimizer)
+    chief.after_restore(module, optimizer, 5)
+    assert [s.last_step for s in servers.values()] == [None, None]
+    chief.set_last_step(8)
+    chief.set_last_step(8)  # idempotent: no second call
+    assert [s.last_step for s in servers.values()] == [8, 8]
+    assert [c for c in chief.transport.calls if c[1] == "rpc_set_last_step"] == [
+        ("ps:0", "rpc_set_last_step"), ("ps:1", "rpc_set_last_step")]
+    worker = _strategy("worker", servers)
+    worker.set_last_step(100)  # a worker only keeps its own target
+    assert servers["ps:0"].last_step == 8
+    with pytest.raises(ValueError, match="last_step must be a non-negative int or None; got -1"):
+        chief.set_last_step(-1)
+
+
+def test_waiter_hook_waits_on_the_global_step_of_ps0():
+    """What delay_workers_by_global_step gives a worker, with a small wait_until_step."""
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    cmodule, coptimizer = _model()
+    cmodule = chief.prepare(cmodule, coptimizer)
+    chief.after_restore(cmodule, coptimizer, 0)
+    worker = _strategy("worker", servers)
+    worker.prepare(*_model())
+    chief_steps = []
+
+    def chief_trains(_secs) -> None:  # the chief makes one step while the worker sleeps
+        chief_steps.append(_step(chief, cmodule, coptimizer, len(chief_steps)))
+
+    clock = FakeClock(on_sleep=chief_trains)
+    hook = GlobalStepWaiterHook(wait_until_step=3, clock=clock, poll_secs=1.0)
+    session = types.SimpleNamespace(shared_global_step=lambda: worker.shared_global_step(0))
+    hook.begin()
+    hook.before_run(types.SimpleNamespace(session=session))
+    assert chief_steps == [1, 2, 3] and clock.sleeps == [1.0, 1.0, 1.0]
+    assert servers["ps:0"].global_step == 3 and servers["ps:0"].stop != STOP_DONE
+
+
+def test_worker_ends_with_an_error_naming_the_chief_when_a_ps_reports_its_failure():
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    module, optimizer = _model()
+    module = chief.prepare(module, optimizer)
+    chief.after_restore(module, optimizer, 0)
+    worker = _strategy("worker", servers)
+    servers["ps:0"].goodbye("chief:0", False)
+    with pytest.raises(DistributedError, match="ps:0 reports that task chief:0 failed"):
+        worker.shared_global_step(0)
+    with pytest.raises(DistributedError, match="chief:0 failed or went silent"):
+        worker.should_stop(False)
+    assert not worker.preempted
