@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from learnrun.clock import FakeClock
 from learnrun.errors import CheckpointError, NanLossDuringTrainingError, NotFittedError
 from learnrun.estimator import checkpoint as ckpt
 from learnrun.estimator.estimator import Estimator, WarmStartSettings
@@ -297,3 +298,150 @@ def test_export_savedmodel_matches_predict(tmp_path):
     loaded = export.load_export(path)(X[:6])
     expected = next(est.predict(lambda: [X[:6]], yield_single_examples=False))
     assert np.allclose(loaded["probabilities"].numpy(), expected["probabilities"], atol=1e-6)
+
+
+class Boom(SessionRunHook):
+    """Raises in ``where`` at global step 7; records whether ``end`` ran."""
+
+    def __init__(self, where):
+        self.where, self.ended = where, False
+
+    def before_run(self, run_context):
+        if self.where == "before_run" and run_context.session.global_step == 6:
+            raise RuntimeError("boom before")
+
+    def after_run(self, run_context, run_values):
+        if self.where == "after_run" and run_values.global_step == 7:
+            raise RuntimeError("boom after")
+
+    def end(self, session):
+        self.ended = True
+
+
+@pytest.mark.parametrize("where", ["before_run", "after_run"])
+def test_hook_exception_skips_end_and_keeps_last_checkpoint(tmp_path, where):
+    """The documented trace: the exception propagates, no ``end``, no final save."""
+    hook = Boom(where)
+    est = Estimator(make_model_fn(), config=config(tmp_path, save_checkpoints_steps=5))
+    with pytest.raises(RuntimeError, match="boom"):
+        est.train(ShuffledBatches, hooks=[hook], steps=20)
+    assert not hook.ended
+    latest = est.latest_checkpoint()
+    assert ckpt.checkpoint_step(latest) == 5
+    assert ckpt.load_checkpoint(latest).state["global_step"] == 5
+    est.train(ShuffledBatches, steps=2)  # resumes from it
+    assert ckpt.checkpoint_step(est.latest_checkpoint()) == 7
+
+
+class Tick(SessionRunHook):
+    """Advances a FakeClock after every step, as real steps take time."""
+
+    def __init__(self, clock, secs):
+        self.clock, self.secs = clock, secs
+
+    def after_run(self, run_context, run_values):
+        self.clock.advance(self.secs)
+
+
+def test_save_checkpoints_secs_timing_with_fake_clock(tmp_path):
+    clock = FakeClock()
+    est = Estimator(make_model_fn(), config=config(tmp_path, save_checkpoints_steps=None,
+                                                   save_checkpoints_secs=5), clock=clock)
+    est.train(ShuffledBatches, hooks=[Tick(clock, 2.0)], steps=12)  # 2 s per step
+    assert [c.step for c in ckpt.list_checkpoints(est.model_dir)] == [0, 3, 6, 9, 12]
+
+
+def test_both_save_settings_steps_win(tmp_path, caplog):
+    clock = FakeClock()
+    cfg = RunConfig(model_dir=str(tmp_path / "model"), save_checkpoints_steps=4,
+                    save_checkpoints_secs=1)
+    est = Estimator(make_model_fn(), config=cfg, clock=clock)
+    with caplog.at_level("WARNING", logger="learnrun"):
+        est.train(ShuffledBatches, hooks=[Tick(clock, 10.0)], steps=10)
+    assert "save_checkpoints_steps wins" in caplog.text
+    assert [c.step for c in ckpt.list_checkpoints(est.model_dir)] == [0, 4, 8, 10]
+
+
+def test_keep_checkpoint_every_n_hours_uses_the_estimator_clock(tmp_path):
+    clock = FakeClock(start=0.0)
+    est = Estimator(make_model_fn(), clock=clock, config=config(
+        tmp_path, save_checkpoints_steps=1, keep_checkpoint_max=2,
+        keep_checkpoint_every_n_hours=1))
+    est.train(ShuffledBatches, hooks=[Tick(clock, 2400.0)], steps=4)  # 40 minutes per step
+    # ckpt-0 at t=0 and ckpt-1 at 40 min are dropped; ckpt-2 (80 min) is kept for good
+    assert [c.step for c in ckpt.list_checkpoints(est.model_dir)] == [2, 3, 4]
+
+
+class CountBatches(SessionRunHook):
+    def __init__(self):
+        self.n = 0
+
+    def after_run(self, run_context, run_values):
+        self.n += 1
+
+
+def test_evaluate_steps_checkpoint_path_name_and_results(tmp_path):
+    est = Estimator(make_model_fn(), config=config(tmp_path, save_checkpoints_steps=5))
+    with pytest.raises(NotFittedError, match=f"Couldn't find trained model at {est.model_dir}"):
+        est.evaluate(eval_input_fn)
+    est.train(ShuffledBatches, steps=10)
+    counter = CountBatches()
+    many = lambda: [(X[i:i + 8], Y[i:i + 8]) for i in range(0, 96, 8)]  # noqa: E731
+    est.evaluate(many, steps=3, hooks=[counter], name="val")
+    assert counter.n == 3
+    first = os.path.join(est.model_dir, "ckpt-5")
+    assert est.evaluate(many, checkpoint_path=first, name="val")["global_step"] == 5
+    assert os.path.isdir(os.path.join(est.model_dir, "eval_val"))
+    assert not os.path.exists(os.path.join(est.model_dir, "eval"))
+    with open(os.path.join(est.model_dir, "eval_val", "results.jsonl")) as f:
+        records = [json.loads(line) for line in f.read().splitlines()]
+    assert [(os.path.basename(r["checkpoint_path"]), r["global_step"]) for r in records] == [
+        ("ckpt-10", 10), ("ckpt-5", 5)]
+    with pytest.raises(ValueError, match="Must specify steps > 0, given: 0"):
+        est.evaluate(many, steps=0)
+
+
+def test_warm_start_from_checkpoint_path_and_shape_mismatch(tmp_path):
+    src = Estimator(make_model_fn(), config=config(tmp_path / "src", save_checkpoints_steps=2))
+    src.train(ShuffledBatches, steps=4)
+    first = os.path.join(src.model_dir, "ckpt-2")
+    dst = Estimator(make_model_fn(lr=1e-12), config=config(tmp_path / "dst", tf_random_seed=99),
+                    warm_start_from=WarmStartSettings(first, ["0\\.bias", "3\\..*"]))
+    dst.train(ShuffledBatches, steps=1)
+    old = ckpt.load_checkpoint(first).weights
+    assert np.allclose(dst.get_variable_value("3.weight"), old["3.weight"].numpy(), atol=1e-6)
+    assert not np.allclose(dst.get_variable_value("0.weight"), old["0.weight"].numpy(), atol=1e-3)
+
+    def wider(params):
+        module = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.ReLU(),
+                                     torch.nn.Dropout(0.0), torch.nn.Linear(32, 2))
+        return EstimatorSpec(module=module, loss_fn=torch.nn.functional.cross_entropy,
+                             optimizer=torch.optim.SGD(module.parameters(), lr=0.1))
+
+    with pytest.raises(CheckpointError, match=r"0.bias has shape \(16,\), the model's is \(32,\)\. "
+                                              "Leave it out of WarmStartSettings.vars_to_warm"):
+        Estimator(wider, config=config(tmp_path / "w"), warm_start_from=src.model_dir).train(
+            ShuffledBatches, steps=1)
+
+
+def test_bad_input_sweep(tmp_path):
+    est = Estimator(make_model_fn(), config=config(tmp_path))
+    with pytest.raises(RuntimeError, match=r"train step 1: .*received Tensor\(dtype=torch.float64, "
+                                           r"shape=\(8, 4\)\)"):
+        est.train(lambda: [(X[:8].double(), Y[:8])], steps=1)
+    with pytest.raises(RuntimeError, match=r"train step 1: .*shape=\(8, 5\)"):
+        est.train(lambda: [(torch.zeros(8, 5), Y[:8])], steps=1)
+    with pytest.raises(ValueError, match="pair, got tuple of length 3"):
+        est.train(lambda: [(X[:8], Y[:8], Y[:8])], steps=1)
+    with pytest.raises(ValueError, match="Must specify steps > 0, given: -1"):
+        est.train(ShuffledBatches, steps=-1)
+    with pytest.raises(ValueError, match="Must specify max_steps > 0, given: 0"):
+        est.train(ShuffledBatches, max_steps=0)
+    with pytest.raises(TypeError, match="input_fn must return an iterable"):
+        est.train(lambda: 3, steps=1)
+    est.train(ShuffledBatches, steps=2)
+    with pytest.raises(RuntimeError, match=r"evaluate \(checkpoint step 2\): .*shape=\(4, 3\)"):
+        est.evaluate(lambda: [(torch.zeros(4, 3), Y[:4])])
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ValueError, match="is an existing file, not a directory"):
+        Estimator(make_model_fn(), model_dir=str(tmp_path / "a_file"))

@@ -151,7 +151,11 @@ class Estimator:
             chosen = tempfile.mkdtemp(prefix="learnrun-")
             logger.warning("Using temporary folder as model directory: %s", chosen)
             self._config = self._config.replace(model_dir=chosen)
-        return os.fspath(chosen)
+        chosen = os.fspath(chosen)
+        if os.path.exists(chosen) and not os.path.isdir(chosen):
+            raise ValueError(f"model_dir {chosen!r} is an existing file, not a directory. Pass a "
+                             "directory (it is created if missing) for checkpoints and summaries.")
+        return chosen
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -208,8 +212,14 @@ class Estimator:
         """Train from the latest checkpoint: ``steps`` more steps or up to global step ``max_steps``.
 
         Stops at the target, when the input is exhausted, or when a hook requests stop; saves
-        a checkpoint every ``save_checkpoints_steps``/``secs`` and at the end. On SIGTERM (or a
-        first Ctrl-C) it saves and raises ``learnrun.errors.PreemptedError`` (exit code 143).
+        a checkpoint every ``save_checkpoints_steps``/``secs`` and at the end (when a
+        contrib-style ``RunConfig`` sets both, ``save_checkpoints_steps`` wins and the secs
+        setting is ignored with a warning). On SIGTERM (or a first Ctrl-C) it saves and raises
+        ``learnrun.errors.PreemptedError`` (exit code 143); a second Ctrl-C raises
+        ``KeyboardInterrupt`` at once. A ``torch.utils.data.DataLoader`` returned by
+        ``input_fn`` with ``num_workers > 0`` gets workers that ignore SIGTERM/SIGINT (see
+        :mod:`learnrun.estimator.preemption`), so a signal sent to the whole process group
+        still ends in a saved checkpoint.
         """
         if steps is not None and max_steps is not None:
             raise ValueError("Can not provide both steps and max_steps.")

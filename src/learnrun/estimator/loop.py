@@ -94,6 +94,29 @@ def split_batch(batch: Any, what: str) -> tuple[Any, Any]:
                      "Make input_fn yield (features, labels).")
 
 
+def describe(obj: Any) -> str:
+    """A short description of a batch element: dtype and shape of tensors (also nested)."""
+    if hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        return f"{type(obj).__name__}(dtype={obj.dtype}, shape={tuple(obj.shape)})"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in list(obj.items())[:8]) + "}"
+    if isinstance(obj, (list, tuple)):
+        return type(obj).__name__ + "(" + ", ".join(describe(v) for v in obj[:8]) + ")"
+    return f"{type(obj).__name__}"
+
+
+def forward(module, features: Any, what: str) -> Any:
+    """``module(features)``; a dtype/shape error names ``what`` (mode and step) and the input."""
+    try:
+        return module(features)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        if type(exc) not in (RuntimeError, TypeError, ValueError):
+            raise
+        raise type(exc)(f"{what}: the model failed on the features of this batch, "
+                        f"received {describe(features)}: {exc}. Check that input_fn yields "
+                        "features of the dtype and shape the model expects.") from exc
+
+
 def load_weights(module, weights: dict, path: str, strict: bool = True) -> None:
     """Load checkpoint ``weights`` into ``module`` with a clear error on mismatch."""
     own = module.state_dict()
@@ -106,8 +129,10 @@ def load_weights(module, weights: dict, path: str, strict: bool = True) -> None:
             "model_dir, or warm_start_from with vars_to_warm_start to load a subset.")
     for name, value in weights.items():
         if name in own and tuple(own[name].shape) != tuple(value.shape):
+            hint = ("Leave it out of WarmStartSettings.vars_to_warm_start." if not strict else
+                    "Did model_fn change? Use a new model_dir.")
             raise CheckpointError(f"Checkpoint {path}: {name} has shape {tuple(value.shape)}, "
-                                  f"the model's is {tuple(own[name].shape)}.")
+                                  f"the model's is {tuple(own[name].shape)}. {hint}")
     module.load_state_dict(weights, strict=strict)
 
 
@@ -193,7 +218,8 @@ class RunSession:
         if manager is None:
             manager = ckpt.CheckpointManager(
                 directory, _cfg(self.config, "keep_checkpoint_max", 5),
-                _cfg(self.config, "keep_checkpoint_every_n_hours", 10000))
+                _cfg(self.config, "keep_checkpoint_every_n_hours", 10000),
+                clock=getattr(self.estimator, "clock", None))
             self._managers[directory] = manager
         meta = {"global_step": int(self.global_step), "torch": torch.__version__,
                 "learnrun": learnrun.__version__}
@@ -260,6 +286,10 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
     savers = [h for h in all_hooks if isinstance(h, CheckpointSaverHook)]
     save_steps = _cfg(config, "save_checkpoints_steps", None)
     save_secs = _cfg(config, "save_checkpoints_secs", 600)
+    if save_steps and save_secs and not savers:
+        logger.warning("RunConfig sets both save_checkpoints_steps=%s and save_checkpoints_secs=%s: "
+                       "checkpoints are saved every %s steps (save_checkpoints_steps wins).",
+                       save_steps, save_secs, save_steps)
     if (save_steps or save_secs) and not savers:
         savers = [CheckpointSaverHook(est.model_dir, save_secs=None if save_steps else save_secs,
                                       save_steps=save_steps or None, clock=est.clock)]
@@ -321,7 +351,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
             return loss, None, session.global_step + 1
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(config, device):
-            outputs = module(features)
+            outputs = forward(module, features, f"train step {session.global_step + 1}")
             loss = spec.loss_fn(outputs, labels)
         if not torch.is_tensor(loss) or loss.numel() != 1:
             raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
@@ -479,7 +509,7 @@ def run_evaluation(est, spec, step: int, device, path: str, input_fn, steps, hoo
         features, labels = split_batch(batch, "evaluate")
         features, labels = to_device(features, device), to_device(labels, device)
         with torch.no_grad(), autocast_context(est.config, device):
-            outputs = spec.module(features)
+            outputs = forward(spec.module, features, f"evaluate (checkpoint step {step})")
             loss = spec.loss_fn(outputs, labels)
         total = total + loss.detach().double()
         with torch.no_grad():
