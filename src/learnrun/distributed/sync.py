@@ -15,7 +15,19 @@ Execution trace, as the Estimator drives :class:`DDPStrategy`::
     teardown()       destroy the process group (bounded: never hangs on a dead peer)
 
 Losses equal single-process training on the same global batch up to float32 reduction order
-(tests/distributed/test_sync.py checks 1e-5 relative). After teardown a process should flush
+(tests/distributed/test_estimator_cluster.py checks 1e-5 relative, 1e-6 absolute).
+
+Limitation, resuming: a checkpoint holds the input position of the chief's pipeline only
+(only the chief saves, and saving is not collective). After a restart the chief resumes its
+shard of the input exactly where it was; every worker restarts its shard from the beginning
+(the Estimator logs a warning), so after a resume the workers see their first examples
+again. Weights, optimizer state and the global step are exact on every rank (they are
+broadcast from the chief). With ``num_epochs=None`` and shuffling this changes which
+examples a worker sees, not convergence; where exact per-example replay matters, train with
+one process or resume from a checkpoint at an epoch boundary. Lifting it needs the save to
+be collective (every rank's input state gathered to the chief at the same step: the same
+decision on every rank for ``save_checkpoints_steps``, the chief's decision broadcast for
+``save_checkpoints_secs`` and at preemption), a change to the Estimator's loop. After teardown a process should flush
 and leave with ``os._exit`` (:func:`learnrun.distributed.exit_process`): about 1 in 80 normal
 exits after ``destroy_process_group()`` aborted with SIGABRT on this platform.
 """
