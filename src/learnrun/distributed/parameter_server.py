@@ -17,7 +17,7 @@ so with several shards the last accepted push of two shards may come from differ
 
 Why RPC and not point-to-point messages over a gloo group. Measured on the 2-core machine:
 gloo moves 340 KB in ~0.6 ms on loopback (platform notes), and a full RPC pull + push of an
-MLP 64-256-256-10 runs at ~0.3-0.5x of one-process speed (``benchmarks/bench_distributed.py``),
+MLP 64-256-256-10 runs at ~0.25-0.35x of one-process speed (``benchmarks/bench_distributed.py``),
 so the transport's speed is not what limits a 2-core machine and does not decide.
 Failure behaviour does: a gloo group is one collective
 context, and a dead worker breaks it for everyone (the ps cannot keep serving the others),
