@@ -21,15 +21,8 @@ from typing import Any
 from learnrun.errors import CheckpointError, NotFittedError, PreemptedError
 from learnrun.estimator import checkpoint as ckpt
 from learnrun.estimator.hooks import CheckpointSaverListener, SessionRunHook
-from learnrun.estimator.loop import (
-    RNGFork,
-    autocast_context,
-    load_weights,
-    run_evaluation,
-    run_hooked_loop,
-    to_device,
-    train_loop,
-)
+from learnrun.estimator.loop import run_evaluation, run_hooked_loop, train_loop
+from learnrun.estimator.runtime import RNGFork, autocast_context, load_weights, to_device
 from learnrun.estimator.spec import EstimatorSpec, ModeKeys
 from learnrun.estimator.strategy import LocalStrategy, make_strategy
 
