@@ -15,10 +15,6 @@ environment to every task):
 * ``LRTEST_WAIT_FOR=task@n`` gives that task a ``GlobalStepWaiterHook(wait_until_step=n)``
   (what ``delay_workers_by_global_step`` adds with ``n = 8000 * log(task_id + 1)``).
 
-With parameter servers the chief's :class:`TestHook` passes the loop's last step to the
-strategy (``set_last_step``): it stands in for the call that the training loop does not make
-yet (requested from the estimator module), so that the ps tasks stop at train_steps exactly.
-
 Each trainer prints ``STEP <global step>`` after every update and writes
 ``model_dir/losses-<task>.json`` (its per-step losses) at the end.
 """
@@ -81,9 +77,6 @@ class TestHook(SessionRunHook):
     def after_create_session(self, session: Any, coord: Any = None) -> None:
         self.task = _task(session.config)
         self.model_dir = session.model_dir
-        set_last_step = getattr(session.strategy, "set_last_step", None)
-        if set_last_step is not None and session.last_step is not None:
-            set_last_step(session.last_step)
         print(f"RESTORED {session.global_step}", flush=True)
 
     def after_run(self, run_context: Any, run_values: Any) -> None:

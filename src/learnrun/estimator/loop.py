@@ -213,9 +213,12 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
         global_step = int(state.get("global_step", ckpt.checkpoint_step(latest)))
     elif est._warm_start is not None:
         warm_start(spec.module, est._warm_start)
+    if max_steps is not None:  # PS: travels with the initial shards, so no push overshoots
+        strategy.set_last_step(max_steps)
     session.global_step = strategy.after_restore(module, optimizer, global_step)
     session.last_step = max_steps if max_steps is not None else (
         session.global_step + steps if steps is not None else None)
+    strategy.set_last_step(session.last_step)  # no-op for None or an unchanged value
     _load_hook_states(all_hooks, state.get("hooks") or {})
     iterable = call_input_fn(input_fn, ModeKeys.TRAIN, est._params, config, strategy.input_context())
     if state.get("input") is not None and callable(getattr(iterable, "load_state_dict", None)):

@@ -115,6 +115,9 @@ class Strategy:
         """Collective in sync mode: True when any process wants to stop at this boundary."""
         return bool(local_stop)
 
+    def set_last_step(self, last_step: int | None) -> None:
+        """The global step at which this training run ends, once known (PS: no overshoot)."""
+
     def shared_global_step(self, local_step: int) -> int:
         """The cluster's global step (PS mode reads it from ps 0)."""
         return local_step
