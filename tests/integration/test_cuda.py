@@ -74,3 +74,18 @@ def test_export_of_a_cuda_model_matches_predict(tmp_path):
     torch.testing.assert_close(exported["probabilities"].cpu(),
                                torch.as_tensor(predicted["probabilities"]).cpu(),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_canned_linear_classifier_with_eager_optimizer_state_on_cuda(tmp_path):
+    # LinearClassifier's default optimizer ('Ftrl' -> Adagrad) creates its state in the
+    # constructor, on the CPU where model_fn built the module; training moves it to CUDA.
+    from learnrun import canned, feature_column, inputs
+
+    x, y = X.numpy(), Y.numpy()
+    est = canned.LinearClassifier(
+        feature_columns=[feature_column.numeric_column("x", shape=(8,))],
+        config=RunConfig(model_dir=str(tmp_path / "m"), device="cuda", tf_random_seed=3))
+    est.train(inputs.numpy_input_fn({"x": x}, y, batch_size=32, num_epochs=None, shuffle=True),
+              max_steps=100)
+    metrics = est.evaluate(inputs.numpy_input_fn({"x": x}, y, batch_size=64, shuffle=False))
+    assert metrics["global_step"] == 100 and metrics["accuracy"] > 0.85, metrics

@@ -166,6 +166,10 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
 
     config = est.config
     module = strategy.prepare(spec.module, spec.optimizer)
+    if spec.optimizer is not None and spec.optimizer.state:
+        # State created eagerly in the optimizer's constructor (Adagrad's sums) is still where
+        # the parameters were then; torch's own load_state_dict moves it next to them.
+        spec.optimizer.load_state_dict(spec.optimizer.state_dict())
     device = strategy.device
     optimizer, scheduler = spec.optimizer, spec.scheduler
     scaler = _make_scaler(config, device)
