@@ -185,24 +185,20 @@ def available_schedules(experiment: Any) -> list[str]:
     return names
 
 
+def _schedule_error(experiment: Any, schedule: str, problem: str) -> str:
+    """Log and return the message for a ``schedule`` that names ``problem`` (no usable method)."""
+    allowed = available_schedules(experiment)
+    logger.error("Schedule references %s %s", problem, schedule)
+    logger.error("Allowed values for this experiment are: %s", allowed)
+    return f"Schedule references {problem} {schedule}. Allowed values for this experiment are: {allowed}"
+
+
 def _execute_schedule(experiment: Any, schedule: str) -> Any:
     if not hasattr(experiment, schedule):
-        allowed = available_schedules(experiment)
-        logger.error("Schedule references non-existent task %s", schedule)
-        logger.error("Allowed values for this experiment are: %s", allowed)
-        raise ValueError(
-            f"Schedule references non-existent task {schedule}. Allowed values for this experiment "
-            f"are: {allowed}"
-        )
+        raise ValueError(_schedule_error(experiment, schedule, "non-existent task"))
     task = getattr(experiment, schedule)
     if not callable(task):
-        allowed = available_schedules(experiment)
-        logger.error("Schedule references non-callable member %s", schedule)
-        logger.error("Allowed values for this experiment are: %s", allowed)
-        raise TypeError(
-            f"Schedule references non-callable member {schedule}. Allowed values for this experiment "
-            f"are: {allowed}"
-        )
+        raise TypeError(_schedule_error(experiment, schedule, "non-callable member"))
     return task()
 
 
