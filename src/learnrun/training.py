@@ -198,7 +198,7 @@ class _TrainingExecutor:
                 "(non-distributed)."
             )
         method = getattr(self, "run_" + task_type, None)
-        if not callable(method) or task_type == "local":
+        if not callable(method):
             supported = [
                 name[len("run_") :]
                 for name in dir(self)
@@ -221,13 +221,7 @@ class _TrainingExecutor:
 
     def run_master(self):
         """Train like the chief, evaluating and exporting new checkpoints as they are saved."""
-        self._require_eval_spec("master")
-        evaluator = _Evaluator(
-            self._estimator, self._eval_spec, self._train_spec.max_steps, self._clock
-        )
-        listener = _NewCheckpointListenerForEvaluate(
-            evaluator, self._eval_spec.throttle_secs, self._listener, self._clock
-        )
+        listener = self._new_checkpoint_listener("master")
         return self._start_distributed_training(saving_listeners=[listener])
 
     def run_ps(self):
@@ -281,7 +275,7 @@ class _TrainingExecutor:
 
     def run_local(self):
         """Train once with a listener that evaluates new checkpoints; ``(metrics, exports)``."""
-        self._require_eval_spec("local")
+        listener = self._new_checkpoint_listener("local")
         logger.info(
             "Start train and evaluate loop. The evaluate will happen after every checkpoint. "
             "Checkpoint frequency is determined based on RunConfig arguments: "
@@ -289,18 +283,7 @@ class _TrainingExecutor:
             getattr(self._estimator.config, "save_checkpoints_steps", None),
             getattr(self._estimator.config, "save_checkpoints_secs", None),
         )
-        evaluator = _Evaluator(
-            self._estimator, self._eval_spec, self._train_spec.max_steps, self._clock
-        )
-        listener = _NewCheckpointListenerForEvaluate(
-            evaluator, self._eval_spec.throttle_secs, self._listener, self._clock
-        )
-        self._estimator.train(
-            input_fn=self._train_spec.input_fn,
-            max_steps=self._train_spec.max_steps,
-            hooks=list(self._train_spec.hooks) + list(self._train_hooks),
-            saving_listeners=[listener],
-        )
+        self._train(saving_listeners=[listener])
         metrics = listener.eval_result.metrics if listener.eval_result is not None else None
         return metrics, listener.export_results
 
@@ -310,6 +293,24 @@ class _TrainingExecutor:
             raise TypeError(
                 f"`eval_spec` must have type `learnrun.EvalSpec` for the {task} task. Got: None"
             )
+
+    def _new_checkpoint_listener(self, task: str) -> _NewCheckpointListenerForEvaluate:
+        """The saving listener that evaluates and exports new checkpoints (local / master)."""
+        self._require_eval_spec(task)
+        evaluator = _Evaluator(
+            self._estimator, self._eval_spec, self._train_spec.max_steps, self._clock
+        )
+        return _NewCheckpointListenerForEvaluate(
+            evaluator, self._eval_spec.throttle_secs, self._listener, self._clock
+        )
+
+    def _train(self, saving_listeners: list[Any] | None) -> Any:
+        return self._estimator.train(
+            input_fn=self._train_spec.input_fn,
+            max_steps=self._train_spec.max_steps,
+            hooks=list(self._train_spec.hooks) + list(self._train_hooks),
+            saving_listeners=saving_listeners,
+        )
 
     @staticmethod
     def _check_cluster_config(config) -> None:
@@ -347,12 +348,7 @@ class _TrainingExecutor:
             if delay > 0:
                 logger.info("Waiting %d secs before starting training.", delay)
                 self._clock.sleep(delay)
-        return self._estimator.train(
-            input_fn=self._train_spec.input_fn,
-            max_steps=self._train_spec.max_steps,
-            hooks=list(self._train_spec.hooks) + list(self._train_hooks),
-            saving_listeners=saving_listeners,
-        )
+        return self._train(saving_listeners)
 
 
 def train_and_evaluate(estimator, train_spec: TrainSpec, eval_spec: EvalSpec, *, clock=None):
