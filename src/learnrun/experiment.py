@@ -15,11 +15,12 @@ and the evaluate-and-export listener live in ``learnrun.experiment_eval``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from learnrun.clock import Clock, get_clock
@@ -31,6 +32,7 @@ from learnrun.experiment_eval import (
     _eval_and_export_listener_class,
     _hook_list,
     _make_hook,
+    latest_checkpoint_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -119,16 +121,12 @@ class Experiment(_ContinuousSchedules):
                     "`eval_metric_ops` in `learnrun.EstimatorSpec` instead."
                 )
         else:
-            if not callable(getattr(estimator, "evaluate", None)):
-                raise ValueError(
-                    "`estimator` must implement `evaluate` (the `learnrun.Estimator` protocol) "
-                    f"or be a `learnrun.Estimator`; got {type(estimator).__name__}."
-                )
-            if not callable(getattr(estimator, "train", None)):
-                raise ValueError(
-                    "`estimator` must implement `train` (the `learnrun.Estimator` protocol) or "
-                    f"be a `learnrun.Estimator`; got {type(estimator).__name__}."
-                )
+            for method in ("evaluate", "train"):
+                if not callable(getattr(estimator, method, None)):
+                    raise ValueError(
+                        f"`estimator` must implement `{method}` (the `learnrun.Estimator` "
+                        f"protocol) or be a `learnrun.Estimator`; got {type(estimator).__name__}."
+                    )
             if eval_metrics is not None and not _accepts(estimator.evaluate, "metrics"):
                 raise ValueError(
                     "`eval_metrics` must be `None` with an estimator whose `evaluate` takes no "
@@ -300,13 +298,7 @@ class Experiment(_ContinuousSchedules):
         if delay_secs:
             logger.info("Waiting %d secs before starting eval.", delay_secs)
             self._clock.sleep(delay_secs)
-        return self._call_evaluate(
-            input_fn=self._eval_input_fn,
-            steps=self._eval_steps,
-            metrics=self._eval_metrics,
-            name=(name or "one_pass"),
-            hooks=self._eval_hooks,
-        )
+        return self._evaluate_on(self._eval_input_fn, name or "one_pass")
 
     def train_and_evaluate(self) -> tuple[Any, Any]:
         """Train with in-training validation, then evaluate and export; ``(eval_result, exports)``.
@@ -329,7 +321,7 @@ class Experiment(_ContinuousSchedules):
                 from learnrun.estimator.hooks import CheckpointSaverHook
 
                 listener = _eval_and_export_listener_class()(
-                    eval_fn=self._bound_evaluate(self._eval_input_fn, hooks=self._eval_hooks),
+                    eval_fn=functools.partial(self._evaluate_on, self._eval_input_fn),
                     export_fn=self._maybe_export,
                     latest_checkpoint_fn=self._latest_checkpoint,
                 )
@@ -364,13 +356,7 @@ class Experiment(_ContinuousSchedules):
 
         if listener is not None:
             return listener.eval_result, listener.export_results
-        eval_result = self._call_evaluate(
-            input_fn=self._eval_input_fn,
-            steps=self._eval_steps,
-            metrics=self._eval_metrics,
-            name=None,
-            hooks=self._eval_hooks,
-        )
+        eval_result = self._evaluate_on(self._eval_input_fn, None)
         return eval_result, self._maybe_export(eval_result)
 
     def local_run(self) -> tuple[Any, Any]:
@@ -431,25 +417,20 @@ class Experiment(_ContinuousSchedules):
             )
 
     def _latest_checkpoint(self) -> str | None:
-        latest = getattr(self._estimator, "latest_checkpoint", None)
-        if callable(latest):
-            return latest()
-        from learnrun.estimator.checkpoint import latest_checkpoint
+        return latest_checkpoint_of(self._estimator)
 
-        return latest_checkpoint(self._estimator.model_dir)
-
-    def _bound_evaluate(self, input_fn: Any, hooks: Any) -> Callable[..., Any]:
-        def eval_fn(name: str | None, checkpoint_path: str | None = None) -> Any:
-            return self._call_evaluate(
-                input_fn=input_fn,
-                steps=self._eval_steps,
-                metrics=self._eval_metrics,
-                name=name,
-                checkpoint_path=checkpoint_path,
-                hooks=hooks,
-            )
-
-        return eval_fn
+    def _evaluate_on(
+        self, input_fn: Any, name: str | None, checkpoint_path: str | None = None
+    ) -> Any:
+        """Evaluate with the experiment's ``eval_steps``, ``eval_metrics`` and ``eval_hooks``."""
+        return self._call_evaluate(
+            input_fn=input_fn,
+            steps=self._eval_steps,
+            metrics=self._eval_metrics,
+            name=name,
+            checkpoint_path=checkpoint_path,
+            hooks=self._eval_hooks,
+        )
 
     def _call_train(
         self,

@@ -2,7 +2,7 @@
 
 ``_ContinuousSchedules`` holds the ``continuous_eval``, ``continuous_eval_on_train_data`` and
 ``continuous_train_and_eval`` schedules of :class:`learnrun.Experiment` (a mixin: it uses the
-Experiment's attributes and ``_call_train`` / ``_call_evaluate`` / ``_maybe_export`` /
+Experiment's attributes and ``_call_train`` / ``_evaluate_on`` / ``_maybe_export`` /
 ``_latest_checkpoint``). ``_eval_and_export_listener_class()`` is the saving listener of
 ``train_and_evaluate(checkpoint_and_export=True)``. Every sleep and clock read goes through the
 Experiment's ``clock``.
@@ -60,6 +60,16 @@ def _check_arguments(args: dict[str, Any]) -> None:
     _check_count("min_eval_frequency", args["min_eval_frequency"], 0, " 0: only a final eval.")
     for name in ("eval_delay_secs", "continuous_eval_throttle_secs", "check_interval_secs"):
         _check_secs(name, args[name])
+
+
+def latest_checkpoint_of(estimator: Any) -> str | None:
+    """``estimator.latest_checkpoint()`` when it has one, else the newest in its ``model_dir``."""
+    latest = getattr(estimator, "latest_checkpoint", None)
+    if callable(latest):
+        return latest()
+    from learnrun.estimator.checkpoint import latest_checkpoint
+
+    return latest_checkpoint(estimator.model_dir)
 
 
 def _hook_list(name: str, value: Any) -> list[Any]:
@@ -161,12 +171,10 @@ def _eval_and_export_listener_class() -> type:
 class _ContinuousSchedules:
     """The continuous schedules of ``Experiment`` (see the module docstring)."""
 
+    _estimator: Any
     _train_steps: int | None
     _train_input_fn: Any
     _eval_input_fn: Any
-    _eval_steps: int | None
-    _eval_metrics: Any
-    _eval_hooks: list[Any]
     _train_monitors: list[Any]
     _saving_listeners: list[Any] | None
     _eval_delay_secs: float
@@ -174,7 +182,7 @@ class _ContinuousSchedules:
     _train_steps_per_iteration: int | None
     _clock: Any
     _call_train: Callable[..., Any]
-    _call_evaluate: Callable[..., Any]
+    _evaluate_on: Callable[..., Any]
     _maybe_export: Callable[..., list[Any]]
     _latest_checkpoint: Callable[[], str | None]
 
@@ -283,15 +291,7 @@ class _ContinuousSchedules:
                     logger.warning(error_msg)
                     last_warning_time = now
             else:
-                eval_result = self._call_evaluate(
-                    input_fn=input_fn,
-                    steps=self._eval_steps,
-                    metrics=self._eval_metrics,
-                    name=name,
-                    checkpoint_path=latest,
-                    hooks=self._eval_hooks,
-                )
-                eval_result = eval_result or {}
+                eval_result = self._evaluate_on(input_fn, name, checkpoint_path=latest) or {}
                 if export:
                     self._maybe_export(eval_result, checkpoint_path=latest)
                 last_warning_time = 0.0
@@ -335,14 +335,7 @@ class _ContinuousSchedules:
                 saving_listeners=self._saving_listeners,
             )
             latest = self._latest_checkpoint()
-            eval_result = self._call_evaluate(
-                input_fn=self._eval_input_fn,
-                steps=self._eval_steps,
-                metrics=self._eval_metrics,
-                name="one_pass",
-                checkpoint_path=latest,
-                hooks=self._eval_hooks,
-            )
+            eval_result = self._evaluate_on(self._eval_input_fn, "one_pass", checkpoint_path=latest)
             export_results = self._maybe_export(eval_result)
         return eval_result, export_results
 

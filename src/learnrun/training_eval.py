@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from learnrun.clock import Clock
 from learnrun.estimator.hooks import CheckpointSaverListener
+from learnrun.experiment_eval import latest_checkpoint_of
 
 if TYPE_CHECKING:
     from learnrun.training import EvalSpec
@@ -82,7 +83,7 @@ class _Evaluator:
             self._last_warning_time = now
 
     def evaluate_and_export(self) -> tuple[_EvalResult, list[Any]]:
-        latest = _latest_checkpoint(self._estimator)
+        latest = latest_checkpoint_of(self._estimator)
         if not latest:
             self._log_err_msg(
                 "Estimator is not trained yet. Will start an evaluation when a checkpoint is ready."
@@ -198,12 +199,3 @@ class _NewCheckpointListenerForEvaluate(CheckpointSaverListener):
                 "There was no new checkpoint after the training. Eval status: "
                 f"{self.eval_result.status}"
             )
-
-
-def _latest_checkpoint(estimator) -> str | None:
-    latest = getattr(estimator, "latest_checkpoint", None)
-    if callable(latest):
-        return latest()
-    from learnrun.estimator.checkpoint import latest_checkpoint
-
-    return latest_checkpoint(estimator.model_dir)
