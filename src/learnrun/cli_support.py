@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from learnrun.search_space import split_top_level
+
 DEFAULT_FUNCTION = "experiment_fn"
 
 
@@ -239,18 +241,8 @@ def _text(exc: BaseException) -> str:
 
 
 def _split_top_level(text: str) -> list[str]:
-    """Split on commas that are not inside brackets or parentheses."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "[(":
-            depth += 1
-        elif ch in "])":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
+    """Split on commas that are not inside brackets or parentheses; empty parts dropped."""
+    return [p for p in split_top_level(text, strict=False) if p]
 
 
 def _infer_hparams(spec: str) -> dict[str, Any]:

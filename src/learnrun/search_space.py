@@ -71,19 +71,24 @@ class Dimension:
         return f"{self.name}={self.kind}({self.low}, {self.high}{extra})"
 
 
-def _split(text: str) -> list[str]:
+def split_top_level(text: str, *, strict: bool = True) -> list[str]:
+    """Split ``text`` on the commas outside brackets and parentheses; each part stripped.
+
+    ``strict`` raises :class:`SearchSpaceError` for an unbalanced bracket; without it the
+    text is split as far as its nesting allows (the command line's ``--config`` words).
+    """
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
         if ch in "[(":
             depth += 1
         elif ch in "])":
             depth -= 1
-            if depth < 0:
+            if strict and depth < 0:
                 raise SearchSpaceError(f"unbalanced {ch!r} at position {i} in {text!r}")
         elif ch == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
-    if depth:
+    if strict and depth:
         raise SearchSpaceError(f"unclosed bracket or parenthesis in {text!r}")
     parts.append(text[start:])
     return [p.strip() for p in parts]
@@ -104,7 +109,7 @@ def _literal(text: str) -> Any:
     if word.startswith("["):
         if not word.endswith("]"):
             raise SearchSpaceError(f"unclosed list {word!r}")
-        return [_literal(w) for w in _split(word[1:-1]) if w]
+        return [_literal(w) for w in split_top_level(word[1:-1]) if w]
     if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
         return word[1:-1]
     if not word:
@@ -134,7 +139,7 @@ def _check_choices(name: str, choices: tuple[Any, ...], shown: str) -> None:
 
 
 def _parse_dimension(name: str, func: str, raw_args: str) -> Dimension:
-    args = _split(raw_args) if raw_args.strip() else []
+    args = split_top_level(raw_args) if raw_args.strip() else []
     if func == "choice":
         if not args or any(not a for a in args):
             raise SearchSpaceError(f"{name}: choice() needs at least one value, e.g. choice(32, 64)")
@@ -220,7 +225,7 @@ def parse_search_space(space: str | Mapping[str, Any]) -> dict[str, Dimension]:
         raise SearchSpaceError(
             f"the search space is empty; give e.g. \"lr=loguniform(1e-4,1e-1)\" ({_FORMS})")
     dims = {}
-    for clause in _split(space):
+    for clause in split_top_level(space):
         match = re.fullmatch(r"([A-Za-z_][\w.]*)\s*=\s*(\w+)\s*\((.*)\)", clause, re.S)
         if not match:
             raise SearchSpaceError(
