@@ -176,6 +176,15 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 _NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction")
 
 
+def _normalised(name: str, value: Any) -> Any:
+    """The stored form of a constructor / ``replace`` value: paths as str, environ copied."""
+    if name == "model_dir" and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if name == "environ" and isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
 def _canonical(value: Any) -> Any:
     """A repr-stable form: dicts sorted by key (for uid)."""
     if isinstance(value, dict):
@@ -238,8 +247,7 @@ class RunConfig:
     ) -> None:
         if save_checkpoints_secs == _USE_DEFAULT and not isinstance(save_checkpoints_secs, bool):
             save_checkpoints_secs = 600 if save_checkpoints_steps is None else None
-        if isinstance(model_dir, os.PathLike):
-            model_dir = os.fspath(model_dir)
+        model_dir = _normalised("model_dir", model_dir)
         if device is not None and type(device).__module__ == "torch":
             device = str(device)  # a torch.device
         self._num_cores = num_cores
@@ -264,7 +272,7 @@ class RunConfig:
         self._precision = precision
         self._gradient_clip_norm = gradient_clip_norm
         self._distributed_timeout_secs = distributed_timeout_secs
-        self._environ = dict(environ) if isinstance(environ, Mapping) else environ
+        self._environ = _normalised("environ", environ)
         for name, value in (("master", master), ("evaluation_master", evaluation_master)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(
@@ -272,7 +280,7 @@ class RunConfig:
                 )
         self._master_arg = master
         self._evaluation_master_arg = evaluation_master
-        self._model_dir_arg = model_dir
+        self._model_dir = self._model_dir_arg = model_dir  # until _apply_environment resolves it
         self._validate(list(_CHECKS))
         self._apply_environment()
 
@@ -313,13 +321,7 @@ class RunConfig:
     # -- validation / replace ----------------------------------------------------------------
     def _validate(self, names: list[str]) -> None:
         for name in names:
-            # During __init__ the resolved model_dir does not exist yet: check the argument.
-            attr = (
-                "_model_dir_arg"
-                if name == "model_dir" and not hasattr(self, "_model_dir")
-                else "_" + name
-            )
-            value = getattr(self, attr)
+            value = getattr(self, "_" + name)
             if value is None and name not in _NOT_NONE:
                 continue
             ok, message = _CHECKS[name]
@@ -349,11 +351,7 @@ class RunConfig:
             raise ValueError(_SAVE_CKPT_ERR)
         new = copy.copy(self)
         for key, value in kwargs.items():
-            if key == "model_dir" and isinstance(value, os.PathLike):
-                value = os.fspath(value)
-            if key == "environ" and value is not None:
-                value = dict(value) if isinstance(value, Mapping) else value
-            setattr(new, "_" + key, value)
+            setattr(new, "_" + key, _normalised(key, value))
         if steps is not None:
             new._save_checkpoints_secs = None
         elif secs is not None:
@@ -424,74 +422,7 @@ class RunConfig:
         }
         return "RunConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
-    # -- derived properties ------------------------------------------------------------------
-    @property
-    def cluster_spec(self) -> ClusterSpec:
-        return self._cluster.cluster_spec
-
-    @property
-    def task_type(self) -> str | None:
-        return self._cluster.task_type
-
-    @property
-    def task_id(self) -> int:
-        return self._cluster.task_id
-
-    @property
-    def environment(self) -> str:
-        return self._cluster.environment
-
-    @property
-    def is_chief(self) -> bool:
-        """True for the task that writes checkpoints (see the module docstring)."""
-        return self._cluster.is_chief
-
-    @property
-    def num_ps_replicas(self) -> int:
-        return self._cluster.num_ps_replicas
-
-    @property
-    def num_worker_replicas(self) -> int:
-        """Tasks of the worker, master and chief jobs."""
-        return self._cluster.num_worker_replicas
-
-    @property
-    def rank(self) -> int | None:
-        """Rank among the trainers (chief/master first, then workers); None for ps/evaluator."""
-        return self._cluster.rank
-
-    @property
-    def world_size(self) -> int:
-        """Number of trainers (chief/master + workers); 1 when not distributed."""
-        return self._cluster.world_size
-
-    @property
-    def master_addr(self) -> str | None:
-        """Host where the trainers meet (the chief's)."""
-        return self._cluster.master_addr
-
-    @property
-    def master_port(self) -> int | None:
-        return self._cluster.master_port
-
-    @property
-    def local_rank(self) -> int | None:
-        """``LOCAL_RANK`` / ``SLURM_LOCALID`` when set."""
-        return self._cluster.local_rank
-
-    @property
-    def global_id_in_cluster(self) -> int | None:
-        return self._cluster.global_id_in_cluster
-
-    @property
-    def cluster_source(self) -> str | None:
-        """Where the role came from: "TF_CONFIG", "torchrun", "slurm" or None."""
-        return self._cluster.source
-
-    @property
-    def service(self) -> dict | None:
-        return self._cluster.service
-
+    # -- derived properties (the cluster role ones are added below the class) ---------------
     @property
     def tf_config(self) -> SessionConfig:
         """The session record made from ``num_cores``, placement logging and GPU fraction."""
@@ -501,6 +432,35 @@ class RunConfig:
             intra_op_parallelism_threads=self._num_cores,
             gpu_memory_fraction=self._gpu_memory_fraction,
         )
+
+
+def _from_cluster(name: str, doc: str) -> property:
+    return property(lambda self: getattr(self._cluster, name), doc=doc)
+
+
+# RunConfig property -> (ClusterInfo attribute, docstring)
+for _name, (_attr, _doc) in {
+    "cluster_spec": ("cluster_spec", "The cluster's jobs (a :class:`ClusterSpec`)."),
+    "task_type": ("task_type", "This task's job name, or None."),
+    "task_id": ("task_id", "This task's index in its job."),
+    "environment": ("environment", 'TF_CONFIG\'s ``environment`` ("local" by default).'),
+    "is_chief": ("is_chief", "True for the task that writes checkpoints (see the module docstring)."),
+    "num_ps_replicas": ("num_ps_replicas", "Tasks of the ``ps`` job."),
+    "num_worker_replicas": ("num_worker_replicas", "Tasks of the worker, master and chief jobs."),
+    "rank": (
+        "rank",
+        "Rank among the trainers (chief/master first, then workers); None for ps/evaluator.",
+    ),
+    "world_size": ("world_size", "Number of trainers (chief/master + workers); 1 when not distributed."),
+    "master_addr": ("master_addr", "Host where the trainers meet (the chief's)."),
+    "master_port": ("master_port", "Port where the trainers meet."),
+    "local_rank": ("local_rank", "``LOCAL_RANK`` / ``SLURM_LOCALID`` when set."),
+    "global_id_in_cluster": ("global_id_in_cluster", "TF's id of this task across all jobs."),
+    "cluster_source": ("source", 'Where the role came from: "TF_CONFIG", "torchrun", "slurm" or None.'),
+    "service": ("service", "TF_CONFIG's ``service`` dict, or None."),
+}.items():
+    setattr(RunConfig, _name, _from_cluster(_attr, _doc))
+del _attr, _doc
 
 
 def _stored(name: str) -> property:
