@@ -1,8 +1,11 @@
-"""Loaders for the data sets shipped in ``learnrun/examples/data`` (numpy only, no download)."""
+"""What the built-in experiments share: loaders of the data shipped in ``learnrun/examples/data``
+(numpy only, no download), their train/test split and the Experiment around an estimator."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -41,3 +44,38 @@ def train_test_split(
     order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(n * test_fraction)))
     return np.sort(order[n_test:]), np.sort(order[:n_test])
+
+
+def seeded(run_config: Any, hparams: Any) -> Any:
+    """``run_config`` with ``tf_random_seed=hparams.seed`` when it has no seed of its own."""
+    if run_config.tf_random_seed is None:
+        return run_config.replace(tf_random_seed=int(hparams.seed))
+    return run_config
+
+
+def make_experiment(estimator: Any, features: Mapping[str, np.ndarray], labels: np.ndarray,
+                    train_idx: np.ndarray, test_idx: np.ndarray, hparams: Any,
+                    serving_input_fn: Callable[[], Any]) -> Any:
+    """The Experiment of a built-in example: shuffled ``hparams.batch_size`` batches of the
+    ``train_idx`` rows for ``hparams.train_steps`` steps, one batch of the ``test_idx`` rows
+    per evaluation, and a ``Servo`` export keeping the latest 3."""
+    from learnrun import export, inputs
+    from learnrun.experiment import Experiment
+
+    def rows(idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: values[idx] for name, values in features.items()}
+
+    train_input_fn = inputs.numpy_input_fn(
+        rows(train_idx), labels[train_idx], batch_size=int(hparams.batch_size), num_epochs=None,
+        shuffle=True)
+    eval_input_fn = inputs.numpy_input_fn(
+        rows(test_idx), labels[test_idx], batch_size=len(test_idx), num_epochs=1, shuffle=False)
+    return Experiment(
+        estimator,
+        train_input_fn=train_input_fn,
+        eval_input_fn=eval_input_fn,
+        train_steps=int(hparams.train_steps),
+        eval_steps=None,
+        eval_delay_secs=0,
+        export_strategies=[export.make_export_strategy(serving_input_fn, exports_to_keep=3)],
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from learnrun.examples._data import load_diabetes, train_test_split
+from learnrun.examples._data import load_diabetes, make_experiment, seeded, train_test_split
 
 FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
 TEST_FRACTION = 0.2
@@ -48,30 +48,17 @@ def serving_input_fn() -> Any:
 
 def experiment_fn(run_config: Any, hparams: Any) -> Any:
     """Build the diabetes Experiment (DNNRegressor, or LinearRegressor with ``model=linear``)."""
-    from learnrun import export, feature_column, inputs
+    from learnrun import feature_column
     from learnrun.canned import DNNRegressor, LinearRegressor
-    from learnrun.experiment import Experiment
 
     hp = default_hparams() if hparams is None else hparams
     if hp.model not in ("dnn", "linear"):
         raise ValueError(f"hparams.model must be 'dnn' or 'linear', got {hp.model!r}")
-    if run_config.tf_random_seed is None:
-        run_config = run_config.replace(tf_random_seed=int(hp.seed))
+    run_config = seeded(run_config, hp)
     x, y = load_diabetes()
     train_idx, test_idx = train_test_split(len(y), TEST_FRACTION, int(hp.split_seed))
     mean, std = x[train_idx].mean(axis=0), x[train_idx].std(axis=0)
     x = (x - mean) / std
-
-    def columns(rows: Any) -> dict[str, Any]:
-        return {name: x[rows, i : i + 1] for i, name in enumerate(FEATURES)}
-
-    labels = y.reshape(-1, 1)
-    train_input_fn = inputs.numpy_input_fn(
-        columns(train_idx), labels[train_idx], batch_size=int(hp.batch_size), num_epochs=None,
-        shuffle=True)
-    eval_input_fn = inputs.numpy_input_fn(
-        columns(test_idx), labels[test_idx], batch_size=len(test_idx), num_epochs=1,
-        shuffle=False)
     feature_columns = [feature_column.numeric_column(name) for name in FEATURES]
     if hp.model == "linear":
         estimator = LinearRegressor(feature_columns, optimizer=hp.optimizer,
@@ -80,12 +67,6 @@ def experiment_fn(run_config: Any, hparams: Any) -> Any:
         estimator = DNNRegressor(
             hidden_units=list(hp.hidden_units), feature_columns=feature_columns,
             optimizer=hp.optimizer, learning_rate=float(hp.learning_rate), config=run_config)
-    return Experiment(
-        estimator,
-        train_input_fn=train_input_fn,
-        eval_input_fn=eval_input_fn,
-        train_steps=int(hp.train_steps),
-        eval_steps=None,
-        eval_delay_secs=0,
-        export_strategies=[export.make_export_strategy(serving_input_fn, exports_to_keep=3)],
-    )
+    features = {name: x[:, i : i + 1] for i, name in enumerate(FEATURES)}
+    return make_experiment(estimator, features, y.reshape(-1, 1), train_idx, test_idx, hp,
+                           serving_input_fn)

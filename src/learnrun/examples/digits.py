@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from learnrun.examples._data import load_digits, train_test_split
+from learnrun.examples._data import load_digits, make_experiment, seeded, train_test_split
 
 TEST_FRACTION = 0.2
 
@@ -55,22 +55,14 @@ def experiment_fn(run_config: Any, hparams: Any) -> Any:
     When ``run_config.tf_random_seed`` is unset, ``hparams.seed`` seeds the weights and the
     shuffling, so two runs with the same hyperparameters give the same model.
     """
-    from learnrun import export, feature_column, inputs
+    from learnrun import feature_column
     from learnrun.canned import DNNClassifier
-    from learnrun.experiment import Experiment
 
     hp = default_hparams() if hparams is None else hparams
-    if run_config.tf_random_seed is None:
-        run_config = run_config.replace(tf_random_seed=int(hp.seed))
+    run_config = seeded(run_config, hp)
     pixels, labels = load_digits()
     pixels = pixels / 16.0
     train_idx, test_idx = train_test_split(len(labels), TEST_FRACTION, int(hp.split_seed))
-    train_input_fn = inputs.numpy_input_fn(
-        {"pixels": pixels[train_idx]}, labels[train_idx], batch_size=int(hp.batch_size),
-        num_epochs=None, shuffle=True)
-    eval_input_fn = inputs.numpy_input_fn(
-        {"pixels": pixels[test_idx]}, labels[test_idx], batch_size=len(test_idx),
-        num_epochs=1, shuffle=False)
     estimator = DNNClassifier(
         hidden_units=list(hp.hidden_units),
         feature_columns=[feature_column.numeric_column("pixels", shape=64)],
@@ -80,12 +72,5 @@ def experiment_fn(run_config: Any, hparams: Any) -> Any:
         dropout=float(hp.dropout) or None,
         config=run_config,
     )
-    return Experiment(
-        estimator,
-        train_input_fn=train_input_fn,
-        eval_input_fn=eval_input_fn,
-        train_steps=int(hp.train_steps),
-        eval_steps=None,
-        eval_delay_secs=0,
-        export_strategies=[export.make_export_strategy(serving_input_fn, exports_to_keep=3)],
-    )
+    return make_experiment(estimator, {"pixels": pixels}, labels, train_idx, test_idx, hp,
+                           serving_input_fn)
