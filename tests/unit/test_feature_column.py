@@ -107,6 +107,19 @@ def test_crossed_column():
         fc.crossed_column(["a", "x"], 10).ids(feats)
 
 
+def test_crossed_column_ids_order_rows_and_empty_batch():
+    col = fc.crossed_column(["a", fc.categorical_column_with_identity("b", 5)], 97)
+    ids = col.ids({"a": np.array([["u", "v"], ["w", "w"]]), "b": np.array([[1, 2], [3, 4]])})
+    # per row: every token of the first key crossed with every token of the next, in order
+    expected = [[f"a={a}_X_b#{b}" for a in row_a for b in row_b]
+                for row_a, row_b in ((("u", "v"), (1, 2)), (("w", "w"), (3, 4)))]
+    assert ids.tolist() == [[fc.stable_hash(c, 97) for c in row] for row in expected]
+    empty = col.ids({"a": np.array([], dtype=str), "b": np.array([], dtype=np.int64)})
+    assert empty.shape == (0, 1) and empty.dtype == np.int64
+    with pytest.raises(ValueError, match="'b' has 1 examples but 'a' has 2; give every crossed"):
+        col.ids({"a": np.array(["u", "v"]), "b": np.array([1])})
+
+
 def test_dense_features_embedding_indicator_and_grad():
     cat = fc.categorical_column_with_vocabulary_list("c", ["a", "b", "c"])
     layer = fc.DenseFeatures([fc.numeric_column("n"), fc.embedding_column(cat, 4), fc.indicator_column(cat)])

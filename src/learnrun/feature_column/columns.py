@@ -26,6 +26,20 @@ def stable_hash(value: str, num_buckets: int) -> int:
     return int.from_bytes(digest, "little") % num_buckets
 
 
+def _hash_values(values: np.ndarray, num_buckets: int) -> np.ndarray:
+    """``stable_hash(str(v), num_buckets)`` of every element, each distinct value hashed once."""
+    memo: dict[Any, int] = {}
+
+    def bucket(value: Any) -> int:
+        found = memo.get(value)
+        if found is None:
+            found = memo[value] = stable_hash(str(value), num_buckets)
+        return found
+
+    flat = values.reshape(-1).tolist()  # Python ints / strs, as str() should see them
+    return np.fromiter(map(bucket, flat), dtype=np.int64, count=len(flat)).reshape(values.shape)
+
+
 def _raw(features: Any, key: str, column: str) -> Any:
     if not isinstance(features, Mapping):
         raise TypeError(f"feature column {column!r}: features must be a dict, got {type(features).__name__}.")
@@ -231,23 +245,25 @@ class VocabularyListColumn(_KeyedColumn, CategoricalColumn):
     def ids(self, features):
         values = self._raw_categories(features, self.kind)
         table = {v: i for i, v in enumerate(self.vocabulary_list)}
-        size = len(self.vocabulary_list)
-
-        def lookup(v: Any) -> int:
-            v = int(v) if self.kind == "int" else v
-            if v in table:
-                return table[v]
-            if self.num_oov_buckets:
-                return size + stable_hash(str(v), self.num_oov_buckets)
-            if self.default_value != -1:
-                return self.default_value
+        flat = values.reshape(-1).tolist()  # Python ints / strs, like the vocabulary
+        ids = np.fromiter((table.get(v, -1) for v in flat), dtype=np.int64, count=len(flat))
+        ids = ids.reshape(values.shape)
+        unknown = ids < 0
+        if not unknown.any():
+            return ids
+        if self.num_oov_buckets:
+            ids[unknown] = len(table) + _hash_values(values[unknown], self.num_oov_buckets)
+        elif self.default_value != -1:
+            ids[unknown] = self.default_value
+        else:
+            first = flat[int(np.argmax(unknown.reshape(-1)))]
+            size = len(self.vocabulary_list)
             shown = list(self.vocabulary_list[:10]) + (["..."] if size > 10 else [])
             raise ValueError(
-                f"categorical column {self.name!r}: value {v!r} is not in vocabulary_list {shown}. "
-                "Set num_oov_buckets > 0 or a default_value to accept unknown values."
+                f"categorical column {self.name!r}: value {first!r} is not in vocabulary_list "
+                f"{shown}. Set num_oov_buckets > 0 or a default_value to accept unknown values."
             )
-
-        return np.vectorize(lookup, otypes=[np.int64])(values) if values.size else values.astype(np.int64)
+        return ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,10 +300,7 @@ class HashBucketColumn(_KeyedColumn, CategoricalColumn):
         return self.hash_bucket_size
 
     def ids(self, features):
-        values = self._raw_categories(features, self.kind)
-        if not values.size:
-            return values.astype(np.int64)
-        return np.vectorize(lambda v: stable_hash(str(v), self.hash_bucket_size), otypes=[np.int64])(values)
+        return _hash_values(self._raw_categories(features, self.kind), self.hash_bucket_size)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +312,10 @@ class CrossedColumn(CategoricalColumn):
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return "_X_".join(sorted(k if isinstance(k, str) else k.name for k in self.keys_))
+        return "_X_".join(sorted(self._key_names()))
+
+    def _key_names(self) -> list[str]:
+        return [k if isinstance(k, str) else k.name for k in self.keys_]
 
     @property
     def keys(self) -> frozenset[str]:
@@ -328,14 +344,19 @@ class CrossedColumn(CategoricalColumn):
 
     def ids(self, features):
         parts = [self._tokens(k, features) for k in self.keys_]
-        batch = parts[0].shape[0]
-        rows = []
-        for b in range(batch):
-            crosses = [""]
-            for part in parts:
-                crosses = [f"{c}_X_{t}" if c else t for c in crosses for t in part[b]]
-            rows.append([stable_hash(c, self.hash_bucket_size) for c in crosses])
-        return np.asarray(rows, dtype=np.int64).reshape(batch, -1)
+        crosses = parts[0]
+        batch = crosses.shape[0]
+        names = self._key_names()
+        for name, part in zip(names[1:], parts[1:], strict=True):
+            if part.shape[0] != batch:
+                raise ValueError(
+                    f"crossed column {self.name!r}: {name!r} has {part.shape[0]} examples but "
+                    f"{names[0]!r} has {batch}; give every crossed feature one row per example."
+                )
+            # every token of the cross so far joined with every token of this part, row by row
+            joined = crosses[:, :, None] + "_X_" + part[:, None, :]
+            crosses = joined.reshape(batch, crosses.shape[1] * part.shape[1])
+        return _hash_values(crosses, self.hash_bucket_size)
 
 
 def _ids_tensor(column: CategoricalColumn, features, device) -> torch.Tensor:
