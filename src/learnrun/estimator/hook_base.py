@@ -13,7 +13,6 @@ from learnrun.clock import Clock, get_clock
 
 __all__ = [
     "Hook", "RunContext", "RunValues", "SecondOrStepTimer", "SessionRunArgs", "SessionRunHook",
-    "to_python",
 ]
 
 

@@ -45,7 +45,6 @@ from learnrun.estimator.basic_hooks import (
     StopAtStepHook,
     SummarySaverHook,
 )
-from learnrun.estimator.basic_hooks import _lookup as _lookup  # used by estimator.loop
 from learnrun.estimator.hook_base import (
     Hook,
     RunContext,
@@ -54,7 +53,6 @@ from learnrun.estimator.hook_base import (
     SessionRunArgs,
     SessionRunHook,
 )
-from learnrun.estimator.hook_base import to_python as to_python  # used by estimator.loop
 from learnrun.estimator.saver_hooks import CheckpointSaverHook, CheckpointSaverListener
 
 __all__ = [

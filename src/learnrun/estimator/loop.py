@@ -15,6 +15,8 @@ from typing import Any
 
 from learnrun.errors import PreemptedError
 from learnrun.estimator import checkpoint as ckpt
+from learnrun.estimator.basic_hooks import _lookup
+from learnrun.estimator.hook_base import to_python
 from learnrun.estimator.hooks import (
     CheckpointSaverHook,
     NanTensorHook,
@@ -23,12 +25,10 @@ from learnrun.estimator.hooks import (
     StepCounterHook,
     StopAtStepHook,
     SummarySaverHook,
-    to_python,
 )
 from learnrun.estimator.preemption import PreemptionGuard, protect_dataloader, shutdown_workers
 from learnrun.estimator.progress import ProgressHook
 from learnrun.estimator.runtime import (
-    _cfg,
     _make_scaler,
     autocast_context,
     forward,
@@ -107,8 +107,8 @@ class RunSession:
         manager = self._managers.get(directory)
         if manager is None:
             manager = ckpt.CheckpointManager(
-                directory, _cfg(self.config, "keep_checkpoint_max", 5),
-                _cfg(self.config, "keep_checkpoint_every_n_hours", 10000),
+                directory, self.config.keep_checkpoint_max,
+                self.config.keep_checkpoint_every_n_hours,
                 clock=getattr(self.estimator, "clock", None))
             self._managers[directory] = manager
         meta = {"global_step": int(self.global_step), "torch": torch.__version__,
@@ -142,7 +142,7 @@ def _default_hooks(config: Any, device, session: RunSession, steps, max_steps) -
     hooks: list = []
     if steps is not None or max_steps is not None:
         hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
-    log_every = _cfg(config, "log_step_count_steps", 100)
+    log_every = config.log_step_count_steps
     clock = session.estimator.clock
     hooks.append(NanTensorHook(every_n_iter=1 if device.type == "cpu" else (log_every or 100)))
     if log_every:
@@ -150,7 +150,7 @@ def _default_hooks(config: Any, device, session: RunSession, steps, max_steps) -
         if session.is_chief:
             hooks.append(StepCounterHook(every_n_steps=log_every, output_dir=session.model_dir,
                                          clock=clock))
-    summary_steps = _cfg(config, "save_summary_steps", 100)
+    summary_steps = config.save_summary_steps
     if summary_steps and session.is_chief:
         hooks.append(SummarySaverHook(save_steps=summary_steps, output_dir=session.model_dir,
                                       clock=clock))
@@ -173,13 +173,13 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
     device = strategy.device
     optimizer, scheduler = spec.optimizer, spec.scheduler
     scaler = _make_scaler(config, device)
-    clip = spec.gradient_clip_norm or _cfg(config, "gradient_clip_norm", None)
+    clip = spec.gradient_clip_norm or config.gradient_clip_norm
     session = RunSession(est, module, optimizer, scheduler, strategy, ModeKeys.TRAIN, scaler)
     all_hooks = list(hooks) + list(spec.training_hooks) + _default_hooks(
         config, device, session, steps, max_steps)
     savers = [h for h in all_hooks if isinstance(h, CheckpointSaverHook)]
-    save_steps = _cfg(config, "save_checkpoints_steps", None)
-    save_secs = _cfg(config, "save_checkpoints_secs", 600)
+    save_steps = config.save_checkpoints_steps
+    save_secs = config.save_checkpoints_secs
     if save_steps and save_secs and not savers:
         logger.warning("RunConfig sets both save_checkpoints_steps=%s and save_checkpoints_secs=%s: "
                        "checkpoints are saved every %s steps (save_checkpoints_steps wins).",
@@ -322,8 +322,6 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
 def _fetch(names: list[str], results: dict, session: RunSession) -> dict[str, Any]:
     if not names:
         return {}
-    from learnrun.estimator.hooks import _lookup
-
     return {name: _lookup(name, session, RunValues(results, session.global_step)) for name in names}
 
 

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from learnrun.clock import Clock
-from learnrun.estimator.hooks import SecondOrStepTimer, SessionRunHook, to_python
+from learnrun.estimator.hook_base import SecondOrStepTimer, SessionRunHook, to_python
 
 logger = logging.getLogger("learnrun")
 

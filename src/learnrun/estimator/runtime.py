@@ -17,10 +17,6 @@ from learnrun.estimator import checkpoint as ckpt
 logger = logging.getLogger("learnrun")
 
 
-def _cfg(config: Any, name: str, default: Any) -> Any:
-    return getattr(config, name, default) if config is not None else default
-
-
 class RNGFork:
     """Save the python/numpy/torch RNG states on entry and put them back on exit."""
 
@@ -36,7 +32,7 @@ def autocast_context(config: Any, device):
     """``torch.autocast`` for ``config.precision`` ("bf16-mixed", "16-mixed"), else a no-op."""
     import torch
 
-    precision = _cfg(config, "precision", None)
+    precision = config.precision
     if precision in (None, "32", "32-true", 32):
         return contextlib.nullcontext()
     if precision == "bf16-mixed":
@@ -50,7 +46,7 @@ def autocast_context(config: Any, device):
 
 
 def _make_scaler(config: Any, device):
-    if _cfg(config, "precision", None) == "16-mixed" and device.type == "cuda":
+    if config.precision == "16-mixed" and device.type == "cuda":
         import torch
 
         return torch.amp.GradScaler("cuda")

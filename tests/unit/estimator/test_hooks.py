@@ -193,7 +193,7 @@ def test_hooks_module_reexports_every_hook_name():
     for module in (base, basic, saver):
         for name in module.__all__:
             assert getattr(facade, name) is getattr(module, name), name
-    assert set(facade.__all__) == set(base.__all__) - {"to_python"} | set(basic.__all__) | set(saver.__all__)
+    assert set(facade.__all__) == set(base.__all__) | set(basic.__all__) | set(saver.__all__)
     assert facade.ValidationMonitor is ValidationMonitor
 
 
