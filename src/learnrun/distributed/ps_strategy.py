@@ -98,9 +98,7 @@ class ParameterServerStrategy(Strategy):
                 try:
                     _, stop, _ = self.transport.call(ps, ps_mod.rpc_heartbeat, self.name,
                                                      timeout=max(interval * 2, 1.0))
-                    self._stop_code = max(self._stop_code, stop)
-                    if stop == ps_mod.STOP_FAILED and self._failed_by is None:
-                        self._failed_by = ps
+                    self._note_stop(stop, ps, raise_failure=False)
                 except DistributedError as err:  # the training thread reports it on its next call
                     logger.debug("heartbeat to %s failed: %s", ps, err)
 
