@@ -1,27 +1,43 @@
 """Training-loop hooks with TensorFlow's ``SessionRunHook`` lifecycle (public as ``learnrun.hooks``).
 
-Execution trace of one ``Estimator.train`` call (evaluate and predict run the same trace over
-their own loop, with ``mode`` set accordingly)::
+Execution trace of one ``Estimator.train`` call::
 
-    model_fn(...) -> spec; strategy.prepare(...)
+    model_fn(...) -> spec; strategy.setup(); strategy.prepare(module, optimizer)
+    hooks = user hooks + spec.training_hooks + defaults (StopAtStepHook for steps/max_steps,
+            NanTensorHook, progress, StepCounterHook, SummarySaverHook, CheckpointSaverHook)
     for hook in hooks: hook.begin()                     # model built, nothing restored yet
-    restore latest checkpoint (weights, optimizer, RNG, input position, hook.load_state_dict)
+    restore the latest checkpoint (weights, optimizer, scheduler, global step) or warm start;
+    strategy.after_restore(...); hook.load_state_dict(...); input_fn(...); input position; RNG
     for hook in hooks: hook.after_create_session(session, coord=None)
-    while not session.stop_requested:                   # checked at every step boundary
-        batch = next(input)                             # StopIteration ends the loop normally
+    loop:                                               # at every step boundary
+        if no stop was requested and no signal came: batch = next(input)   # may run out
+        if strategy.should_stop(stop requested, signal or input exhausted): break
         ctx = RunContext(session)
         args = [hook.before_run(ctx) for hook in hooks] # SessionRunArgs name what to fetch
-        forward, backward, optimizer step (global_step += 1)
+        strategy.before_step(module); forward, backward, strategy.apply_update (global_step += 1)
         for hook in hooks: hook.after_run(ctx, RunValues(results, global_step, fetched))
-        if ctx.stop_requested: stop after this step
     for hook in hooks: hook.end(session)                # e.g. the final checkpoint save
 
-Exception semantics (as in TF's MonitoredSession): input exhaustion (``StopIteration``) or a
-stop request leave the loop normally, so ``end`` runs for every hook. Any other exception raised
-by the step or by a hook (``NanLossDuringTrainingError``, a ``KeyboardInterrupt``) propagates at
-once: the remaining ``after_run`` calls and every ``end`` are skipped and no final checkpoint is
-written, so the model directory keeps the last good checkpoint. Preemption (SIGTERM) is not an
-exception inside the loop: it stops at the next boundary, saves, runs ``end``, then raises
+``ctx.request_stop()`` (or ``session.request_stop()``) stops at the next boundary, before any
+further batch is fetched. In synchronous distributed training ``should_stop`` is collective,
+so every trainer stops at the same step when any one of them stops.
+
+``evaluate`` and ``predict`` run a shorter trace over the checkpoint they restored before
+``begin`` (the global step does not change): ``begin``, ``after_create_session``, then per
+batch ``before_run`` (its ``SessionRunArgs`` are ignored), the step, ``after_run`` with
+``RunValues(results, global_step)``, and ``end`` once the input is exhausted, ``steps``
+batches ran or a stop was requested (for ``predict``: once its generator is consumed).
+
+Exception semantics (as in TF's MonitoredSession): input exhaustion or a stop request leave
+the loop normally, so ``end`` runs for every hook. Any other exception raised by the step or
+by a hook (``NanLossDuringTrainingError``, a ``KeyboardInterrupt``) propagates at once: the
+remaining ``after_run`` calls and every ``end`` are skipped and no final checkpoint is written,
+so the model directory keeps the last good checkpoint (DataLoader workers are still shut down,
+the progress bar closed, summaries flushed and ``strategy.teardown(False)`` called).
+Preemption (SIGTERM, or a first Ctrl-C; a second Ctrl-C raises ``KeyboardInterrupt``) is not
+an exception inside the loop: the handler only records it, the loop stops at the next boundary
+(every trainer, through ``should_stop``), saves a checkpoint (the chief, through the saver
+hook, whose listeners run), runs every ``end``, then raises
 ``learnrun.errors.PreemptedError``.
 
 Hooks that define ``state_dict()`` / ``load_state_dict(state)`` have that state saved in every
