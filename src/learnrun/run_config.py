@@ -177,9 +177,11 @@ _NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction")
 
 
 def _normalised(name: str, value: Any) -> Any:
-    """The stored form of a constructor / ``replace`` value: paths as str, environ copied."""
+    """The stored form of a constructor / ``replace`` value: paths and devices as str, environ copied."""
     if name == "model_dir" and isinstance(value, os.PathLike):
         return os.fspath(value)
+    if name == "device" and value is not None and type(value).__module__ == "torch":
+        return str(value)  # a torch.device
     if name == "environ" and isinstance(value, Mapping):
         return dict(value)
     return value
@@ -248,8 +250,6 @@ class RunConfig:
         if save_checkpoints_secs == _USE_DEFAULT and not isinstance(save_checkpoints_secs, bool):
             save_checkpoints_secs = 600 if save_checkpoints_steps is None else None
         model_dir = _normalised("model_dir", model_dir)
-        if device is not None and type(device).__module__ == "torch":
-            device = str(device)  # a torch.device
         self._num_cores = num_cores
         self._log_device_placement = log_device_placement
         self._gpu_memory_fraction = gpu_memory_fraction
@@ -268,7 +268,7 @@ class RunConfig:
         self._device_fn = device_fn
         self._experimental_distribute = experimental_distribute
         self._experimental_max_worker_delay_secs = experimental_max_worker_delay_secs
-        self._device = device
+        self._device = _normalised("device", device)
         self._precision = precision
         self._gradient_clip_norm = gradient_clip_norm
         self._distributed_timeout_secs = distributed_timeout_secs

@@ -735,3 +735,13 @@ def test_uid_whitelist_accepts_any_iterable_of_names():
     a = RunConfig(model_dir="a", environ={})
     b = RunConfig(model_dir="b", environ={})
     assert a.uid(("model_dir",)) == b.uid({"model_dir"})
+
+
+def test_device_accepts_torch_device_in_constructor_and_replace():
+    import torch
+
+    config = RunConfig(device=torch.device("cpu"), environ={})
+    assert config.device == "cpu"
+    assert config.replace(device=torch.device("cuda", 1)).device == "cuda:1"
+    with pytest.raises(ValueError, match="device should be a torch device string"):
+        config.replace(device="tpu")
