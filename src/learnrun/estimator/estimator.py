@@ -20,9 +20,10 @@ from typing import Any
 
 from learnrun.errors import CheckpointError, NotFittedError, PreemptedError
 from learnrun.estimator import checkpoint as ckpt
-from learnrun.estimator.hooks import CheckpointSaverListener, SessionRunHook
+from learnrun.estimator.hooks import SessionRunHook
 from learnrun.estimator.loop import run_evaluation, run_hooked_loop, train_loop
 from learnrun.estimator.runtime import RNGFork, autocast_context, load_weights, to_device
+from learnrun.estimator.saver_hooks import checked_listeners
 from learnrun.estimator.spec import EstimatorSpec, ModeKeys
 from learnrun.estimator.strategy import LocalStrategy, make_strategy
 
@@ -226,11 +227,7 @@ class Estimator:
                 logger.info("Skipping training since max_steps has already saved.")
                 return self
         hooks = check_hooks(hooks)
-        listeners = list(saving_listeners or [])
-        for listener in listeners:
-            if not isinstance(listener, CheckpointSaverListener):
-                raise TypeError("saving_listeners must be CheckpointSaverListener instances, got "
-                                f"{type(listener).__name__}: {listener!r}.")
+        listeners = checked_listeners(saving_listeners, "saving_listeners")
         spec = self._call_model_fn(ModeKeys.TRAIN)
         if spec.train_step_fn is None and (spec.optimizer is None or spec.loss_fn is None):
             missing = "optimizer" if spec.optimizer is None else "loss_fn"
@@ -343,9 +340,7 @@ class Estimator:
         """
         from learnrun.estimator import summary
 
-        path = checkpoint_path
-
-        wanted = os.path.normpath(path)
+        wanted = os.path.normpath(checkpoint_path)
         for record in reversed(summary.read_eval_results(self.eval_dir(name))):
             if os.path.normpath(str(record.get("checkpoint_path", ""))) == wanted:
                 return {k: v for k, v in record.items() if k != "checkpoint_path"}

@@ -54,7 +54,7 @@ class CheckpointSaverHook(SessionRunHook):
             raise ValueError(f"save_steps must be > 0, got {save_steps!r}.")
         self._checkpoint_dir = str(checkpoint_dir)
         self._timer = SecondOrStepTimer(every_steps=save_steps, every_secs=save_secs, clock=clock)
-        self._listeners = _checked_listeners(listeners, "listeners")
+        self._listeners = checked_listeners(listeners, "listeners")
         self._steps_per_run = 1
         self.last_saved_step: int | None = None
 
@@ -64,7 +64,7 @@ class CheckpointSaverHook(SessionRunHook):
 
     def add_listeners(self, listeners) -> None:
         """Attach more listeners (the Estimator's ``saving_listeners``)."""
-        self._listeners.extend(_checked_listeners(listeners, "saving_listeners"))
+        self._listeners.extend(checked_listeners(listeners, "saving_listeners"))
 
     def begin(self) -> None:
         self._timer.reset()
@@ -114,7 +114,7 @@ class CheckpointSaverHook(SessionRunHook):
         return stop
 
 
-def _checked_listeners(listeners: Any, what: str) -> list[CheckpointSaverListener]:
+def checked_listeners(listeners: Any, what: str) -> list[CheckpointSaverListener]:
     """``listeners`` as a list, each a ``CheckpointSaverListener`` (TypeError naming ``what``)."""
     checked = list(listeners or ())
     for listener in checked:
