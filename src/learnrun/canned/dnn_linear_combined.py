@@ -16,6 +16,7 @@ from learnrun.canned.dnn import (
     make_activation,
 )
 from learnrun.canned.heads import Head, RegressionHead, classification_head
+from learnrun.canned.linear import default_linear_learning_rate
 from learnrun.canned.optimizers import (
     MultiOptimizer,
     check_learning_rate,
@@ -74,7 +75,7 @@ class _Combined(CannedEstimator):
                 optimizers.append(make_optimizer(dnn_optimizer, module.parts["dnn"].parameters(),
                                                  dnn_learning_rate, DNN_LEARNING_RATE))
             if "linear" in module.parts:
-                lr = min(LINEAR_LEARNING_RATE, 1.0 / len(linear_cols) ** 0.5)
+                lr = default_linear_learning_rate(len(linear_cols), LINEAR_LEARNING_RATE)
                 optimizers.append(make_optimizer(linear_optimizer, module.parts["linear"].parameters(),
                                                  linear_learning_rate, lr))
             return optimizers[0] if len(optimizers) == 1 else MultiOptimizer(optimizers)

@@ -14,9 +14,10 @@ from learnrun.feature_column import FeatureColumn, LinearModel
 _LEARNING_RATE = 0.2
 
 
-def default_linear_learning_rate(num_columns: int) -> float:
-    """TF's default: ``min(0.2, 1 / sqrt(number of feature columns))``."""
-    return min(_LEARNING_RATE, 1.0 / math.sqrt(max(num_columns, 1)))
+def default_linear_learning_rate(num_columns: int, cap: float = _LEARNING_RATE) -> float:
+    """TF's default: ``min(cap, 1 / sqrt(number of feature columns))``, ``cap`` 0.2 (0.005 in
+    the combined model)."""
+    return min(cap, 1.0 / math.sqrt(max(num_columns, 1)))
 
 
 class _Linear(CannedEstimator):
