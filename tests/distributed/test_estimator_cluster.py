@@ -69,6 +69,7 @@ def test_ps_chief_worker_and_evaluator_train_to_exactly_train_steps(tmp_path):
                                      save_steps=10, LRTEST_TRAIN_STEPS=str(steps))
     assert code == 0, out.text
     assert out.exit_codes() == {"ps:0": 0, "chief:0": 0, "worker:0": 0, "evaluator:0": 0}
+    assert "could not say goodbye" not in out.text, out.text  # a normal end looks normal
     assert out.values("chief:0", "STEP") and out.values("worker:0", "STEP")
     # The ps refuses pushes past the chief's last step: no overshoot (31 of 30) from the
     # trainers' concurrent pushes, whichever trainer pushes last.

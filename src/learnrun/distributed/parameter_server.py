@@ -320,6 +320,7 @@ class ShardServer:
 
 
 _SERVER: ShardServer | None = None
+_LINGER_SECS = 1.0  # how long a finished ps keeps answering before it leaves the RPC world
 
 
 def _server() -> ShardServer:
@@ -411,6 +412,9 @@ def serve_config(config: Any, transport: Any = None, clock: Clock | None = None)
         server.wait()
         logger.info("%s: training is over at global step %d (%d late pushes refused); "
                     "leaving.", server.name, server.global_step, server.refused)
+        # The last goodbye was applied by the RPC thread that still has to send its answer:
+        # give it a moment, or the trainer sees the ps vanish ("could not say goodbye").
+        server.clock.sleep(_LINGER_SECS)
     finally:
         transport.shutdown()
         _SERVER = None
