@@ -113,8 +113,10 @@ def test_sync_restart_resumes_from_latest_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("num_ps", [0, 1])
 def test_sigterm_to_a_worker_stops_every_trainer_and_the_chief_saves_once(tmp_path, num_ps):
-    code, out, _ = launch_experiment(tmp_path, num_ps=num_ps, num_workers=1,
-                                  LRTEST_TRAIN_STEPS="100000", LRTEST_SIGTERM_AT="worker:0@3")
+    # grace_secs: time the launcher gives the others to stop by themselves after the first
+    # 143 before it signals them; generous, so a loaded CI machine does not cut the save short.
+    code, out, _ = launch_experiment(tmp_path, num_ps=num_ps, num_workers=1, grace_secs=20.0,
+                                     LRTEST_TRAIN_STEPS="100000", LRTEST_SIGTERM_AT="worker:0@3")
     assert code == 143, out.text
     for task in ("chief:0", "worker:0"):
         assert "preempted" in out.text.split(f"[{task}] learnrun: Training was")[1][:30] or \
