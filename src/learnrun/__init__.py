@@ -43,7 +43,34 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "examples": ("learnrun.examples", None),
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# every name of _LAZY, and the version (tests/unit/test_package.py checks they agree)
+__all__ = [
+    "ClusterSpec",
+    "Estimator",
+    "EstimatorSpec",
+    "EvalSpec",
+    "Experiment",
+    "HParams",
+    "ModeKeys",
+    "NanLossDuringTrainingError",
+    "NotFittedError",
+    "RunConfig",
+    "TaskType",
+    "TrainSpec",
+    "Tuner",
+    "canned",
+    "distributed",
+    "examples",
+    "export",
+    "feature_column",
+    "hooks",
+    "inputs",
+    "run",
+    "train_and_evaluate",
+    "tune",
+    "tuning",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -62,7 +89,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from learnrun import canned, distributed, examples, export, feature_column, hooks, inputs, tuning
+    from learnrun import (
+        canned,
+        distributed,
+        examples,
+        export,
+        feature_column,
+        hooks,
+        inputs,
+        tuning,
+    )
     from learnrun.cluster import ClusterSpec, TaskType
     from learnrun.errors import NanLossDuringTrainingError, NotFittedError
     from learnrun.estimator.estimator import Estimator

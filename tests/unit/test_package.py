@@ -75,3 +75,7 @@ def test_import_learnrun_imports_no_heavy_or_optional_package():
     assert loaded == {"torch": False, "optuna": False, "pandas": False, "tensorboard": False}, (
         loaded
     )
+
+
+def test_all_lists_exactly_the_lazy_names_and_the_version():
+    assert sorted(learnrun.__all__) == sorted([*learnrun._LAZY, "__version__"])
