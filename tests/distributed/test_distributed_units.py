@@ -138,10 +138,18 @@ def test_task_envs_give_each_task_its_tf_config():
                                     "MASTER_PORT": "6000"}
 
 
-def test_launch_prefixes_output_and_returns_the_first_failure_code():
+def test_launch_prefixes_output_and_returns_the_first_failure_code(tmp_path):
     out = Collector()
-    script = ("import json,os,sys; t=json.loads(os.environ['TF_CONFIG'])['task'];"
-              "print('hello', t['type']); sys.exit(3 if t['type']=='worker' else 0)")
+    # the worker fails only after the chief has printed (a marker file), so the launcher's
+    # stop cannot cut the chief's line short however slowly the chief starts
+    marker = str(tmp_path / "chief-printed")
+    script = ("import json,os,sys,time; t=json.loads(os.environ['TF_CONFIG'])['task'];"
+              "print('hello', t['type'], flush=True);"
+              f"m={marker!r}; t['type']=='chief' and open(m,'w').close();"
+              "end=time.monotonic()+20\n"
+              "while t['type']=='worker' and not os.path.exists(m) and time.monotonic()<end: "
+              "time.sleep(0.05)\n"
+              "sys.exit(3 if t['type']=='worker' else 0)")
     code = launch(None, num_workers=1, command=[sys.executable, "-c", script], output=out,
                   timeout=25, grace_secs=2)
     assert code == 3
