@@ -65,14 +65,7 @@ _DEFAULT_UID_WHITE_LIST = [
 ]
 _DEFAULT_REPLACEABLE_LIST = [
     "model_dir",
-    "tf_random_seed",
-    "save_summary_steps",
-    "save_checkpoints_steps",
-    "save_checkpoints_secs",
-    "session_config",
-    "keep_checkpoint_max",
-    "keep_checkpoint_every_n_hours",
-    "log_step_count_steps",
+    *_DEFAULT_UID_WHITE_LIST,  # TF 1.15's list holds these in this order after model_dir
     "train_distribute",
     "device_fn",
     "protocol",

@@ -13,16 +13,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-_UID_WHITELIST = (
-    "tf_random_seed",
-    "save_summary_steps",
-    "save_checkpoints_steps",
-    "save_checkpoints_secs",
-    "session_config",
-    "keep_checkpoint_max",
-    "keep_checkpoint_every_n_hours",
-    "log_step_count_steps",
-)
+from learnrun.run_config import _DEFAULT_UID_WHITE_LIST
+
+_UID_WHITELIST = tuple(_DEFAULT_UID_WHITE_LIST)
 
 
 class FakeRunConfig:
