@@ -13,8 +13,9 @@ import pytest
 from learnrun.errors import PREEMPTED_EXIT_CODE
 from learnrun.estimator import checkpoint as ckpt
 
-SCRIPT = textwrap.dedent("""
-    import os, signal, sys, logging
+# What both training scripts start with: imports, arguments and a one-layer model_fn.
+PREAMBLE = textwrap.dedent("""
+    import os, signal, sys, threading, time, logging
     import torch
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO)
@@ -30,6 +31,9 @@ SCRIPT = textwrap.dedent("""
         m = torch.nn.Linear(3, 1)
         return EstimatorSpec(module=m, loss_fn=torch.nn.functional.mse_loss,
                              optimizer=torch.optim.SGD(m.parameters(), lr=0.01))
+""")
+
+SCRIPT = PREAMBLE + textwrap.dedent("""
 
     def input_fn():
         g = torch.Generator().manual_seed(0)
@@ -121,22 +125,7 @@ def test_second_sigint_raises_keyboard_interrupt_at_once(tmp_path):
     assert ckpt.load_checkpoint(latest).state["global_step"] == 5
 
 
-LOADER_SCRIPT = textwrap.dedent("""
-    import os, signal, sys, threading, time, logging
-    import torch
-    torch.set_num_threads(1)
-    logging.basicConfig(level=logging.INFO)
-    from learnrun.estimator.estimator import Estimator
-    from learnrun.estimator.hooks import SessionRunHook
-    from learnrun.estimator.spec import EstimatorSpec
-    from learnrun.run_config import RunConfig
-
-    model_dir, mode = sys.argv[1], sys.argv[2]
-
-    def model_fn():
-        m = torch.nn.Linear(3, 1)
-        return EstimatorSpec(module=m, loss_fn=torch.nn.functional.mse_loss,
-                             optimizer=torch.optim.SGD(m.parameters(), lr=0.01))
+LOADER_SCRIPT = PREAMBLE + textwrap.dedent("""
 
     class Slow(torch.utils.data.Dataset):
         def __len__(self):
