@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import learnrun
-from learnrun.estimator.hooks import SessionRunHook
+from learnrun.hooks import SessionRunHook
 
 BATCH, IN, OUT, N_SAMPLES = 128, 64, 10, 4096
 _CONFIG = {"tf_random_seed": 0, "save_checkpoints_steps": 10**9, "save_checkpoints_secs": None,

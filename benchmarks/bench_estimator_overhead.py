@@ -17,10 +17,10 @@ import time
 
 import torch
 
+from learnrun.config.run_config import RunConfig
 from learnrun.estimator.estimator import Estimator
-from learnrun.estimator.hooks import SessionRunHook
 from learnrun.estimator.spec import EstimatorSpec
-from learnrun.run_config import RunConfig
+from learnrun.hooks import SessionRunHook
 
 
 def build():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from learnrun._version import __version__
 
 # public name -> (module, attribute); attribute None means "the module itself"
 _LAZY: dict[str, tuple[str, str | None]] = {
@@ -21,10 +21,10 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "tune": ("learnrun.runner", "tune"),
     "Tuner": ("learnrun.runner", "Tuner"),
     "Experiment": ("learnrun.experiment", "Experiment"),
-    "RunConfig": ("learnrun.run_config", "RunConfig"),
+    "RunConfig": ("learnrun.config.run_config", "RunConfig"),
     "HParams": ("learnrun.hparams", "HParams"),
-    "TaskType": ("learnrun.cluster", "TaskType"),
-    "ClusterSpec": ("learnrun.cluster", "ClusterSpec"),
+    "TaskType": ("learnrun.config.cluster", "TaskType"),
+    "ClusterSpec": ("learnrun.config.cluster", "ClusterSpec"),
     "Estimator": ("learnrun.estimator.estimator", "Estimator"),
     "EstimatorSpec": ("learnrun.estimator.spec", "EstimatorSpec"),
     "ModeKeys": ("learnrun.estimator.spec", "ModeKeys"),
@@ -99,12 +99,12 @@ if TYPE_CHECKING:  # pragma: no cover
         inputs,
         tuning,
     )
-    from learnrun.cluster import ClusterSpec, TaskType
+    from learnrun.config.cluster import ClusterSpec, TaskType
+    from learnrun.config.run_config import RunConfig
     from learnrun.errors import NanLossDuringTrainingError, NotFittedError
     from learnrun.estimator.estimator import Estimator
     from learnrun.estimator.spec import EstimatorSpec, ModeKeys
     from learnrun.experiment import Experiment
     from learnrun.hparams import HParams
-    from learnrun.run_config import RunConfig
     from learnrun.runner import Tuner, run, tune
     from learnrun.training import EvalSpec, TrainSpec, train_and_evaluate

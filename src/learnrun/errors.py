@@ -40,3 +40,7 @@ class PreemptedError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
+
+
+class CLIError(Exception):
+    """Bad command-line input: the CLI prints it as one ``learnrun: error:`` line, exit status 2."""

@@ -2,7 +2,7 @@
 
 Both follow TF's ``tf.estimator.inputs`` argument checks and return an ``input_fn`` for
 ``Estimator.train/evaluate/predict``. The ``input_fn`` may be given ``input_context``
-(:class:`learnrun.estimator.strategy.InputContext`); it then reads only its shard: with ``n``
+(:class:`learnrun.distributed.base.InputContext`); it then reads only its shard: with ``n``
 pipelines, the example at position ``i`` of an epoch's order goes to pipeline ``i % n``, so no
 example is lost or read twice. Shuffling draws one permutation per epoch from
 ``(seed, epoch)``, identical in every pipeline.

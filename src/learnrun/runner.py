@@ -33,31 +33,17 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from learnrun.config.run_config import RunConfig
+from learnrun.experiment import Experiment
+from learnrun.hparams import HParams
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["run", "tune", "Tuner", "default_schedule", "available_schedules"]
 
 
-def _run_config_class() -> type:
-    from learnrun.run_config import RunConfig
-
-    return RunConfig
-
-
-def _hparams_class() -> type:
-    from learnrun.hparams import HParams
-
-    return HParams
-
-
-def _experiment_class() -> type:
-    from learnrun.experiment import Experiment
-
-    return Experiment
-
-
 def _check_experiment(experiment: Any) -> None:
-    if not isinstance(experiment, _experiment_class()):
+    if not isinstance(experiment, Experiment):
         raise TypeError(
             f"Experiment builder did not return an Experiment instance, got {type(experiment)} instead."
         )
@@ -69,7 +55,7 @@ def _wrapped_experiment_fn_with_uid_check(
     """Wrap ``experiment_fn`` so that the Estimator must use the run_config it was given."""
 
     def wrapped_experiment_fn(run_config: Any, hparams: Any) -> Any:
-        if not isinstance(run_config, _run_config_class()):
+        if not isinstance(run_config, RunConfig):
             raise ValueError(
                 f"`run_config` must be `learnrun.RunConfig` instance; got {type(run_config).__name__} ({run_config!r})."
             )
@@ -78,7 +64,7 @@ def _wrapped_experiment_fn_with_uid_check(
                 "Must specify a model directory `model_dir` in `run_config`. Got model_dir="
                 f"{run_config.model_dir!r}; use RunConfig(model_dir=...) or TF_CONFIG's model_dir."
             )
-        if hparams is not None and not isinstance(hparams, _hparams_class()):
+        if hparams is not None and not isinstance(hparams, HParams):
             raise ValueError(
                 f"`hparams` must be `HParams` instance; got {type(hparams).__name__} ({hparams!r}). Build it with "
                 "learnrun.HParams(name=value, ...)."
@@ -110,25 +96,6 @@ def _wrapped_experiment_fn_with_uid_check(
     return wrapped_experiment_fn
 
 
-def _count_tasks(cluster_spec: Any) -> int:
-    jobs = cluster_spec.as_dict() if hasattr(cluster_spec, "as_dict") else dict(cluster_spec)
-    count = 0
-    for tasks in jobs.values():
-        if isinstance(tasks, dict):
-            # Sparse job: TF counts the holes too (job_tasks pads them with None).
-            count += (max(int(i) for i in tasks) + 1) if tasks else 0
-        else:
-            count += len(tasks)
-    return count
-
-
-def _is_distributed(config: Any) -> bool:
-    cluster_spec = getattr(config, "cluster_spec", None)
-    if not cluster_spec:
-        return False
-    return _count_tasks(cluster_spec) > 1
-
-
 _DEFAULT_SCHEDULES = {
     "ps": "serve",
     "worker": "train",
@@ -138,8 +105,8 @@ _DEFAULT_SCHEDULES = {
 }
 
 
-def default_schedule(config: Any) -> str:
-    """Return the schedule a task runs when ``run`` is given none (the seed document's table).
+def default_schedule(config: RunConfig | None) -> str:
+    """Return the schedule a task runs when ``run`` is given none (TF's learn_runner table).
 
     ====================================  ======================
     task                                  schedule
@@ -153,9 +120,9 @@ def default_schedule(config: Any) -> str:
     anything else                         ``ValueError``
     ====================================  ======================
     """
-    if not config or not _is_distributed(config):
+    if config is None or not config.is_distributed:
         return "train_and_evaluate"
-    task_type = getattr(config, "task_type", None)
+    task_type = config.task_type
     if not task_type:
         raise ValueError(
             "Must specify a schedule: the cluster has several tasks but the config has no task "

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import learnrun
-from learnrun.estimator.hooks import SessionRunHook
+from learnrun.hooks import SessionRunHook
 
 IN, HIDDEN, N_SAMPLES, GLOBAL_BATCH = 8, 16, 512, 16
 
@@ -99,7 +99,7 @@ class TestHook(SessionRunHook):
 
 
 def _saving_listener() -> Any:
-    from learnrun.estimator.hooks import CheckpointSaverListener
+    from learnrun.hooks import CheckpointSaverListener
 
     class _Reporter(CheckpointSaverListener):
         def after_save(self, session: Any, global_step_value: int) -> None:
@@ -149,7 +149,7 @@ def config_args(save_steps: int | None = None, timeout: float = 20, keep: int = 
 
 def experiment_fn(run_config: Any, hparams: Any = None) -> learnrun.Experiment:
     """The test Experiment; settings from the ``LRTEST_*`` environment variables."""
-    from learnrun.estimator.hooks import GlobalStepWaiterHook
+    from learnrun.hooks import GlobalStepWaiterHook
 
     env = os.environ
     task = _task(run_config)

@@ -5,22 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
 
 import pytest
 import torch
 from _helpers import Collector
 
 from learnrun.clock import FakeClock
+from learnrun.config.run_config import RunConfig
 from learnrun.distributed import add_launch_arguments, launch, launch_main, strategy_for_config
 from learnrun.distributed.launch import LocalCluster
-from learnrun.distributed.parameter_server import (
+from learnrun.distributed.ps.server import (
     STOP_DONE,
     STOP_FAILED,
     STOP_NONE,
     ShardServer,
 )
-from learnrun.distributed.ps_strategy import plan_shards
+from learnrun.distributed.ps.trainer import plan_shards
 from learnrun.errors import DistributedError
 
 pytestmark = pytest.mark.timeout(30)
@@ -180,11 +180,14 @@ def test_launch_arguments_and_bad_values():
 
 
 def test_strategy_for_config_picks_the_engine_and_rejects_non_trainers():
-    base = dict(task_id=0, cluster_spec={"chief": ["h:1"], "worker": ["h:2"]}, is_chief=True,
-                rank=0, world_size=2, master_addr="h", master_port=1)
-    ddp = strategy_for_config(types.SimpleNamespace(task_type="chief", num_ps_replicas=0, **base))
+    def config(task_type: str, **jobs: list[str]) -> RunConfig:
+        cluster = {"chief": ["h:1"], "worker": ["h:2"], **jobs}
+        tf_config = {"cluster": cluster, "task": {"type": task_type, "index": 0}}
+        return RunConfig(environ={"TF_CONFIG": json.dumps(tf_config)})
+
+    ddp = strategy_for_config(config("chief"))
     assert type(ddp).__name__ == "DDPStrategy" and ddp.input_context().num_input_pipelines == 2
-    ps = strategy_for_config(types.SimpleNamespace(task_type="chief", num_ps_replicas=1, **base))
+    ps = strategy_for_config(config("chief", ps=["h:3"]))
     assert type(ps).__name__ == "ParameterServerStrategy"
     with pytest.raises(ValueError, match="'evaluator' does not train"):
-        strategy_for_config(types.SimpleNamespace(task_type="evaluator", num_ps_replicas=0))
+        strategy_for_config(config("evaluator", evaluator=["h:4"]))

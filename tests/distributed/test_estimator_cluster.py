@@ -12,7 +12,7 @@ import torch
 from _helpers import launch_experiment
 
 import learnrun
-from learnrun.estimator.checkpoint import checkpoint_step, latest_checkpoint, load_checkpoint
+from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint, load_checkpoint
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 

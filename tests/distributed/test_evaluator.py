@@ -10,7 +10,7 @@ import pytest
 
 import learnrun
 from learnrun.clock import FakeClock
-from learnrun.estimator.checkpoint import list_checkpoints
+from learnrun.model_dir.checkpoints import list_checkpoints
 
 pytestmark = pytest.mark.timeout(60)
 

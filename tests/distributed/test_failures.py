@@ -14,7 +14,7 @@ import json
 import pytest
 from _helpers import launch_experiment
 
-from learnrun.estimator.checkpoint import checkpoint_step, latest_checkpoint
+from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(90)]
 

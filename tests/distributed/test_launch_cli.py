@@ -15,7 +15,7 @@ import pytest
 from _helpers import EXPERIMENT
 
 from learnrun.errors import PREEMPTED_EXIT_CODE
-from learnrun.estimator.checkpoint import checkpoint_step, latest_checkpoint
+from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
 import torch
 
 from learnrun.clock import FakeClock
-from learnrun.distributed.parameter_server import STOP_DONE, ShardServer
-from learnrun.distributed.ps_strategy import ParameterServerStrategy
+from learnrun.config.run_config import RunConfig
+from learnrun.distributed.ps.server import STOP_DONE, ShardServer
+from learnrun.distributed.ps.trainer import ParameterServerStrategy
 from learnrun.errors import DistributedError
-from learnrun.estimator.hooks import GlobalStepWaiterHook
+from learnrun.hooks import GlobalStepWaiterHook
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -48,9 +50,9 @@ class FakeTransport:
 
 
 def _strategy(task_type: str, servers) -> ParameterServerStrategy:
-    config = types.SimpleNamespace(task_type=task_type, task_id=0, cluster_spec=CLUSTER,
-                                   is_chief=task_type == "chief", num_ps_replicas=2,
-                                   distributed_timeout_secs=10, device="cpu")
+    tf_config = {"cluster": CLUSTER, "task": {"type": task_type, "index": 0}}
+    config = RunConfig(environ={"TF_CONFIG": json.dumps(tf_config)}, distributed_timeout_secs=10,
+                       device="cpu")
     return ParameterServerStrategy(config, transport=FakeTransport(servers))
 
 

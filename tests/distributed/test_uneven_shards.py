@@ -55,6 +55,6 @@ def test_trainer_whose_shard_ends_first_stops_the_group(tmp_path: Path):
     # both stopped after the worker's only batch, long before the 60 s collective timeout
     assert elapsed < 50, out.text
     assert "Input exhausted at global step 1" in out.text, out.text
-    from learnrun.estimator.checkpoint import checkpoint_step, latest_checkpoint
+    from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint
 
     assert checkpoint_step(latest_checkpoint(str(tmp_path / "model"))) == 1

@@ -15,8 +15,8 @@ from learnrun.canned import (
     LinearClassifier,
     LinearRegressor,
 )
+from learnrun.config.run_config import RunConfig
 from learnrun.inputs import numpy_input_fn, pandas_input_fn
-from learnrun.run_config import RunConfig
 
 
 def _data(n=300, seed=0):
@@ -87,7 +87,7 @@ def test_combined_regressor_learns_and_resumes(tmp_path):
 
 
 def test_input_position_resumes_across_train_calls(tmp_path):
-    from learnrun.estimator.hooks import SessionRunHook
+    from learnrun.hooks import SessionRunHook
 
     class Record(SessionRunHook):
         def __init__(self):
@@ -291,7 +291,7 @@ def test_warm_start_from_another_model_dir(tmp_path):
 
 def test_input_position_resumes_across_a_restart(tmp_path):
     """A new Estimator on the same model_dir (a restarted process) reads the exact next batch."""
-    from learnrun.estimator.hooks import SessionRunHook
+    from learnrun.hooks import SessionRunHook
 
     class Record(SessionRunHook):
         def __init__(self):

@@ -240,7 +240,7 @@ def test_preemption_exits_143(exp):
 def test_checkpoints_command(tmp_path):
     import torch
 
-    from learnrun.estimator.checkpoint import CheckpointManager
+    from learnrun.model_dir.checkpoints import CheckpointManager
 
     model_dir = tmp_path / "model"
     manager = CheckpointManager(str(model_dir))

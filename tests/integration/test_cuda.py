@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from learnrun.estimator import checkpoint as ckpt
+from learnrun.config.run_config import RunConfig
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
 from learnrun.export import load_export
-from learnrun.run_config import RunConfig
+from learnrun.model_dir import checkpoints as ckpt
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

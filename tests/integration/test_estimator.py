@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from learnrun.clock import FakeClock
+from learnrun.config.run_config import RunConfig
 from learnrun.errors import CheckpointError, NanLossDuringTrainingError, NotFittedError
-from learnrun.estimator import checkpoint as ckpt
 from learnrun.estimator.estimator import Estimator, WarmStartSettings
-from learnrun.estimator.hooks import CheckpointSaverListener, SessionRunHook
 from learnrun.estimator.spec import EstimatorSpec
-from learnrun.hooks import stop_if_lower_hook
-from learnrun.run_config import RunConfig
+from learnrun.hooks import CheckpointSaverListener, SessionRunHook, stop_if_lower_hook
+from learnrun.model_dir import checkpoints as ckpt
 
 X = torch.randn(96, 4, generator=torch.Generator().manual_seed(0))
 Y = (X.sum(1) > 0).long()
@@ -217,7 +216,7 @@ def test_tensorboard_events_and_results(tmp_path):
     est = Estimator(make_model_fn(), config=config(tmp_path, save_summary_steps=4))
     est.train(ShuffledBatches, steps=12)
     est.evaluate(eval_input_fn)
-    from learnrun.estimator import summary
+    from learnrun.model_dir import summaries as summary
 
     summary.close_all()
     train = EventAccumulator(est.model_dir, size_guidance={"scalars": 0})

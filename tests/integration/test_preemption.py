@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from learnrun.errors import PREEMPTED_EXIT_CODE
-from learnrun.estimator import checkpoint as ckpt
+from learnrun.model_dir import checkpoints as ckpt
 
 # What both training scripts start with: imports, arguments and a one-layer model_fn.
 PREAMBLE = textwrap.dedent("""
@@ -20,10 +20,10 @@ PREAMBLE = textwrap.dedent("""
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO)
     from learnrun.estimator.estimator import Estimator
-    from learnrun.estimator.hooks import SessionRunHook
+    from learnrun.hooks import SessionRunHook
     from learnrun.estimator.spec import EstimatorSpec
-    from learnrun.run_config import RunConfig
-    from learnrun.estimator import checkpoint as ckpt
+    from learnrun.config.run_config import RunConfig
+    from learnrun.model_dir import checkpoints as ckpt
 
     model_dir, mode = sys.argv[1], sys.argv[2]
 

@@ -18,11 +18,11 @@ import torch
 import learnrun
 import learnrun.export
 from learnrun.clock import FakeClock
-from learnrun.estimator.checkpoint import checkpoint_step, list_checkpoints
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
-from learnrun.estimator.summary import read_eval_results
 from learnrun.experiment import Experiment
+from learnrun.model_dir.checkpoints import checkpoint_step, list_checkpoints
+from learnrun.model_dir.eval_results import read_eval_results
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,10 +17,10 @@ import torch
 import learnrun
 import learnrun.export
 from learnrun.clock import FakeClock
-from learnrun.estimator.checkpoint import list_checkpoints
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
-from learnrun.estimator.summary import read_eval_results
+from learnrun.model_dir.checkpoints import list_checkpoints
+from learnrun.model_dir.eval_results import read_eval_results
 from learnrun.training import (
     BestExporter,
     EvalSpec,

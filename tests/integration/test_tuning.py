@@ -173,8 +173,8 @@ def test_cli_tune_bad_space_is_one_line(tmp_path):
 
 
 def test_pruning_stops_training_from_in_training_evaluations(tmp_path):
-    from learnrun.estimator.checkpoint import list_checkpoints
     from learnrun.examples import digits
+    from learnrun.model_dir.checkpoints import list_checkpoints
 
     tuner = OptunaTuner(
         "learning_rate=loguniform(1e-3,1e-2)", metric="accuracy", n_trials=1,

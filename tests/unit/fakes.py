@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from learnrun.run_config import _DEFAULT_UID_WHITE_LIST
+from learnrun.config.run_config import _DEFAULT_UID_WHITE_LIST
 
 _UID_WHITELIST = tuple(_DEFAULT_UID_WHITE_LIST)
 

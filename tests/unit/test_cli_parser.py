@@ -6,18 +6,14 @@ import os
 
 import pytest
 
-from learnrun import cli
-from learnrun.cli_support import (
-    CLIError,
-    _infer_hparams,
-    _split_top_level,
-    format_metrics,
-    format_table,
-    load_target,
-    output_locations,
-    parse_literal,
-    read_all_eval_results,
-)
+from learnrun.cli import main as cli_main
+from learnrun.cli.overrides import infer_hparams, parse_literal
+from learnrun.cli.report import output_locations
+from learnrun.cli.targets import load_target
+from learnrun.errors import CLIError
+from learnrun.model_dir.eval_results import read_all_eval_results
+from learnrun.tables import format_metrics, format_table
+from learnrun.tuning.search_space import split_top_level
 
 
 def test_parse_literal_types():
@@ -32,18 +28,18 @@ def test_parse_literal_types():
 
 
 def test_split_top_level_keeps_brackets():
-    assert _split_top_level("a=1,b=[1,2],c=choice(3,4)") == ["a=1", "b=[1,2]", "c=choice(3,4)"]
+    assert split_top_level("a=1,b=[1,2],c=choice(3,4)", strict=False) == ["a=1", "b=[1,2]", "c=choice(3,4)"]
 
 
-def test_infer_hparams_and_errors():
-    assert _infer_hparams("lr=0.1,units=[64,32],act=relu") == {
+def testinfer_hparams_and_errors():
+    assert infer_hparams("lr=0.1,units=[64,32],act=relu") == {
         "lr": 0.1, "units": [64, 32], "act": "relu"}
     with pytest.raises(CLIError, match="malformed clause 'lr'"):
-        _infer_hparams("lr")
+        infer_hparams("lr")
     with pytest.raises(CLIError, match="assigned twice"):
-        _infer_hparams("lr=1,lr=2")
+        infer_hparams("lr=1,lr=2")
     with pytest.raises(CLIError, match="unclosed list"):
-        _infer_hparams("units=[1,2")
+        infer_hparams("units=[1,2")
 
 
 def test_load_target_file_and_function(tmp_path):
@@ -114,7 +110,7 @@ def test_read_eval_results_and_locations(tmp_path):
 
 
 def test_parser_commands():
-    parser = cli.build_parser()
+    parser = cli_main.build_parser()
     args = parser.parse_args(["run", "digits", "--model-dir", "d", "--config", "a=1",
                               "--config", "b=2", "--hparams", "lr=0.1"])
     assert (args.target, args.model_dir, args.config, args.hparams) == (
@@ -127,13 +123,13 @@ def test_parser_commands():
 
 
 def test_main_reports_one_line(capsys):
-    assert cli.main(["run", "nosuchthing"]) == 2
+    assert cli_main.main(["run", "nosuchthing"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("learnrun: error: unknown TARGET")
 
 
 def test_version(capsys):
     with pytest.raises(SystemExit) as info:
-        cli.main(["--version"])
+        cli_main.main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.startswith("learnrun 0.1.0")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learnrun.cluster import (
+from learnrun.config.environment import (
     ClusterInfo,
     ClusterSpec,
     TaskType,
@@ -39,7 +39,7 @@ CHIEF_CLUSTER = {
 
 
 def test_no_torch_import():
-    code = "import learnrun.run_config, learnrun.cluster, learnrun.hparams, sys; assert 'torch' not in sys.modules"
+    code = "import learnrun.config.run_config, learnrun.config.environment, learnrun.hparams, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -15,7 +15,7 @@ from fakes import (
     fake_input_fn,
 )
 
-import learnrun.estimator.hooks as hooks_module
+import learnrun.hooks as hooks_module
 import learnrun.hooks as public_hooks
 from learnrun import experiment as experiment_module
 from learnrun.clock import FakeClock
@@ -646,8 +646,8 @@ def test_test(clock):
 
 
 def test_eval_metrics_with_real_learnrun_estimator(tmp_path):
+    from learnrun.config.run_config import RunConfig
     from learnrun.estimator.estimator import Estimator
-    from learnrun.run_config import RunConfig
 
     est = Estimator(lambda params: None, config=RunConfig(model_dir=str(tmp_path), environ={}))
     with pytest.raises(ValueError, match="`eval_metrics` must be `None` with `learnrun.Estimator`"):

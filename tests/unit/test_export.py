@@ -10,7 +10,8 @@ import torch
 
 from learnrun import export as E
 from learnrun.clock import FakeClock
-from learnrun.estimator import summary
+from learnrun.model_dir import eval_results
+from learnrun.model_dir import summaries as summary
 
 
 class _FrozenClock(FakeClock):
@@ -223,11 +224,11 @@ def test_default_compare_fn_requires_loss():
     with pytest.raises(ValueError, match="cand_eval_result cannot be empty or no loss is found in it."):
         selector.update("b", {"accuracy": 1.0})
     with pytest.raises(ValueError, match="curr_best_eval_result cannot be empty"):
-        E._default_compare_fn({}, {"loss": 1.0})
+        E.strategies._default_compare_fn({}, {"loss": 1.0})
 
 
 def test_best_model_selector_reads_event_files(tmp_path):
-    eval_dir = summary.eval_dir(str(tmp_path))
+    eval_dir = eval_results.eval_dir(str(tmp_path))
     for step, loss in [(10, 0.5), (20, 0.2), (30, 0.4)]:
         summary.write_scalars(eval_dir, step, {"loss": loss, "accuracy": 1 - loss})
     summary.close_all()
@@ -243,9 +244,9 @@ def test_best_model_selector_reads_event_files(tmp_path):
 
 
 def test_best_model_selector_without_tensorboard_uses_results_jsonl(tmp_path, monkeypatch):
-    eval_dir = summary.eval_dir(str(tmp_path))
-    summary.append_eval_result(eval_dir, {"global_step": 10, "loss": 0.2})
-    summary.append_eval_result(eval_dir, {"global_step": 20, "loss": 0.5})
+    eval_dir = eval_results.eval_dir(str(tmp_path))
+    eval_results.append_eval_result(eval_dir, {"global_step": 10, "loss": 0.2})
+    eval_results.append_eval_result(eval_dir, {"global_step": 20, "loss": 0.5})
     (tmp_path / "eval" / "events.out.tfevents.1.host").write_bytes(b"")
     monkeypatch.setitem(sys.modules, "tensorboard.backend.event_processing.event_accumulator", None)
     selector = E.BestModelSelector(os.path.join(eval_dir, "*.tfevents.*"))

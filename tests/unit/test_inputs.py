@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from learnrun.estimator.strategy import InputContext
+from learnrun.distributed.base import InputContext
 from learnrun.inputs import numpy_input_fn, pandas_input_fn
 
 

@@ -38,7 +38,8 @@ def test_core_names_are_public_and_come_from_their_modules(name):
 
 
 def test_core_names_are_the_implementations():
-    from learnrun import experiment, hparams, run_config, runner, training
+    from learnrun import experiment, hparams, runner, training
+    from learnrun.config import run_config
 
     assert learnrun.run is runner.run
     assert learnrun.tune is runner.tune

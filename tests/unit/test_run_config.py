@@ -10,7 +10,7 @@ import random
 import pytest
 
 import learnrun
-from learnrun.run_config import RunConfig, SessionConfig
+from learnrun.config.run_config import RunConfig, SessionConfig
 
 TF_CONFIG_ENV = "TF_CONFIG"
 CLUSTER = {"ps": ["host1:1", "host2:2"], "worker": ["host3:3", "host4:4", "host5:5"]}

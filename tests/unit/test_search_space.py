@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import learnrun.tuning
-from learnrun.search_space import Dimension, SearchSpaceError, parse_search_space
+from learnrun.tuning.search_space import Dimension, SearchSpaceError, parse_search_space
 
 
 def test_parse_search_space_forms():
@@ -72,7 +72,7 @@ def test_tuning_reexports_the_search_space_names():
 
 
 def test_parsing_does_not_import_optuna():
-    code = ("import sys; from learnrun.search_space import parse_search_space; "
+    code = ("import sys; from learnrun.tuning.search_space import parse_search_space; "
             "parse_search_space('lr=uniform(0, 1)'); print('optuna' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)

@@ -8,9 +8,10 @@ import pytest
 from fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 import learnrun.export
+import learnrun.export.exporters
 from learnrun import training
 from learnrun.clock import FakeClock
-from learnrun.estimator.hooks import SessionRunHook
+from learnrun.hooks import SessionRunHook
 from learnrun.training import (
     BestExporter,
     EvalSpec,
@@ -465,7 +466,7 @@ def test_evaluator_listener_can_stop(clock):
 def gc_calls(monkeypatch):
     calls = []
     monkeypatch.setattr(
-        learnrun.export,
+        learnrun.export.exporters,
         "garbage_collect_exports",
         lambda base, keep: calls.append((base, keep)),
         raising=False,

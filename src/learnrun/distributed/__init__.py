@@ -1,6 +1,7 @@
 """Distributed execution on ``torch.distributed``: DDP, parameter servers, a local launcher.
 
-* :func:`strategy_for_config` — the engine of a trainer task: :class:`DDPStrategy` when the
+* :func:`make_strategy` — the engine of any process (``LocalStrategy`` unless it is a
+  distributed trainer); :func:`strategy_for_config` — the engine of a trainer task: :class:`DDPStrategy` when the
   cluster has no ps tasks, :class:`ParameterServerStrategy` when it has.
 * :func:`serve` — the ``serve``/``run_std_server`` schedule of a ps task.
 * :func:`launch`, :func:`add_launch_arguments`, :func:`launch_main` — ``learnrun launch``.
@@ -11,55 +12,53 @@ Importing this package imports no torch; the engines import it when they run.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
+from learnrun.config.cluster import TaskType
+from learnrun.distributed.base import InputContext, LocalStrategy, Strategy
+from learnrun.distributed.ddp import DDPStrategy
 from learnrun.distributed.launch import add_launch_arguments, launch, launch_main
+from learnrun.distributed.ps.server import serve
+from learnrun.distributed.ps.trainer import ParameterServerStrategy
 
-__all__ = ["strategy_for_config", "serve", "launch", "add_launch_arguments", "launch_main",
-           "exit_process", "DDPStrategy", "ParameterServerStrategy"]
+if TYPE_CHECKING:
+    from learnrun.config.run_config import RunConfig
 
-_LAZY = {"DDPStrategy": "learnrun.distributed.sync",
-         "ParameterServerStrategy": "learnrun.distributed.ps_strategy"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'learnrun.distributed' has no attribute {name!r}")
+__all__ = ["make_strategy", "strategy_for_config", "serve", "launch", "add_launch_arguments",
+           "launch_main", "exit_process", "Strategy", "LocalStrategy", "InputContext",
+           "DDPStrategy", "ParameterServerStrategy"]
 
 
-def strategy_for_config(config: Any):
+def make_strategy(config: RunConfig | None) -> Strategy:
+    """The engine for ``config``: ``LocalStrategy`` unless this is a distributed trainer.
+
+    A trainer of a cluster with several trainers or with ps tasks gets
+    :func:`strategy_for_config`'s engine; no config, a local run, a one-task cluster and the
+    evaluator get ``LocalStrategy``.
+    """
+    if config is None or config.task_type in (None, TaskType.EVALUATOR):
+        return LocalStrategy(config)
+    if config.world_size > 1 or config.num_ps_replicas > 0:
+        return strategy_for_config(config)
+    return LocalStrategy(config)
+
+
+def strategy_for_config(config: RunConfig) -> Strategy:
     """The training engine for a trainer task of ``config``'s cluster.
 
     ps tasks in the cluster -> ``ParameterServerStrategy`` (asynchronous); otherwise
     ``DDPStrategy`` (synchronous, ``config.world_size`` trainers). Raises ValueError for a
     task that does not train (ps, evaluator), naming it.
     """
-    task_type = getattr(config, "task_type", None)
-    if task_type in ("ps", "evaluator"):
+    if not config.is_trainer:
         raise ValueError(
-            f"Task type {task_type!r} does not train, so it has no training strategy; a ps "
+            f"Task type {config.task_type!r} does not train, so it has no training strategy; a ps "
             "task runs serve() and an evaluator runs continuous_eval().")
-    if int(getattr(config, "num_ps_replicas", 0) or 0) > 0:
-        from learnrun.distributed.ps_strategy import ParameterServerStrategy
-
+    if config.num_ps_replicas > 0:
         return ParameterServerStrategy(config)
-    from learnrun.distributed.sync import DDPStrategy
-
     return DDPStrategy(config)
-
-
-def serve(experiment: Any) -> None:
-    """Host this ps task's shard of the parameters until training ends (then return).
-
-    Collective with the chief and the workers. See :mod:`learnrun.distributed.parameter_server`.
-    """
-    from learnrun.distributed.parameter_server import serve as _serve
-
-    _serve(experiment)
 
 
 def exit_process(code: int = 0) -> None:

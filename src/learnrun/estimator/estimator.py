@@ -3,7 +3,7 @@
 ``model_fn(params, config[, mode]) -> EstimatorSpec`` builds a fresh model for every
 ``train``/``evaluate``/``predict``/``export`` call; the model directory holds the state between
 calls (checkpoints, TensorBoard events, evaluation results), so every call starts from the
-latest checkpoint. The loop and hook order are documented in :mod:`learnrun.estimator.hooks`.
+latest checkpoint. The loop and hook order are documented in :mod:`learnrun.hooks`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from learnrun.distributed import LocalStrategy, make_strategy
 from learnrun.errors import CheckpointError, NotFittedError, PreemptedError
-from learnrun.estimator import checkpoint as ckpt
-from learnrun.estimator.hooks import SessionRunHook
-from learnrun.estimator.loop import run_evaluation, run_hooked_loop, train_loop
-from learnrun.estimator.runtime import RNGFork, autocast_context, load_weights, to_device
-from learnrun.estimator.saver_hooks import checked_listeners
 from learnrun.estimator.spec import EstimatorSpec, ModeKeys
-from learnrun.estimator.strategy import LocalStrategy, make_strategy
+from learnrun.estimator.step import RNGFork, autocast_context, load_weights, to_device
+from learnrun.estimator.train_loop import run_evaluation, run_hooked_loop, train_loop
+from learnrun.hooks import SessionRunHook
+from learnrun.hooks.saver import checked_listeners
+from learnrun.model_dir import checkpoints as ckpt
+from learnrun.model_dir import eval_results
 
 logger = logging.getLogger("learnrun")
 
@@ -123,7 +124,7 @@ class Estimator:
     # -- construction helpers ---------------------------------------------------------------
     @staticmethod
     def _resolve_config(config: Any, model_dir: str | None):
-        from learnrun.run_config import RunConfig
+        from learnrun.config.run_config import RunConfig
 
         if config is None:
             config = RunConfig()
@@ -170,9 +171,7 @@ class Estimator:
 
     def eval_dir(self, name: str | None = None) -> str:
         """``model_dir/eval`` or ``model_dir/eval_<name>``: where ``evaluate`` writes."""
-        from learnrun.estimator import summary
-
-        return summary.eval_dir(self._model_dir, name)
+        return eval_results.eval_dir(self._model_dir, name)
 
     def latest_checkpoint(self) -> str | None:
         """Path of the latest checkpoint directory in ``model_dir``, or None."""
@@ -327,10 +326,8 @@ class Estimator:
 
     def evaluated_checkpoints(self, name: str | None = None) -> list[str]:
         """Checkpoint paths recorded in ``eval_dir(name)/results.jsonl``, oldest first."""
-        from learnrun.estimator import summary
-
         return [os.path.normpath(r["checkpoint_path"])
-                for r in summary.read_eval_results(self.eval_dir(name)) if "checkpoint_path" in r]
+                for r in eval_results.read_eval_results(self.eval_dir(name)) if "checkpoint_path" in r]
 
     def recorded_eval_result(self, checkpoint_path: str, name: str | None = None) -> dict | None:
         """The result recorded for ``checkpoint_path`` in ``eval_dir(name)/results.jsonl``, or None.
@@ -338,10 +335,8 @@ class Estimator:
         ``continuous_eval`` uses it so that a restarted evaluator neither evaluates nor exports a
         checkpoint it already handled.
         """
-        from learnrun.estimator import summary
-
         wanted = os.path.normpath(checkpoint_path)
-        for record in reversed(summary.read_eval_results(self.eval_dir(name))):
+        for record in reversed(eval_results.read_eval_results(self.eval_dir(name))):
             if os.path.normpath(str(record.get("checkpoint_path", ""))) == wanted:
                 return {k: v for k, v in record.items() if k != "checkpoint_path"}
         return None

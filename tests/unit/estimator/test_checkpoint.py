@@ -1,4 +1,4 @@
-"""Tests for learnrun.estimator.checkpoint: layout, atomicity, retention, corruption, RNG."""
+"""Tests for learnrun.model_dir.checkpoints: layout, atomicity, retention, corruption, RNG."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 
 from learnrun.clock import FakeClock
 from learnrun.errors import CheckpointError
-from learnrun.estimator import checkpoint as ckpt
+from learnrun.model_dir import checkpoints as ckpt
 
 
 def _weights(seed: int = 0) -> dict:
@@ -105,7 +105,7 @@ def test_exception_during_save_keeps_previous(tmp_path, monkeypatch):
 
 _CRASH_SCRIPT = textwrap.dedent("""
     import sys, torch
-    from learnrun.estimator import checkpoint as ckpt
+    from learnrun.model_dir import checkpoints as ckpt
     model_dir, point = sys.argv[1], sys.argv[2]
     manager = ckpt.CheckpointManager(model_dir, keep_checkpoint_max=1)
     manager.save(1, {"w": torch.ones(3)}, {"x": 1})

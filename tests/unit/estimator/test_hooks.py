@@ -11,10 +11,16 @@ import torch
 
 from learnrun.clock import FakeClock
 from learnrun.errors import NanLossDuringTrainingError
-from learnrun.estimator import summary
-from learnrun.estimator.hooks import (
+from learnrun.estimator.preemption import (
+    PreemptionGuard,
+    ProtectedWorkerInit,
+    protect_dataloader,
+    worker_init_fn,
+)
+from learnrun.hooks import (
     CheckpointSaverHook,
     CheckpointSaverListener,
+    EarlyStoppingHook,
     GlobalStepWaiterHook,
     LoggingTensorHook,
     NanTensorHook,
@@ -24,16 +30,6 @@ from learnrun.estimator.hooks import (
     SessionRunHook,
     StepCounterHook,
     StopAtStepHook,
-)
-from learnrun.estimator.preemption import (
-    PreemptionGuard,
-    ProtectedWorkerInit,
-    protect_dataloader,
-    worker_init_fn,
-)
-from learnrun.estimator.progress import ProgressHook
-from learnrun.hooks import (
-    EarlyStoppingHook,
     ValidationMonitor,
     read_eval_metrics,
     stop_if_higher_hook,
@@ -41,6 +37,9 @@ from learnrun.hooks import (
     stop_if_no_decrease_hook,
     stop_if_no_increase_hook,
 )
+from learnrun.hooks.progress import ProgressHook
+from learnrun.model_dir import eval_results
+from learnrun.model_dir import summaries as summary
 
 
 class FakeSession:
@@ -185,15 +184,18 @@ def test_checkpoint_saver_rejects_listeners_of_the_wrong_type(tmp_path):
 
 
 def test_hooks_module_reexports_every_hook_name():
-    import learnrun.estimator.basic_hooks as basic
-    import learnrun.estimator.hook_base as base
-    import learnrun.estimator.hooks as facade
-    import learnrun.estimator.saver_hooks as saver
+    import learnrun.hooks as facade
+    import learnrun.hooks.base as base
+    import learnrun.hooks.basic as basic
+    import learnrun.hooks.early_stopping as early_stopping
+    import learnrun.hooks.saver as saver
+    import learnrun.hooks.validation as validation
 
-    for module in (base, basic, saver):
+    modules = (base, basic, early_stopping, saver, validation)
+    for module in modules:
         for name in module.__all__:
             assert getattr(facade, name) is getattr(module, name), name
-    assert set(facade.__all__) == set(base.__all__) | set(basic.__all__) | set(saver.__all__)
+    assert set(facade.__all__) == set().union(*(m.__all__ for m in modules))
     assert facade.ValidationMonitor is ValidationMonitor
 
 
@@ -281,7 +283,7 @@ def test_progress_hook_plain_log_lines(caplog):
 
 def _write_evals(eval_dir, values):
     for step, value in values:
-        summary.append_eval_result(str(eval_dir), {"global_step": step, "loss": value, "acc": -value})
+        eval_results.append_eval_result(str(eval_dir), {"global_step": step, "loss": value, "acc": -value})
 
 
 class FakeEstimator:
@@ -291,7 +293,7 @@ class FakeEstimator:
         self.evaluations = []
 
     def eval_dir(self, name=None):
-        return summary.eval_dir(self.model_dir, name)
+        return eval_results.eval_dir(self.model_dir, name)
 
     def latest_checkpoint(self):
         return self.checkpoint

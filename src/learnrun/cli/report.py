@@ -1,0 +1,134 @@
+"""What the command line prints: the role, final metrics, checkpoints and where outputs are."""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import os
+import shlex
+from typing import TYPE_CHECKING
+
+from learnrun.errors import CLIError
+from learnrun.model_dir.eval_results import read_all_eval_results
+from learnrun.runner import default_schedule
+from learnrun.tables import format_table, format_value
+
+if TYPE_CHECKING:
+    from learnrun.config.run_config import RunConfig
+
+# --------------------------------------------------------------------------- roles
+
+
+def default_schedule_for(config: RunConfig) -> str:
+    """Name the schedule :func:`learnrun.run` will pick for ``config`` (for display)."""
+    try:
+        return default_schedule(config)
+    except (ValueError, TypeError) as exc:
+        return f"(none: {exc})"
+
+
+def describe_role(config: RunConfig) -> str:
+    """One phrase for the process's role: ``chief 0 of 4 tasks (TF_CONFIG)`` or ``local``."""
+    source = config.cluster_source
+    task_type = config.task_type
+    task_id = config.task_id
+    if not source:
+        return "local (not distributed)"
+    world = config.world_size
+    if task_type == "evaluator":
+        extra = f", outside the {world} training task(s)" if world else ""
+    else:
+        extra = f", world size {world}" if world else ""
+    return f"{task_type} {task_id} ({source}{extra})"
+
+
+def _human_size(num: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if num < 1024 or unit == "GiB":
+            return f"{num:.0f} {unit}" if unit == "B" else f"{num:.1f} {unit}"
+        num /= 1024
+    return f"{num:.1f} GiB"
+
+
+def _dir_size(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def format_checkpoints(model_dir: str) -> str:
+    """Table of the checkpoints of ``model_dir`` with step, time, size and eval metrics."""
+    if not os.path.exists(model_dir):
+        raise CLIError(f"no such directory: {model_dir!r}; give a model_dir that training wrote")
+    if not os.path.isdir(model_dir):
+        raise CLIError(f"{model_dir!r} is a file, not a directory; give a model_dir that "
+                       "training wrote")
+    from learnrun.model_dir.checkpoints import latest_checkpoint, list_checkpoints
+
+    index = os.path.join(model_dir, "checkpoint")
+    entries = os.listdir(model_dir)
+    looks_like_model_dir = os.path.exists(index) or any(
+        e.startswith(("ckpt-", "eval", "events.out.tfevents", "export")) for e in entries)
+    if not looks_like_model_dir:
+        raise CLIError(
+            f"{model_dir!r} is not a model directory: it has no checkpoint index "
+            f"({index}), ckpt-*, eval or events files; give the --model-dir that training wrote")
+    infos = list_checkpoints(model_dir)
+    if not infos:
+        return f"no checkpoints in {model_dir} yet (nothing listed in {index})"
+    evals = read_all_eval_results(model_dir)
+    latest = latest_checkpoint(model_dir)
+    rows = []
+    for info in infos:
+        base = os.path.basename(os.path.normpath(info.path))
+        parts = []
+        for name, record in evals:
+            rec_path = record.get("checkpoint_path")
+            same = (
+                os.path.basename(os.path.normpath(rec_path)) == base
+                if rec_path
+                else record.get("global_step") == info.step
+            )
+            if same:
+                metrics = " ".join(
+                    f"{k}={format_value(v)}" for k, v in sorted(record.items())
+                    if k not in ("checkpoint_path", "global_step", "time", "timestamp")
+                    and isinstance(v, (int, float))
+                )
+                parts.append(f"[{name}] {metrics}")
+        when = datetime.datetime.fromtimestamp(info.time).strftime("%Y-%m-%d %H:%M:%S")
+        mark = " *" if latest and os.path.normpath(latest) == os.path.normpath(info.path) else ""
+        rows.append([f"{info.step}{mark}", when, _human_size(_dir_size(info.path)),
+                     "; ".join(parts) or "-"])
+    table = format_table(["step", "time", "size", "eval metrics"], rows)
+    return f"{model_dir}: {len(infos)} checkpoint(s), * = latest\n{table}"
+
+
+def latest_export(model_dir: str) -> str | None:
+    """The newest ``model_dir/export/<strategy>/<timestamp>`` directory, if any."""
+    dirs = [d for d in glob.glob(os.path.join(model_dir, "export", "*", "*")) if os.path.isdir(d)
+            and os.path.basename(d).isdigit()]
+    return max(dirs, key=lambda d: int(os.path.basename(d))) if dirs else None
+
+
+def output_locations(model_dir: str) -> str:
+    """Where a run left its checkpoints, TensorBoard logs and exports, and how to look."""
+    q = shlex.quote(model_dir)
+    lines = [
+        "outputs:",
+        f"  checkpoints: {model_dir}   (learnrun checkpoints {q})",
+        f"  TensorBoard: {model_dir}   (tensorboard --logdir {q})",
+    ]
+    export = latest_export(model_dir)
+    if export:
+        lines.append(f"  export:      {export}")
+        lines.append(
+            "               (python -c \"import learnrun; "
+            f"p = learnrun.export.load_export({export!r}); print(p)\")"
+        )
+    return "\n".join(lines)

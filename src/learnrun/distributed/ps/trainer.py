@@ -1,0 +1,299 @@
+"""The trainer side of asynchronous parameter-server training (chief, master and workers).
+
+Execution trace, as the Estimator drives :class:`ParameterServerStrategy`::
+
+    setup()          join the RPC world (ps + trainers); start a heartbeat thread to every ps
+    prepare()        plan the shards: each trainable parameter goes to one ps (largest first,
+                     onto the least loaded ps; every trainer computes the same plan)
+    set_last_step()  the target global step (train_steps), when the loop knows it: before
+                     after_restore it travels with the initial shard, after it in its own call
+    after_restore()  chief: send each ps its shard, the optimizer class, hyper-parameters and
+                     (restored) optimizer state, the global step and the last step.
+                     worker: wait (timeout) until every ps has its shard. Both pull parameters.
+    before_step()    pull the current parameters of every shard into the module
+    apply_update()   clip locally, push gradients (+ current learning rates) to every ps; the
+                     ps applies them; ps 0's reply is the new global step. The local optimizer
+                     never steps: it only carries hyper-parameters and the scheduler's lr.
+    should_stop()    True when this trainer stops or ps 0 says training is done / preempted;
+                     DistributedError naming the chief when a ps reports that it failed
+    state_for_checkpoint()  chief: gather every shard (params + optimizer state + version)
+    teardown()       goodbye to every ps, then rpc.shutdown(graceful=False)
+
+Buffers (e.g. BatchNorm statistics) stay local to each trainer; the chief's are checkpointed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from learnrun.distributed.base import InputContext, Strategy
+from learnrun.distributed.ps import server as ps_mod
+from learnrun.errors import DistributedError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ParameterServerStrategy", "plan_shards"]
+
+
+def plan_shards(sizes: dict[str, int], num_ps: int) -> dict[str, int]:
+    """Assign each parameter name to a ps: largest first onto the least loaded (stable)."""
+    load = [0] * num_ps
+    plan: dict[str, int] = {}
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        target = min(range(num_ps), key=lambda i: (load[i], i))
+        plan[name] = target
+        load[target] += sizes[name]
+    return plan
+
+
+class ParameterServerStrategy(Strategy):
+    """Asynchronous training against the ps tasks of ``config.cluster_spec``."""
+
+    def __init__(self, config: Any, transport: Any = None) -> None:
+        super().__init__(config)
+        from learnrun.distributed.ps.transport import RpcTransport
+
+        self.is_chief = bool(config.is_chief)
+        self.name = config.task_name
+        self.ps_names = [f"ps:{i}" for i in range(int(config.num_ps_replicas))]
+        self.trainers = config.trainer_names
+        self.timeout = float(config.distributed_timeout_secs)
+        self.transport = transport or RpcTransport()
+        self._plan: dict[str, int] = {}
+        self._params: dict[str, Any] = {}
+        self._stop_code = ps_mod.STOP_NONE
+        self._failed_by: str | None = None
+        self._stop_sent = False
+        self._beat_stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._started = False
+        self._initialized = False
+        self._last_step: int | None = None
+        self.last_checkpoint_versions: list[int] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def input_context(self) -> InputContext:
+        index = self.trainers.index(self.name) if self.name in self.trainers else 0
+        return InputContext(len(self.trainers), index, 1)
+
+    def setup(self) -> None:
+        """Collective: join the ps + trainers RPC world and start heartbeats."""
+        import torch
+
+        torch.set_num_threads(1)
+        rank, world, host, port = ps_mod.world_layout(self.config)
+        self.transport.start(self.name, rank, world, host, port, self.timeout)
+        self._started = True
+        self._beat = threading.Thread(target=self._heartbeats, name="learnrun-ps-heartbeat",
+                                      daemon=True)
+        self._beat.start()
+
+    def _heartbeats(self) -> None:
+        interval = ps_mod.heartbeat_interval(self.timeout)
+        while not self._beat_stop.wait(interval):
+            for ps in self.ps_names:
+                try:
+                    _, stop, _ = self.transport.call(ps, ps_mod.rpc_heartbeat, self.name,
+                                                     timeout=max(interval * 2, 1.0))
+                    self._note_stop(stop, ps, raise_failure=False)
+                except DistributedError as err:  # the training thread reports it on its next call
+                    logger.debug("heartbeat to %s failed: %s", ps, err)
+
+    def teardown(self, success: bool = True) -> None:
+        """Say goodbye to every ps (dead ones are skipped) and leave the RPC world at once."""
+        self._beat_stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        if not self._started:
+            return
+        for ps in self.ps_names:
+            try:
+                self.transport.call(ps, ps_mod.rpc_goodbye, self.name, bool(success), timeout=5)
+            except DistributedError as err:
+                logger.warning("%s: could not say goodbye to %s: %s", self.name, ps, err)
+        self.transport.shutdown()
+        self._started = False
+
+    # -- training -------------------------------------------------------------------------
+    def prepare(self, module, optimizer):
+        module = module.to(self.device)
+        self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        self._plan = plan_shards({n: p.numel() for n, p in self._params.items()},
+                                 len(self.ps_names))
+        self._group_of: dict[str, int] = {}
+        if optimizer is not None:
+            by_id = {id(p): gi for gi, g in enumerate(optimizer.param_groups) for p in g["params"]}
+            for name, p in self._params.items():
+                if id(p) not in by_id:
+                    raise DistributedError(
+                        f"Parameter {name!r} requires grad but is not in the optimizer; the "
+                        "parameter servers cannot update it. Give the optimizer all trainable "
+                        "parameters or set requires_grad=False.")
+                self._group_of[name] = by_id[id(p)]
+        return module
+
+    def set_last_step(self, last_step: int | None) -> None:
+        """The global step at which training ends (``max_steps``), once the loop knows it.
+
+        On the chief the ps tasks then refuse pushes past it, so the final global step is
+        exactly ``last_step`` (not one push per trainer more). Called before
+        :meth:`after_restore` it travels with the initial shard; after it, in a call of its
+        own. Idempotent; None (no target) does nothing; workers only keep it.
+        """
+        if last_step is None:
+            return
+        if isinstance(last_step, bool) or not isinstance(last_step, int) or last_step < 0:
+            raise ValueError(f"last_step must be a non-negative int or None; got {last_step!r}.")
+        changed = last_step != self._last_step
+        self._last_step = int(last_step)
+        if changed and self.is_chief and self._initialized:
+            for ps in self.ps_names:
+                self.transport.call(ps, ps_mod.rpc_set_last_step, self.name, self._last_step)
+
+    def after_restore(self, module, optimizer, global_step: int) -> int:
+        """Chief: initialise every ps from this process's (restored) state. Worker: wait."""
+        if self.is_chief:
+            if optimizer is None:
+                raise DistributedError("Parameter-server training needs an optimizer in the "
+                                       "EstimatorSpec; got optimizer=None.")
+            groups = [{k: v for k, v in g.items() if k != "params"}
+                      for g in optimizer.param_groups]
+            pending = []
+            for i, ps in enumerate(self.ps_names):
+                names = [n for n in self._params if self._plan[n] == i]
+                spec = {
+                    "params": {n: self._params[n].detach().cpu() for n in names},
+                    "optimizer_class": type(optimizer),
+                    "groups": groups,
+                    "group_of": {n: self._group_of[n] for n in names},
+                    "state": {n: dict(optimizer.state[self._params[n]]) for n in names
+                              if optimizer.state.get(self._params[n])},
+                    "global_step": int(global_step),
+                    "last_step": self._last_step,
+                }
+                pending.append(self.transport.call_async(ps, ps_mod.rpc_init, self.name, spec))
+            step = [p.wait() for p in pending][0]
+        else:
+            step = self._wait_for_servers()
+        self._initialized = True
+        self.before_step(module)
+        return int(step)
+
+    def _wait_for_servers(self) -> int:
+        import time
+
+        deadline = time.monotonic() + self.timeout
+        step = 0
+        for ps in self.ps_names:
+            while True:
+                got, stop, ready = self.transport.call(ps, ps_mod.rpc_heartbeat, self.name)
+                self._note_stop(stop, ps)
+                if ready:
+                    step = got if ps == self.ps_names[0] else step
+                    break
+                if time.monotonic() > deadline:
+                    raise DistributedError(
+                        f"{self.name}: {ps} did not receive its parameters from "
+                        f"{self.trainers[0]} within {self.timeout:g} s "
+                        "(RunConfig.distributed_timeout_secs). Is the chief running?")
+                time.sleep(0.05)
+        return step
+
+    def before_step(self, module) -> None:
+        """Copy the current parameters of every shard into ``module``."""
+        import torch
+
+        pending = [self.transport.call_async(ps, ps_mod.rpc_pull, self.name)
+                   for ps in self.ps_names]
+        with torch.no_grad():
+            for call in pending:
+                _, values = call.wait()
+                for name, value in values.items():
+                    self._params[name].copy_(value)
+
+    def apply_update(self, module, optimizer, scheduler=None, clip_norm: float | None = None,
+                     global_step: int = 0, scaler=None) -> int:
+        """Push this trainer's gradients to every ps; return ps 0's new global step."""
+        import torch
+
+        if scaler is not None:
+            raise DistributedError("Mixed precision with a GradScaler is not supported with "
+                                   "parameter servers; use precision='32' or 'bf16-mixed'.")
+        if clip_norm:
+            torch.nn.utils.clip_grad_norm_(list(self._params.values()), clip_norm)
+        lrs = [g.get("lr") for g in optimizer.param_groups] if optimizer is not None else []
+        shards: list[dict[str, Any]] = [{} for _ in self.ps_names]
+        for name, p in self._params.items():
+            if p.grad is not None:
+                shards[self._plan[name]][name] = p.grad.detach().cpu()
+        pending = [self.transport.call_async(ps, ps_mod.rpc_push, self.name, shards[i], lrs)
+                   for i, ps in enumerate(self.ps_names)]
+        replies = [call.wait() for call in pending]
+        for ps, (_, stop) in zip(self.ps_names, replies, strict=True):
+            self._note_stop(stop, ps, raise_failure=False)
+        if scheduler is not None:
+            scheduler.step()
+        return int(replies[0][0])
+
+    def _note_stop(self, stop: int, ps: str, raise_failure: bool = True) -> None:
+        """Merge a stop code from ``ps``; raise when it says the chief failed."""
+        self._stop_code = max(self._stop_code, int(stop))
+        if stop == ps_mod.STOP_FAILED and self._failed_by is None:
+            self._failed_by = ps
+        if raise_failure:
+            self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._stop_code == ps_mod.STOP_FAILED:
+            raise DistributedError(
+                f"{self.name}: {self._failed_by or 'a ps task'} reports that task "
+                f"{self.trainers[0]} failed or went silent (RunConfig.distributed_timeout_secs="
+                f"{self.timeout:g}); parameter-server training cannot go on without the chief. "
+                "Restart the job to resume from the latest checkpoint.")
+
+    def notify_preempted(self) -> None:
+        """This trainer got SIGTERM/SIGINT: the next ``should_stop`` stops every trainer."""
+        super().notify_preempted()
+        self._stop_code = max(self._stop_code, ps_mod.STOP_PREEMPTED)
+
+    @property
+    def preempted(self) -> bool:
+        """True when this trainer or any other was preempted (then exit 143)."""
+        return self._stop_code == ps_mod.STOP_PREEMPTED
+
+    def should_stop(self, local_stop: bool) -> bool:
+        self._raise_if_failed()
+        if self._stop_code == ps_mod.STOP_PREEMPTED and not self._stop_sent:
+            self._stop_sent = True
+            for ps in self.ps_names:
+                self.transport.call(ps, ps_mod.rpc_request_stop, self.name,
+                                    ps_mod.STOP_PREEMPTED)
+        return bool(local_stop) or self._stop_code != ps_mod.STOP_NONE
+
+    def shared_global_step(self, local_step: int) -> int:
+        step, stop, _ = self.transport.call(self.ps_names[0], ps_mod.rpc_heartbeat, self.name)
+        self._note_stop(stop, self.ps_names[0])
+        return int(step)
+
+    def state_for_checkpoint(self, module, optimizer) -> tuple[dict, dict | None]:
+        """Gather every shard: weights (ps values + local buffers) and optimizer state."""
+        pending = [self.transport.call_async(ps, ps_mod.rpc_state, self.name)
+                   for ps in self.ps_names]
+        states = [call.wait() for call in pending]
+        inner = getattr(module, "module", module)
+        weights = {k: v.detach().cpu().clone() for k, v in inner.state_dict().items()}
+        opt_state: dict[str, Any] = {}
+        for shard in states:
+            weights.update(shard["params"])
+            opt_state.update(shard["state"])
+        self.last_checkpoint_versions = [s["version"] for s in states]
+        if optimizer is None:
+            return weights, None
+        full = optimizer.state_dict()
+        index = {id(p): i for i, p in enumerate(
+            p for g in optimizer.param_groups for p in g["params"])}
+        full["state"] = {index[id(self._params[n])]: st for n, st in opt_state.items()}
+        full["learnrun_ps_versions"] = list(self.last_checkpoint_versions)
+        return weights, full

@@ -1,0 +1,132 @@
+"""What one step of the Estimator's loops needs: batches, placement, precision, weights.
+
+Internal helpers of :mod:`learnrun.estimator.train_loop` and :mod:`learnrun.estimator.estimator`:
+splitting and moving batches, describing them in errors, mixed precision (autocast and the
+fp16 gradient scaler), RNG forks, and loading checkpoint weights (restore and warm start).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from learnrun.errors import CheckpointError
+from learnrun.model_dir import checkpoints as ckpt
+
+logger = logging.getLogger("learnrun")
+
+
+class RNGFork:
+    """Save the python/numpy/torch RNG states on entry and put them back on exit."""
+
+    def __enter__(self) -> RNGFork:
+        self._state = ckpt.capture_rng_state()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        ckpt.restore_rng_state(self._state)
+
+
+def autocast_context(config: Any, device):
+    """``torch.autocast`` for ``config.precision`` ("bf16-mixed", "16-mixed"), else a no-op."""
+    import torch
+
+    precision = config.precision
+    if precision in (None, "32", "32-true", 32):
+        return contextlib.nullcontext()
+    if precision == "bf16-mixed":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "16-mixed":
+        if device.type != "cuda":
+            raise ValueError(f"precision='16-mixed' needs a CUDA device, got {device}. Use "
+                             "precision='bf16-mixed' on CPU.")
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    raise ValueError(f"Unknown precision {precision!r}: use None/'32', 'bf16-mixed' or '16-mixed'.")
+
+
+def _make_scaler(config: Any, device):
+    if config.precision == "16-mixed" and device.type == "cuda":
+        import torch
+
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def to_device(obj: Any, device) -> Any:
+    """Move tensors (also inside dicts, lists and tuples) to ``device``."""
+    if hasattr(obj, "to") and hasattr(obj, "device"):
+        return obj.to(device, non_blocking=True) if obj.device != device else obj
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj) if not hasattr(obj, "_fields") \
+            else type(obj)(*(to_device(v, device) for v in obj))
+    return obj
+
+
+def split_batch(batch: Any, what: str) -> tuple[Any, Any]:
+    """``(features, labels)`` from a batch, or a clear error."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise ValueError(f"{what}: each batch of input_fn must be a (features, labels) pair, got "
+                     f"{type(batch).__name__}{f' of length {len(batch)}' if hasattr(batch, '__len__') else ''}. "
+                     "Make input_fn yield (features, labels).")
+
+
+def describe(obj: Any) -> str:
+    """A short description of a batch element: dtype and shape of tensors (also nested)."""
+    if hasattr(obj, "dtype") and hasattr(obj, "shape"):
+        return f"{type(obj).__name__}(dtype={obj.dtype}, shape={tuple(obj.shape)})"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in list(obj.items())[:8]) + "}"
+    if isinstance(obj, (list, tuple)):
+        return type(obj).__name__ + "(" + ", ".join(describe(v) for v in obj[:8]) + ")"
+    return f"{type(obj).__name__}"
+
+
+def forward(module, features: Any, what: str) -> Any:
+    """``module(features)``; a dtype/shape error names ``what`` (mode and step) and the input."""
+    try:
+        return module(features)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        if type(exc) not in (RuntimeError, TypeError, ValueError):
+            raise
+        raise type(exc)(f"{what}: the model failed on the features of this batch, "
+                        f"received {describe(features)}: {exc}. Check that input_fn yields "
+                        "features of the dtype and shape the model expects.") from exc
+
+
+def load_weights(module, weights: dict, path: str, strict: bool = True) -> None:
+    """Load checkpoint ``weights`` into ``module`` with a clear error on mismatch."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if strict and (missing or unexpected):
+        raise CheckpointError(
+            f"Checkpoint {path} does not match the model built by model_fn: missing "
+            f"{missing[:10]}, unexpected {unexpected[:10]}. Did model_fn change? Use a new "
+            "model_dir, or warm_start_from with vars_to_warm_start to load a subset.")
+    for name, value in weights.items():
+        if name in own and tuple(own[name].shape) != tuple(value.shape):
+            hint = ("Leave it out of WarmStartSettings.vars_to_warm_start." if not strict else
+                    "Did model_fn change? Use a new model_dir.")
+            raise CheckpointError(f"Checkpoint {path}: {name} has shape {tuple(value.shape)}, "
+                                  f"the model's is {tuple(own[name].shape)}. {hint}")
+    module.load_state_dict(weights, strict=strict)
+
+
+def warm_start(module, settings) -> None:
+    """Copy the weights matching ``settings.vars_to_warm_start`` from another run."""
+    path = ckpt.resolve_checkpoint(settings.ckpt_to_initialize_from)
+    if path is None:
+        raise CheckpointError(f"warm_start_from={settings.ckpt_to_initialize_from!r} holds no "
+                              "checkpoint. Point it at a ckpt-<step> directory or a trained model_dir.")
+    loaded = ckpt.load_checkpoint(path)
+    selected = {k: v for k, v in loaded.weights.items()
+                if k in module.state_dict() and any(p.match(k) for p in settings.vars_to_warm_start)}
+    if not selected:
+        raise CheckpointError(f"Warm start from {path}: no weight matched {[p.pattern for p in settings.vars_to_warm_start]} "
+                              f"among the model's {sorted(module.state_dict())[:10]}.")
+    load_weights(module, selected, path, strict=False)
+    logger.info("Warm-started %d weights from %s.", len(selected), path)

@@ -1,0 +1,144 @@
+"""The hook protocol: ``SessionRunHook`` and what it receives, plus ``SecondOrStepTimer``.
+
+The lifecycle (``begin``, ``after_create_session``, ``before_run``, ``after_run``, ``end``)
+and its exception semantics are described in :mod:`learnrun.hooks`, which
+re-exports everything here; import from there (or ``learnrun.hooks``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from learnrun.clock import Clock, get_clock
+
+__all__ = [
+    "Hook", "RunContext", "RunValues", "SecondOrStepTimer", "SessionRunArgs", "SessionRunHook",
+]
+
+
+class SessionRunArgs:
+    """What a hook's ``before_run`` asks of the coming step.
+
+    ``fetches``: a name or list of names (``loss``, ``outputs`` keys, ``global_step``,
+    ``learning_rate``, ...); their host values (a device sync) appear in
+    ``run_values.fetched`` for that step only.
+    """
+
+    def __init__(self, fetches=None) -> None:
+        if fetches is None:
+            fetches = ()
+        elif isinstance(fetches, str):
+            fetches = (fetches,)
+        self.fetches = tuple(fetches)
+
+    def __repr__(self) -> str:
+        return f"SessionRunArgs(fetches={self.fetches!r})"
+
+
+class RunValues:
+    """What ``after_run`` receives about the step that just ran.
+
+    ``results``: ``loss`` (a detached tensor still on the device: reading it syncs),
+    ``outputs``, ``features``, ``labels``. ``global_step``: after this step's update.
+    ``fetched``: host values of the names requested through ``SessionRunArgs``.
+    """
+
+    def __init__(self, results: dict, global_step: int, fetched: dict | None = None) -> None:
+        self.results = results
+        self.global_step = global_step
+        self.fetched = fetched or {}
+
+
+class RunContext:
+    """Passed to ``before_run``/``after_run``: the session, and a way to stop after this step."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Stop the loop after the current step (``end`` hooks still run)."""
+        self._stop_requested = True
+        self.session.request_stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+
+class SessionRunHook:
+    """Base class of training/evaluation hooks; override what you need (see module trace).
+
+    ``session`` is the loop's ``RunSession``: ``estimator, module, optimizer, scheduler,
+    model_dir, mode, config, is_chief, global_step, last_step, shared_global_step(),
+    save_checkpoint(), request_stop()``.
+    """
+
+    def begin(self) -> None:
+        """Called once before the loop; the model is built, nothing is restored yet."""
+
+    def after_create_session(self, session, coord=None) -> None:
+        """Called once after the checkpoint (if any) was restored."""
+
+    def before_run(self, run_context: RunContext) -> SessionRunArgs | None:
+        """Called before each step; may return ``SessionRunArgs`` naming values to fetch."""
+        return None
+
+    def after_run(self, run_context: RunContext, run_values: RunValues) -> None:
+        """Called after each step; ``run_context.request_stop()`` ends the loop."""
+
+    def end(self, session) -> None:
+        """Called once when the loop ends normally (not on exceptions)."""
+
+
+Hook = SessionRunHook
+
+
+class SecondOrStepTimer:
+    """Trigger every ``every_secs`` seconds (through ``clock``) or every ``every_steps`` steps."""
+
+    def __init__(self, every_secs: float | None = None, every_steps: int | None = None,
+                 clock: Clock | None = None) -> None:
+        if every_secs is None and every_steps is None:
+            raise ValueError("Either every_steps or every_secs should be provided.")
+        if every_secs is not None and every_steps is not None:
+            raise ValueError("Can not provide both every_steps and every_secs.")
+        self._every_secs = every_secs
+        self._every_steps = every_steps
+        self._clock = get_clock(clock)
+        self.reset()
+
+    def reset(self) -> None:
+        self._last_time: float | None = None
+        self._last_step: int | None = None
+
+    def should_trigger_for_step(self, step: int) -> bool:
+        """True when the interval has passed since the last trigger (always true the first time)."""
+        if self._last_step is None:
+            return True
+        if step == self._last_step:
+            return False
+        if self._every_secs is not None:
+            return self._clock.monotonic() >= self._last_time + self._every_secs
+        return step >= self._last_step + self._every_steps
+
+    def update_last_triggered_step(self, step: int) -> tuple[float | None, int | None]:
+        """Record a trigger at ``step``; return ``(elapsed_secs, elapsed_steps)`` since the last."""
+        now = self._clock.monotonic()
+        if self._last_time is None:
+            elapsed = (None, None)
+        else:
+            elapsed = (now - self._last_time, step - self._last_step)
+        self._last_time, self._last_step = now, step
+        return elapsed
+
+    def last_triggered_step(self) -> int | None:
+        return self._last_step
+
+
+def to_python(value: Any) -> Any:
+    """A host value: a Python number for one-element tensors, a nested list otherwise."""
+    if hasattr(value, "detach") and hasattr(value, "numel"):
+        value = value.detach()
+        return value.item() if value.numel() == 1 else value.cpu().tolist()
+    return value

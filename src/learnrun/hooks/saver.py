@@ -1,0 +1,126 @@
+"""Checkpoint saving during training: ``CheckpointSaverHook`` and ``CheckpointSaverListener``.
+
+Re-exported by :mod:`learnrun.hooks` and ``learnrun.hooks``; import from there.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from learnrun.clock import Clock
+from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook
+
+logger = logging.getLogger("learnrun")
+
+__all__ = ["CheckpointSaverHook", "CheckpointSaverListener"]
+
+
+class CheckpointSaverListener:
+    """Callbacks around every checkpoint save of a ``CheckpointSaverHook``.
+
+    Trace: ``begin()`` when training begins; for each save ``before_save(session, step)``,
+    the atomic write, ``after_save(session, step)`` (returning True requests stop);
+    ``end(session, step)`` after the final save.
+    """
+
+    def begin(self) -> None:
+        """Called once before the loop."""
+
+    def before_save(self, session, global_step_value: int) -> None:
+        """Called before each checkpoint is written."""
+
+    def after_save(self, session, global_step_value: int) -> bool | None:
+        """Called after each checkpoint is committed; return True to stop training."""
+
+    def end(self, session, global_step_value: int) -> None:
+        """Called once at the end of training, after the final save."""
+
+
+class CheckpointSaverHook(SessionRunHook):
+    """Save a checkpoint every ``save_steps`` steps or ``save_secs`` seconds, and at the end.
+
+    Like TF 1.15, it also saves when the session is created (the state at the starting step;
+    skipped when that step is already the latest checkpoint, the listeners still being told),
+    so the first ``after_save`` a listener sees is for the starting step. Saves only on the chief.
+    """
+
+    def __init__(self, checkpoint_dir: str, save_secs: float | None = None,
+                 save_steps: int | None = None, saver=None, checkpoint_basename: str = "model.ckpt",
+                 scaffold=None, listeners=None, clock: Clock | None = None) -> None:
+        if (save_steps is None) == (save_secs is None):
+            raise ValueError("Exactly one of save_steps and save_secs should be provided.")
+        if save_steps is not None and save_steps <= 0:
+            raise ValueError(f"save_steps must be > 0, got {save_steps!r}.")
+        self._checkpoint_dir = str(checkpoint_dir)
+        self._timer = SecondOrStepTimer(every_steps=save_steps, every_secs=save_secs, clock=clock)
+        self._listeners = checked_listeners(listeners, "listeners")
+        self._steps_per_run = 1
+        self.last_saved_step: int | None = None
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self._checkpoint_dir
+
+    def add_listeners(self, listeners) -> None:
+        """Attach more listeners (the Estimator's ``saving_listeners``)."""
+        self._listeners.extend(checked_listeners(listeners, "saving_listeners"))
+
+    def begin(self) -> None:
+        self._timer.reset()
+        for listener in self._listeners:
+            listener.begin()
+
+    def after_create_session(self, session, coord=None) -> None:
+        step = session.global_step
+        if session.is_chief and self._save(session, step, skip_if_exists=True):
+            session.request_stop()
+        self._timer.update_last_triggered_step(step)
+
+    def after_run(self, run_context, run_values) -> None:
+        step = run_values.global_step
+        if self._timer.should_trigger_for_step(step):
+            self._timer.update_last_triggered_step(step)
+            if run_context.session.is_chief and self._save(run_context.session, step):
+                run_context.request_stop()
+
+    def end(self, session) -> None:
+        step = session.global_step
+        if session.is_chief and step != self.last_saved_step:
+            self._save(session, step)
+        for listener in self._listeners:
+            listener.end(session, step)
+
+    def save_now(self, session) -> str | None:
+        """Save at the current step (no-op when already saved); used on preemption."""
+        step = session.global_step
+        if step != self.last_saved_step and session.is_chief:
+            self._save(session, step)
+        return session.last_checkpoint_path
+
+    def _save(self, session, step: int, skip_if_exists: bool = False) -> bool:
+        for listener in self._listeners:
+            listener.before_save(session, step)
+        if not (skip_if_exists and session.checkpoint_step(self._checkpoint_dir) == step):
+            logger.info("Saving checkpoints for %d into %s.", step, self._checkpoint_dir)
+            session.write_checkpoint(self._checkpoint_dir)
+        self.last_saved_step = step
+        stop = False
+        for listener in self._listeners:
+            if listener.after_save(session, step):
+                logger.info("A CheckpointSaverListener requested that training be stopped. "
+                            "listener: %s", listener)
+                stop = True
+        return stop
+
+
+def checked_listeners(listeners: Any, what: str) -> list[CheckpointSaverListener]:
+    """``listeners`` as a list, each a ``CheckpointSaverListener`` (TypeError naming ``what``)."""
+    checked = list(listeners or ())
+    for listener in checked:
+        if not isinstance(listener, CheckpointSaverListener):
+            raise TypeError(
+                f"{what} must be CheckpointSaverListener instances, got "
+                f"{type(listener).__name__}: {listener!r}."
+            )
+    return checked

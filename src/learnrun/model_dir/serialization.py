@@ -1,0 +1,123 @@
+"""What goes into a checkpoint's files, in the form their formats accept; the RNG states.
+
+* :func:`prepare_weights`: weights detached to CPU, shared or non-contiguous tensors cloned
+  (safetensors refuses them).
+* :func:`to_weights_only_safe`: training state converted to what
+  ``torch.load(weights_only=True)`` loads (numpy values become tensors or numbers), or a
+  :class:`~learnrun.errors.CheckpointError` naming the offending entry.
+* :func:`capture_rng_state` / :func:`restore_rng_state`: the python, numpy, torch (and CUDA)
+  RNG states, in a weights_only-safe form.
+
+Used by :mod:`learnrun.model_dir.checkpoints` (which re-exports these names), the training
+loop and ``learnrun.export``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from learnrun.errors import CheckpointError
+
+logger = logging.getLogger("learnrun.model_dir.checkpoints")  # its records come from there
+
+__all__ = ["capture_rng_state", "prepare_weights", "restore_rng_state", "to_weights_only_safe"]
+
+
+def to_weights_only_safe(obj: Any, where: str) -> Any:
+    """Convert ``obj`` to what ``torch.load(weights_only=True)`` accepts, or raise naming it."""
+    import numpy as np
+    import torch
+
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype,
+                                       torch.device, torch.Size)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise CheckpointError(f"Cannot checkpoint {where}: a numpy array of Python objects. "
+                                  "Convert it to numbers first.")
+        return torch.from_numpy(np.ascontiguousarray(obj)).clone()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Mapping):
+        return {k: to_weights_only_safe(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(to_weights_only_safe(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    if isinstance(obj, (list, tuple)):
+        return [to_weights_only_safe(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise CheckpointError(
+        f"Cannot checkpoint {where}: a {type(obj).__module__}.{type(obj).__qualname__} is not "
+        "loadable with torch.load(weights_only=True). Store plain containers, numbers, strings "
+        "and tensors (e.g. return them from state_dict())."
+    )
+
+
+def prepare_weights(weights: Mapping) -> dict:
+    """Detach weights to CPU, cloning shared or non-contiguous tensors (safetensors needs it)."""
+    import torch
+
+    if not isinstance(weights, Mapping):
+        raise CheckpointError(f"weights must be a dict of name -> tensor, got {type(weights).__name__}.")
+    out: dict = {}
+    seen: set[int] = set()
+    for name, t in weights.items():
+        if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"weights must map str -> torch.Tensor; entry {name!r} is "
+                                  f"a {type(t).__name__}. Pass module.state_dict().")
+        t = t.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        storage = t.untyped_storage()
+        whole = t.is_contiguous() and t.storage_offset() == 0 and \
+            t.numel() * t.element_size() == storage.nbytes()
+        ptr = storage.data_ptr()
+        if not whole or (ptr in seen and t.numel() > 0):
+            t = t.clone(memory_format=torch.contiguous_format)
+        seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def capture_rng_state() -> dict:
+    """Return the python, numpy, torch CPU (and CUDA) RNG states in a weights_only-safe form."""
+    import numpy as np
+    import torch
+
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping) -> None:
+    """Restore RNG states captured by :func:`capture_rng_state` (absent parts are skipped)."""
+    import numpy as np
+    import torch
+
+    if "python" in state:
+        p = state["python"]
+        random.setstate((p["version"], tuple(int(x) for x in p["state"]), p["gauss_next"]))
+    if "numpy" in state:
+        n = state["numpy"]
+        keys = np.asarray(n["keys"].cpu().numpy() if isinstance(n["keys"], torch.Tensor) else n["keys"])
+        np.random.set_state((n["kind"], keys.astype(np.uint32), int(n["pos"]), int(n["has_gauss"]),
+                             float(n["cached_gaussian"])))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu())
+    if state.get("cuda") and torch.cuda.is_available():
+        cuda = list(state["cuda"])
+        count = torch.cuda.device_count()
+        if len(cuda) != count:
+            logger.warning("Checkpoint holds CUDA RNG states for %d devices, this process sees %d; "
+                           "restoring the first %d.", len(cuda), count, min(len(cuda), count))
+        for i, s in enumerate(cuda[:count]):
+            torch.cuda.set_rng_state(s.cpu(), i)

@@ -1,0 +1,123 @@
+"""TensorBoard event files in the model directory.
+
+``get_summary_writer(logdir)`` gives one cached tensorboardX ``SummaryWriter`` per directory,
+created on first use (tensorboardX is imported then, not at import time). Only the chief
+writes training summaries; each evaluation writes into its own ``eval_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_writers: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def _key(logdir: str) -> str:
+    return os.path.abspath(os.fspath(logdir))
+
+
+def get_summary_writer(logdir: str):
+    """Return the cached tensorboardX ``SummaryWriter`` for ``logdir``, creating it lazily."""
+    if logdir is None or not os.fspath(logdir):
+        raise ValueError(f"get_summary_writer needs a log directory, got {logdir!r}.")
+    key = _key(logdir)
+    with _lock:
+        writer = _writers.get(key)
+        if writer is None:
+            from tensorboardX import SummaryWriter
+
+            os.makedirs(key, exist_ok=True)
+            writer = SummaryWriter(logdir=key)
+            _writers[key] = writer
+        return writer
+
+
+def _scalar(value: Any, what: str) -> float:
+    """Convert a Python/numpy/torch scalar to float, or raise naming ``what``."""
+    if isinstance(value, numbers.Number) and not isinstance(value, complex):
+        return float(value)
+    item = getattr(value, "item", None)
+    size = getattr(value, "numel", None) or getattr(value, "size", None)
+    n = size() if callable(size) else size
+    if callable(item) and n == 1:
+        out = item()
+        if isinstance(out, numbers.Number) and not isinstance(out, complex):
+            return float(out)
+    raise ValueError(f"{what} must be a real scalar (number, 0-d/1-element tensor or array), "
+                     f"got {type(value).__name__}: {value!r:.80}.")
+
+
+def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
+    """Write each ``tag -> scalar`` of ``scalars`` at global step ``step`` into ``logdir``.
+
+    Values may be Python numbers, numpy scalars or one-element tensors (converted to float,
+    which synchronises with the device for CUDA tensors: call this every N steps).
+    """
+    if not isinstance(scalars, Mapping):
+        raise TypeError(f"scalars must be a dict of tag -> number, got {type(scalars).__name__}.")
+    values = {str(tag): _scalar(v, f"Summary value {tag!r}") for tag, v in scalars.items()}
+    writer = get_summary_writer(logdir)
+    for tag, value in values.items():
+        writer.add_scalar(tag, value, global_step=int(step))
+
+
+def _drain(writer: Any) -> None:
+    """Write every queued event of ``writer`` to disk before returning.
+
+    tensorboardX's ``flush()`` does not wait for its background queue, so events written just
+    before it may still be missing. The worker thread is stopped (it writes everything queued
+    before the stop signal) and restarted on the same queue and file.
+    """
+    try:
+        for file_writer in (writer.all_writers or {}).values():
+            events = file_writer.event_writer
+            worker = events._worker
+            if events._closed or worker is None:
+                continue
+            worker.stop()
+            events._worker = type(worker)(events._event_queue, events._ev_writer, events._flush_secs)
+            events._worker.start()
+            events._ev_writer.flush()
+    except AttributeError:  # another tensorboardX version: best effort
+        logger.debug("tensorboardX internals changed; falling back to SummaryWriter.flush().")
+        writer.flush()
+
+
+def flush(logdir: str) -> None:
+    """Write everything written so far to ``logdir`` to disk (no-op without a writer)."""
+    with _lock:
+        writer = _writers.get(_key(logdir))
+        if writer is not None:
+            _drain(writer)
+
+
+def flush_all() -> None:
+    """Write everything written so far by every cached writer to disk."""
+    with _lock:
+        for writer in _writers.values():
+            _drain(writer)
+
+
+def close_writer(logdir: str) -> None:
+    """Close and forget the writer of ``logdir`` (a later write opens a new event file)."""
+    with _lock:
+        writer = _writers.pop(_key(logdir), None)
+    if writer is not None:
+        writer.close()
+
+
+def close_all() -> None:
+    """Close and forget every cached writer (end of training or of the process)."""
+    with _lock:
+        writers = list(_writers.values())
+        _writers.clear()
+    for writer in writers:
+        writer.close()
