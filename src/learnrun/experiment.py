@@ -24,7 +24,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from learnrun.clock import Clock, get_clock
-from learnrun.hooks import CheckpointSaverListener
+from learnrun.distributed import serve
+from learnrun.hooks import (
+    CheckpointSaverHook,
+    CheckpointSaverListener,
+    GlobalStepWaiterHook,
+    ValidationMonitor,
+)
+from learnrun.model_dir.checkpoints import latest_checkpoint
 from learnrun.signatures import accepts
 
 logger = logging.getLogger(__name__)
@@ -80,8 +87,6 @@ def latest_checkpoint_of(estimator: Any) -> str | None:
     latest = getattr(estimator, "latest_checkpoint", None)
     if callable(latest):
         return latest()
-    from learnrun.model_dir.checkpoints import latest_checkpoint
-
     return latest_checkpoint(estimator.model_dir)
 
 
@@ -354,8 +359,8 @@ class Experiment:
         _check_secs("delay_secs", delay_secs)
         start = self._clock.time()
         config = self._estimator.config
-        cluster_spec = getattr(config, "cluster_spec", None)
-        master = getattr(config, "master", None)
+        cluster_spec = config.cluster_spec
+        master = config.master
         if hasattr(config, "environment"):
             environment = config.environment
             if cluster_spec and master and environment == "local":
@@ -375,10 +380,8 @@ class Experiment:
 
         extra_hooks: list[Any] = []
         if delay_secs is None:
-            task_id = getattr(config, "task_id", 0) or 0
+            task_id = config.task_id
             if self._delay_workers_by_global_step:
-                from learnrun.hooks import GlobalStepWaiterHook
-
                 wait_until_step = int(8000.0 * math.log(task_id + 1))
                 extra_hooks.append(
                     _make_hook(
@@ -428,12 +431,10 @@ class Experiment:
         self._train_monitors = list(saved_monitors)
         try:
             config = self._estimator.config
-            save_secs = getattr(config, "save_checkpoints_secs", None)
-            save_steps = getattr(config, "save_checkpoints_steps", None)
+            save_secs = config.save_checkpoints_secs
+            save_steps = config.save_checkpoints_steps
             listener = None
             if self._checkpoint_and_export and (save_secs or save_steps):
-                from learnrun.hooks import CheckpointSaverHook
-
                 listener = _EvalAndExportListener(
                     eval_fn=functools.partial(self._evaluate_on, self._eval_input_fn),
                     export_fn=self._maybe_export,
@@ -450,8 +451,6 @@ class Experiment:
                     )
                 )
             elif self._min_eval_frequency:
-                from learnrun.hooks import ValidationMonitor
-
                 self._train_monitors.append(
                     _make_hook(
                         ValidationMonitor,
@@ -503,8 +502,6 @@ class Experiment:
         ``learnrun.distributed.serve(experiment)``, which blocks until the trainers finish.
         """
         self._check_server_config()
-        from learnrun.distributed import serve
-
         return serve(self)
 
     def run_std_server(self) -> Any:
@@ -515,19 +512,14 @@ class Experiment:
     def _check_server_config(self) -> None:
         config = self._estimator.config
         if not (
-            getattr(config, "cluster_spec", None)
-            and getattr(config, "task_type", None)
-            and getattr(config, "master", None)
-            and getattr(config, "task_id", None) is not None
+            config.cluster_spec
+            and config.task_type
+            and config.master
+            and config.task_id is not None
         ):
             raise ValueError(
                 _SERVER_CONFIG_ERROR
-                + " Got cluster_spec={!r}, task_type={!r}, master={!r}, task_id={!r}.".format(
-                    getattr(config, "cluster_spec", None),
-                    getattr(config, "task_type", None),
-                    getattr(config, "master", None),
-                    getattr(config, "task_id", None),
-                )
+                + f" Got cluster_spec={config.cluster_spec!r}, task_type={config.task_type!r}, master={config.master!r}, task_id={config.task_id!r}."
             )
 
     def _latest_checkpoint(self) -> str | None:

@@ -217,7 +217,7 @@ def _make_input_fn(columns: collections.OrderedDict, feature_keys: list[str],
         pid = getattr(input_context, "input_pipeline_id", 0) if input_context is not None else 0
         use_seed = seed
         if use_seed is None:
-            use_seed = getattr(config, "tf_random_seed", None) if config is not None else None
+            use_seed = config.tf_random_seed if config is not None else None
         return ArrayBatches(columns, feature_keys, target, batch_size=batch_size,
                             num_epochs=num_epochs, shuffle=shuffle,
                             seed=0 if use_seed is None else int(use_seed),

@@ -24,13 +24,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from learnrun.clock import Clock, get_clock
+from learnrun.distributed import serve
 from learnrun.experiment import latest_checkpoint_of
 from learnrun.export.exporters import (
     BestExporter,
     Exporter,
     FinalExporter,
     LatestExporter,
-    _validate_exporters,
+    validate_exporters,
 )
 from learnrun.hooks import CheckpointSaverListener, SessionRunHook
 
@@ -116,7 +117,7 @@ class EvalSpec:
         self.steps = steps
         self.name = name
         self.hooks = _validate_hooks(hooks)
-        self.exporters = _validate_exporters(exporters)
+        self.exporters = validate_exporters(exporters)
         self.start_delay_secs = start_delay_secs
         self.throttle_secs = throttle_secs
 
@@ -358,8 +359,8 @@ class _TrainingExecutor:
     def run(self):
         """Dispatch on the task type: ``run_local`` without a cluster, else ``run_<task_type>``."""
         config = self._estimator.config
-        task_type = getattr(config, "task_type", None)
-        if not getattr(config, "cluster_spec", None) and task_type != "evaluator":
+        task_type = config.task_type
+        if not config.cluster_spec and task_type != "evaluator":
             logger.info("Running training and evaluation locally (non-distributed).")
             return self.run_local()
         if not task_type:
@@ -404,8 +405,6 @@ class _TrainingExecutor:
         """Serve this ps task's parameters until training ends (``learnrun.distributed.serve``)."""
         config = self._estimator.config
         self._check_cluster_config(config)
-        from learnrun.distributed import serve
-
         return serve(config)
 
     def run_evaluator(self):
@@ -491,16 +490,16 @@ class _TrainingExecutor:
     @staticmethod
     def _check_cluster_config(config) -> None:
         """The checks TF's std-server start made (learnrun joins the cluster in the strategy)."""
-        cluster_spec = getattr(config, "cluster_spec", None)
-        task_type = getattr(config, "task_type", None)
-        task_id = getattr(config, "task_id", None)
+        cluster_spec = config.cluster_spec
+        task_type = config.task_type
+        task_id = config.task_id
         if not cluster_spec or not task_type or task_id is None:
             raise RuntimeError(
                 "Could not start server; be sure to specify cluster_spec, task_type, and task in "
                 "RunConfig or set the TF_CONFIG environment variable. Got cluster_spec="
                 f"{cluster_spec!r}, task_type={task_type!r}, task_id={task_id!r}."
             )
-        if not getattr(config, "master", None):
+        if not config.master:
             jobs = cluster_spec.as_dict() if hasattr(cluster_spec, "as_dict") else cluster_spec
             single_trainer = len(jobs) == 1 and any(
                 job in jobs and len(jobs[job]) == 1 for job in ("chief", "master", "worker")
@@ -513,14 +512,14 @@ class _TrainingExecutor:
 
     def _start_distributed_training(self, saving_listeners=None, delay_worker=False):
         config = self._estimator.config
-        if getattr(config, "environment", None) != "google":
+        if config.environment != "google":
             self._check_cluster_config(config)
         if delay_worker:
             max_delay = _MAX_WORKER_DELAY_SECS
-            configured = getattr(config, "experimental_max_worker_delay_secs", None)
+            configured = config.experimental_max_worker_delay_secs
             if configured is not None:
                 max_delay = int(configured)
-            delay = min(max_delay, ((getattr(config, "task_id", 0) or 0) + 1) * 5)
+            delay = min(max_delay, (config.task_id + 1) * 5)
             if delay > 0:
                 logger.info("Waiting %d secs before starting training.", delay)
                 self._clock.sleep(delay)
@@ -540,7 +539,7 @@ def train_and_evaluate(estimator, train_spec: TrainSpec, eval_spec: EvalSpec, *,
         raise TypeError(f"`eval_spec` must have type `learnrun.EvalSpec`. Got: {type(eval_spec)}")
     executor = _TrainingExecutor(estimator, train_spec, eval_spec, clock=clock)
     config = estimator.config
-    if getattr(config, "task_type", None) == "evaluator" and (config.task_id or 0) > 0:
+    if config.task_type == "evaluator" and (config.task_id or 0) > 0:
         raise ValueError(
             "For distributed training, there can only be one `evaluator` task (with task id "
             f"0).  Given task id {config.task_id}"

@@ -110,7 +110,7 @@ def _saving_listener() -> Any:
 
 def _die_with_ps(at_step: int) -> None:
     """In a ps task: SIGKILL this process once its shard's global step reaches ``at_step``."""
-    from learnrun.distributed import parameter_server
+    from learnrun.distributed.ps import server as parameter_server
 
     def watch() -> None:
         while True:

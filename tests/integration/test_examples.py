@@ -12,7 +12,7 @@ import pytest
 
 import learnrun
 from learnrun.examples import EXAMPLES, get_example
-from learnrun.examples._data import load_diabetes, load_digits, train_test_split
+from learnrun.examples.common import load_diabetes, load_digits, train_test_split
 
 
 def test_registry_and_data():
@@ -88,7 +88,7 @@ def test_example_data_is_declared_as_package_data():
 
     import tomllib
 
-    from learnrun.examples._data import DATA_DIR
+    from learnrun.examples.common import DATA_DIR
 
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     if not pyproject.exists():

@@ -17,6 +17,7 @@ import torch
 
 import learnrun
 import learnrun.export
+import learnrun.export.artifact
 from learnrun.clock import FakeClock
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
@@ -68,8 +69,9 @@ def clock(monkeypatch):
     the system clock and really sleep 1 s when two exports share a second: route it here.
     """
     fake = FakeClock()
-    real_get_clock = learnrun.export.get_clock
-    monkeypatch.setattr(learnrun.export, "get_clock", lambda c=None: real_get_clock(c or fake))
+    real_get_clock = learnrun.export.artifact.get_clock
+    monkeypatch.setattr(learnrun.export.artifact, "get_clock",
+                        lambda c=None: real_get_clock(c or fake))
     return fake
 
 

@@ -16,6 +16,7 @@ import torch
 
 import learnrun
 import learnrun.export
+import learnrun.export.artifact
 from learnrun.clock import FakeClock
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
@@ -66,8 +67,9 @@ def serving_input_fn():
 def clock(monkeypatch):
     """FakeClock for the executor and for export timestamps (``export_savedmodel`` takes none)."""
     fake = FakeClock()
-    real_get_clock = learnrun.export.get_clock
-    monkeypatch.setattr(learnrun.export, "get_clock", lambda c=None: real_get_clock(c or fake))
+    real_get_clock = learnrun.export.artifact.get_clock
+    monkeypatch.setattr(learnrun.export.artifact, "get_clock",
+                        lambda c=None: real_get_clock(c or fake))
     return fake
 
 

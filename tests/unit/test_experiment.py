@@ -37,7 +37,7 @@ def validation_monitor(monkeypatch):
     class FakeValidationMonitor(RecordingHook):
         instances = []
 
-    monkeypatch.setattr(public_hooks, "ValidationMonitor", FakeValidationMonitor)
+    monkeypatch.setattr(experiment_module, "ValidationMonitor", FakeValidationMonitor)
     return FakeValidationMonitor
 
 
@@ -505,7 +505,7 @@ def test_checkpoint_and_export(clock, monkeypatch):
     class FakeSaverHook(RecordingHook):
         instances = []
 
-    monkeypatch.setattr(hooks_module, "CheckpointSaverHook", FakeSaverHook)
+    monkeypatch.setattr(experiment_module, "CheckpointSaverHook", FakeSaverHook)
 
     def simulate_saves(est, kwargs):
         (saver,) = kwargs["hooks"]
@@ -613,12 +613,8 @@ PS_CONFIG = dict(
 
 @pytest.mark.parametrize("schedule", ["serve", "run_std_server"])
 def test_serve_delegates_to_distributed(monkeypatch, schedule):
-    import learnrun.distributed
-
     served = []
-    monkeypatch.setattr(
-        learnrun.distributed, "serve", lambda ex: served.append(ex) or "done", raising=False
-    )
+    monkeypatch.setattr(experiment_module, "serve", lambda ex: served.append(ex) or "done")
     ex = make(FakeEstimator(FakeRunConfig(**PS_CONFIG)))
     assert getattr(ex, schedule)() == "done"
     assert served == [ex]

@@ -38,8 +38,11 @@ from learnrun.cli.report import (
     output_locations,
 )
 from learnrun.cli.targets import load_target
+from learnrun.distributed import add_launch_arguments, exit_process, launch_main
 from learnrun.errors import CLIError, PreemptedError
+from learnrun.runner import run, tune
 from learnrun.tables import format_metrics
+from learnrun.tuning import OptunaTuner, SearchSpaceError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -128,8 +131,6 @@ def build_parser(with_launch: bool = False) -> argparse.ArgumentParser:
     launch = sub.add_parser("launch", help="start a whole cluster on this machine")
     _LAUNCH_PARSER[:] = [launch]
     if with_launch:
-        from learnrun.distributed import add_launch_arguments
-
         add_launch_arguments(launch)
     else:
         launch.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -167,8 +168,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         _print(f"learnrun: running {loaded.description} schedule={args.schedule or '(default)'} "
                f"output_dir={args.output_dir}")
-        from learnrun.runner import run
-
         with _schedule_errors(args.schedule):
             result = run(loaded.experiment_fn, output_dir=args.output_dir, schedule=args.schedule)
         _report_result(result, args.output_dir)
@@ -185,16 +184,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print(f"  model_dir: {run_config.model_dir}")
     if hparams is not None:
         _print(f"  hparams:   {hparams}")
-    from learnrun.runner import run
-
-    if (getattr(run_config, "world_size", 1) or 1) > 1 or getattr(run_config, "num_ps_replicas", 0) \
-            or getattr(run_config, "task_type", None) == "evaluator":
+    if run_config.is_distributed:
         _DISTRIBUTED_RUN.append(True)
     with _schedule_errors(schedule):
         result = run(loaded.experiment_fn, schedule=schedule, run_config=run_config,
                      hparams=hparams)
     _report_result(result, run_config.model_dir)
-    if getattr(run_config, "is_chief", True):
+    if run_config.is_chief:
         _print(output_locations(run_config.model_dir))
     return 0
 
@@ -243,9 +239,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"no search space: pass --space \"lr=loguniform(1e-4,1e-1)\" ({loaded.description} "
             "has no default_search_space())"
         )
-    from learnrun.runner import tune
-    from learnrun.tuning import OptunaTuner, SearchSpaceError
-
     try:
         tuner = OptunaTuner(
             search_space=space,
@@ -278,13 +271,6 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
 
 def cmd_launch(argv: Sequence[str]) -> int:
     """``learnrun launch``: hand over to :mod:`learnrun.distributed`'s launcher."""
-    try:
-        from learnrun.distributed import add_launch_arguments, launch_main  # noqa: F401
-    except ImportError as exc:
-        raise CLIError(
-            f"learnrun launch is not available: cannot import the launcher from "
-            f"learnrun.distributed ({exc})"
-        ) from exc
     parser = build_parser(with_launch=True)
     args, unknown = parser.parse_known_args(list(argv))
     if unknown:
@@ -303,13 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``learnrun`` console script; returns the process exit status.
 
     A task of a distributed run leaves through ``learnrun.distributed.exit_process(code)``
-    (flush, ``os._exit``): normal interpreter exits after ``destroy_process_group()`` abort
-    now and then on this platform (platform-notes).
+    (flush, ``os._exit``): a normal interpreter exit after ``destroy_process_group()`` can
+    abort with SIGABRT now and then.
     """
     code = _main(argv)
     if _DISTRIBUTED_RUN:
-        from learnrun.distributed import exit_process
-
         exit_process(code)
     return code
 

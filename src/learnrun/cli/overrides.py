@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from learnrun.cli.targets import LoadedTarget
+from learnrun.config.run_config import RunConfig
 from learnrun.errors import CLIError
+from learnrun.hparams import HParams
+from learnrun.signatures import keyword_arguments
 from learnrun.tuning.search_space import split_top_level
 
 # --------------------------------------------------------------------------- values
@@ -40,29 +42,19 @@ def parse_literal(text: str) -> Any:
     return stripped
 
 
-def _run_config_class() -> Any:
-    try:
-        from learnrun.config.run_config import RunConfig
-    except ImportError as exc:
-        raise CLIError(f"learnrun.config.run_config is not available in this install ({exc})") from exc
-    return RunConfig
-
-
 def parse_config_overrides(items: Sequence[str]) -> dict[str, Any]:
     """Parse ``--config key=value`` words into RunConfig keyword arguments (validated names)."""
     result: dict[str, Any] = {}
     if not items:
         return result
-    params = inspect.signature(_run_config_class()).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    allowed = sorted(n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD)
+    allowed = sorted(keyword_arguments(RunConfig))
     for item in items:
         for word in _split_top_level(item):
             key, sep, value = word.partition("=")
             key = key.strip()
             if not sep or not key:
                 raise CLIError(f"bad --config {word!r}: expected key=value, e.g. --config tf_random_seed=42")
-            if not takes_any and key not in params:
+            if key not in allowed:
                 raise CLIError(
                     f"bad --config {word!r}: RunConfig has no argument {key!r}; "
                     f"valid keys: {', '.join(allowed)}"
@@ -77,7 +69,6 @@ def build_run_config(
     model_dir: str | None, overrides: Mapping[str, Any], default_model_dir: str | None
 ) -> Any:
     """Build ``RunConfig(model_dir=..., **overrides)``; RunConfig reads TF_CONFIG/torchrun."""
-    RunConfig = _run_config_class()
     kwargs = dict(overrides)
     if model_dir is not None:
         if "model_dir" in kwargs:
@@ -136,8 +127,6 @@ def infer_hparams(spec: str) -> dict[str, Any]:
 
 def build_hparams(loaded: LoadedTarget, spec: str | None) -> Any:
     """The target's ``default_hparams()`` overridden by ``--hparams`` (HParams.parse syntax)."""
-    from learnrun.hparams import HParams
-
     hparams = None
     if loaded.default_hparams is not None:
         defaults = loaded.default_hparams()

@@ -9,6 +9,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from learnrun.errors import CLIError
+from learnrun.model_dir.checkpoints import latest_checkpoint, list_checkpoints
 from learnrun.model_dir.eval_results import read_all_eval_results
 from learnrun.runner import default_schedule
 from learnrun.tables import format_table, format_value
@@ -68,8 +69,6 @@ def format_checkpoints(model_dir: str) -> str:
     if not os.path.isdir(model_dir):
         raise CLIError(f"{model_dir!r} is a file, not a directory; give a model_dir that "
                        "training wrote")
-    from learnrun.model_dir.checkpoints import latest_checkpoint, list_checkpoints
-
     index = os.path.join(model_dir, "checkpoint")
     entries = os.listdir(model_dir)
     looks_like_model_dir = os.path.exists(index) or any(

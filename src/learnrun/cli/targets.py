@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from learnrun.errors import CLIError
+from learnrun.examples import EXAMPLES
 
 DEFAULT_FUNCTION = "experiment_fn"
 
@@ -32,10 +33,6 @@ class LoadedTarget:
 
 
 def _builtin_examples() -> dict[str, str]:
-    try:
-        from learnrun.examples import EXAMPLES
-    except ImportError:
-        return {}
     return dict(EXAMPLES)
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from learnrun.examples._data import load_diabetes, make_experiment, seeded, train_test_split
+from learnrun import feature_column
+from learnrun.canned import DNNRegressor, LinearRegressor
+from learnrun.examples.common import load_diabetes, make_experiment, seeded, train_test_split
+from learnrun.hparams import HParams
 
 FEATURES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
 TEST_FRACTION = 0.2
@@ -20,7 +23,6 @@ TEST_FRACTION = 0.2
 
 def default_hparams() -> Any:
     """Hyperparameters of the diabetes experiment (all overridable with ``--hparams``)."""
-    from learnrun.hparams import HParams
 
     return HParams(
         model="dnn",
@@ -48,8 +50,6 @@ def serving_input_fn() -> Any:
 
 def experiment_fn(run_config: Any, hparams: Any) -> Any:
     """Build the diabetes Experiment (DNNRegressor, or LinearRegressor with ``model=linear``)."""
-    from learnrun import feature_column
-    from learnrun.canned import DNNRegressor, LinearRegressor
 
     hp = default_hparams() if hparams is None else hparams
     if hp.model not in ("dnn", "linear"):

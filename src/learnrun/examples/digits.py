@@ -15,15 +15,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from learnrun.examples._data import load_digits, make_experiment, seeded, train_test_split
+from learnrun import feature_column
+from learnrun.canned import DNNClassifier
+from learnrun.examples.common import load_digits, make_experiment, seeded, train_test_split
+from learnrun.hparams import HParams
 
 TEST_FRACTION = 0.2
 
 
 def default_hparams() -> Any:
     """Hyperparameters of the digits experiment (all overridable with ``--hparams``)."""
-    from learnrun.hparams import HParams
-
     return HParams(
         hidden_units=[64, 32],
         learning_rate=0.003,
@@ -55,8 +56,6 @@ def experiment_fn(run_config: Any, hparams: Any) -> Any:
     When ``run_config.tf_random_seed`` is unset, ``hparams.seed`` seeds the weights and the
     shuffling, so two runs with the same hyperparameters give the same model.
     """
-    from learnrun import feature_column
-    from learnrun.canned import DNNClassifier
 
     hp = default_hparams() if hparams is None else hparams
     run_config = seeded(run_config, hp)

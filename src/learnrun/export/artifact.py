@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from learnrun.clock import Clock, get_clock
+from learnrun.model_dir.serialization import prepare_weights
 
-logger = logging.getLogger("learnrun.export")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "get_timestamped_export_dir",
@@ -182,8 +183,6 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
     """
     import torch
 
-    from learnrun.model_dir.checkpoints import _prepare_weights
-
     del as_text, strip_default_attrs  # no meaning for torch.export programs
     if example_features is None:
         if serving_input_fn is None:
@@ -215,7 +214,7 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
         torch.export.save(program, os.path.join(temp_dir, PROGRAM_FILENAME))
         from safetensors.torch import save_file
 
-        save_file(_prepare_weights(module.state_dict()), os.path.join(temp_dir, WEIGHTS_FILENAME))
+        save_file(prepare_weights(module.state_dict()), os.path.join(temp_dir, WEIGHTS_FILENAME))
         batch = args[0].shape[0] if dynamic else None
         signature = {
             "input_kind": "tensor" if names is None else "dict",

@@ -14,7 +14,6 @@ checkpoint and its metrics; it writes ``<model_dir>/export/<exporter.name>/<time
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from typing import Any
@@ -45,7 +44,7 @@ class Exporter:
         raise NotImplementedError("Exporter.export must be implemented by a subclass.")
 
 
-def _validate_exporters(exporters: Any) -> tuple[Any, ...]:
+def validate_exporters(exporters: Any) -> tuple[Any, ...]:
     if not exporters:
         return ()
     if isinstance(exporters, Exporter):

@@ -20,6 +20,7 @@ from typing import Any
 from learnrun.clock import Clock, get_clock
 from learnrun.export.gc import garbage_collect_exports
 from learnrun.model_dir import eval_results
+from learnrun.model_dir.checkpoints import latest_checkpoint
 from learnrun.signatures import parameter_names
 
 logger = logging.getLogger(__name__)
@@ -167,8 +168,6 @@ def make_best_model_export_strategy(serving_input_fn: Callable, exports_to_keep:
             if hasattr(estimator, "latest_checkpoint"):
                 checkpoint_path = estimator.latest_checkpoint()
             else:
-                from learnrun.model_dir.checkpoints import latest_checkpoint
-
                 checkpoint_path = latest_checkpoint(estimator.model_dir)
         path, result = selector.update(checkpoint_path, eval_result)
         if path and result is not None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-_COMBINERS = ("mean", "sqrtn", "sum")
+COMBINERS = ("mean", "sqrtn", "sum")
 
 
 def stable_hash(value: str, num_buckets: int) -> int:
@@ -84,7 +84,7 @@ def _categorical_values(value: Any, column: str, want: str) -> np.ndarray:
     return arr.astype(np.int64) if want == "int" else arr
 
 
-def _dtype_kind(dtype: Any, key: str) -> str:
+def dtype_kind(dtype: Any, key: str) -> str:
     if dtype in (str, "string", np.str_, bytes, object):
         return "string"
     if dtype in (int, "int", "int64", "int32", np.int64, np.int32, torch.int64, torch.int32):
@@ -359,7 +359,7 @@ class CrossedColumn(CategoricalColumn):
         return _hash_values(crosses, self.hash_bucket_size)
 
 
-def _ids_tensor(column: CategoricalColumn, features, device) -> torch.Tensor:
+def ids_tensor(column: CategoricalColumn, features, device) -> torch.Tensor:
     return torch.as_tensor(column.ids(features), dtype=torch.int64, device=device)
 
 
@@ -375,7 +375,7 @@ class _EmbeddingTable(nn.Module):
                 initializer(self.weight)
 
 
-def _combine(rows: torch.Tensor, combiner: str) -> torch.Tensor:
+def combine(rows: torch.Tensor, combiner: str) -> torch.Tensor:
     """Combine ``(batch, k, d)`` into ``(batch, d)``."""
     if combiner == "sum":
         return rows.sum(1)
@@ -409,8 +409,8 @@ class EmbeddingColumn(DenseColumn):
         return _EmbeddingTable(self.categorical_column.num_buckets, self.dimension, self.initializer)
 
     def dense(self, features, module, device):
-        ids = _ids_tensor(self.categorical_column, features, module.weight.device)
-        return _combine(module.weight[ids], self.combiner)
+        ids = ids_tensor(self.categorical_column, features, module.weight.device)
+        return combine(module.weight[ids], self.combiner)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,6 +432,6 @@ class IndicatorColumn(DenseColumn):
         return self.categorical_column.num_buckets
 
     def dense(self, features, module, device):
-        ids = _ids_tensor(self.categorical_column, features, device)
+        ids = ids_tensor(self.categorical_column, features, device)
         out = torch.zeros(ids.shape[0], self.dense_dim, device=device)
         return out.scatter_add_(1, ids, torch.ones_like(ids, dtype=torch.float32))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from learnrun.feature_column.columns import (
-    _COMBINERS,
+    COMBINERS,
     BucketizedColumn,
     CategoricalColumn,
     CrossedColumn,
@@ -20,7 +20,7 @@ from learnrun.feature_column.columns import (
     IndicatorColumn,
     NumericColumn,
     VocabularyListColumn,
-    _dtype_kind,
+    dtype_kind,
 )
 
 
@@ -85,7 +85,7 @@ def categorical_column_with_vocabulary_list(key: str, vocabulary_list: Sequence[
             raise ValueError(f"Can't specify both num_oov_buckets and default_value in {key}.")
         if num_oov_buckets < 0:
             raise ValueError(f"Invalid num_oov_buckets {num_oov_buckets} in {key}.")
-    if dtype is not None and _dtype_kind(dtype, key) != vocab_kind:
+    if dtype is not None and dtype_kind(dtype, key) != vocab_kind:
         raise ValueError(f"dtype {dtype} and vocabulary dtype {vocab.dtype} do not match, column_name: {key}")
     if not -1 <= default_value < len(vocabulary_list):
         raise ValueError(
@@ -110,7 +110,7 @@ def categorical_column_with_hash_bucket(key: str, hash_bucket_size: int, dtype: 
         raise ValueError(f"hash_bucket_size must be set. key: {key}")
     if hash_bucket_size < 1:
         raise ValueError(f"hash_bucket_size must be at least 1. hash_bucket_size: {hash_bucket_size}, key: {key}")
-    return HashBucketColumn(key, int(hash_bucket_size), _dtype_kind(dtype, key))
+    return HashBucketColumn(key, int(hash_bucket_size), dtype_kind(dtype, key))
 
 
 def embedding_column(categorical_column: CategoricalColumn, dimension: int, combiner: str = "mean",
@@ -123,8 +123,8 @@ def embedding_column(categorical_column: CategoricalColumn, dimension: int, comb
         raise ValueError(f"categorical_column must be a categorical column. Given: {categorical_column}")
     if dimension is None or dimension < 1:
         raise ValueError(f"Invalid dimension {dimension}.")
-    if combiner not in _COMBINERS:
-        raise ValueError(f"combiner must be one of {_COMBINERS}, got {combiner!r} (column {categorical_column.name}).")
+    if combiner not in COMBINERS:
+        raise ValueError(f"combiner must be one of {COMBINERS}, got {combiner!r} (column {categorical_column.name}).")
     if initializer is not None and not callable(initializer):
         raise ValueError(
             f"initializer must be callable if specified. Embedding of column_name: {categorical_column.name}"

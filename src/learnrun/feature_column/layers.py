@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from learnrun.feature_column.columns import (
-    _COMBINERS,
+    COMBINERS,
     CategoricalColumn,
     DenseColumn,
     FeatureColumn,
-    _combine,
-    _ids_tensor,
+    combine,
+    ids_tensor,
 )
 
 
@@ -102,8 +102,8 @@ class LinearModel(nn.Module):
 
     def __init__(self, feature_columns: Iterable[FeatureColumn], units: int = 1, sparse_combiner: str = "sum") -> None:
         super().__init__()
-        if sparse_combiner not in _COMBINERS:
-            raise ValueError(f"sparse_combiner must be one of {_COMBINERS}, got {sparse_combiner!r}.")
+        if sparse_combiner not in COMBINERS:
+            raise ValueError(f"sparse_combiner must be one of {COMBINERS}, got {sparse_combiner!r}.")
         self.columns = _check_columns(feature_columns, (DenseColumn, CategoricalColumn), "LinearModel")
         self.sparse_combiner = sparse_combiner
         self.weights = nn.ParameterDict()
@@ -124,8 +124,8 @@ class LinearModel(nn.Module):
             key = _module_key(c.name)
             weight = self.weights[key]
             if isinstance(c, CategoricalColumn):
-                ids = _ids_tensor(c, feats, weight.device)
-                part = _combine(weight[ids], self.sparse_combiner)
+                ids = ids_tensor(c, feats, weight.device)
+                part = combine(weight[ids], self.sparse_combiner)
             else:
                 part = c.dense(feats, _table(self.tables, c), weight.device) @ weight
             total = part if total is None else total + part

@@ -1,6 +1,6 @@
 """Atomic checkpoints in a model directory: ``ckpt-<step>/`` dirs listed by a JSON index.
 
-Layout (DESIGN section 3)::
+Layout::
 
     model_dir/checkpoint          {"latest": "ckpt-N", "all": [...], "timestamps": [...], ...}
     model_dir/ckpt-<step>/        model.safetensors, state.pt, meta.json

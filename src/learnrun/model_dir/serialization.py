@@ -21,7 +21,7 @@ from typing import Any
 
 from learnrun.errors import CheckpointError
 
-logger = logging.getLogger("learnrun.model_dir.checkpoints")  # its records come from there
+logger = logging.getLogger(__name__)
 
 __all__ = ["capture_rng_state", "prepare_weights", "restore_rng_state", "to_weights_only_safe"]
 

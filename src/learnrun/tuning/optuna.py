@@ -37,7 +37,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from learnrun.clock import Clock, get_clock
+from learnrun.config.run_config import RunConfig
 from learnrun.errors import NanLossDuringTrainingError
+from learnrun.hooks import SessionRunHook
+from learnrun.hparams import HParams
 from learnrun.model_dir import eval_results
 from learnrun.runner import Tuner
 from learnrun.signatures import keyword_arguments
@@ -83,8 +86,6 @@ def read_eval_records(model_dir: str) -> list[dict[str, Any]]:
 
 def _make_pruning_hook(trial: Any, model_dir: str, metric: str) -> Any:
     """A training hook reporting each new in-training evaluation to optuna; stops if pruned."""
-    from learnrun.hooks import SessionRunHook
-
     class PruningHook(SessionRunHook):
         def __init__(self) -> None:
             self.pruned_at: int | None = None
@@ -145,12 +146,9 @@ def check_arguments(**kw: Any) -> None:
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"seed must be an integer or None, got {seed!r}")
     hparams = kw["hparams"]
-    if hparams is not None:
-        from learnrun.hparams import HParams
-
-        if not isinstance(hparams, (HParams, Mapping)):
-            raise ValueError(f"hparams must be an HParams, a dict or None, got "
-                             f"{type(hparams).__name__} {hparams!r}")
+    if hparams is not None and not isinstance(hparams, (HParams, Mapping)):
+        raise ValueError(f"hparams must be an HParams, a dict or None, got "
+                         f"{type(hparams).__name__} {hparams!r}")
     run_config = kw["run_config"]
     if run_config is not None and not callable(getattr(run_config, "replace", None)):
         raise ValueError(f"run_config must be a learnrun.RunConfig or None, got "
@@ -384,8 +382,6 @@ class OptunaTuner(Tuner):
 
     def trial_hparams(self, params: Mapping[str, Any]) -> Any:
         """The base hparams with ``params`` set (added when the base lacks them)."""
-        from learnrun.hparams import HParams
-
         base = self._hparams
         if base is None:
             return HParams(**dict(params))
@@ -406,8 +402,6 @@ class OptunaTuner(Tuner):
     def _trial_run_config(self, model_dir: str) -> Any:
         if self._run_config is not None:
             return self._run_config.replace(model_dir=model_dir)
-        from learnrun.config.run_config import RunConfig
-
         return RunConfig(model_dir=model_dir, **self._config_overrides)
 
     def run_experiment(self, experiment_fn: Callable[..., Any]) -> dict[str, Any] | None:

@@ -15,11 +15,9 @@ that arrives once the target is reached, answering ``STOP_DONE``: the final glob
 exactly the target. Each shard counts on its own, as TF's independent variable updates do,
 so with several shards the last accepted push of two shards may come from different trainers.
 
-Why RPC and not point-to-point messages over a gloo group. Measured on the 2-core machine:
-gloo moves 340 KB in ~0.6 ms on loopback (platform notes), and a full RPC pull + push of an
-MLP 64-256-256-10 runs at ~0.25-0.35x of one-process speed (``benchmarks/bench_distributed.py``),
-so the transport's speed is not what limits a 2-core machine and does not decide.
-Failure behaviour does: a gloo group is one collective
+Why RPC and not point-to-point messages over a gloo group: speed does not decide (both move a
+small model's parameters in well under a millisecond on loopback; ``docs/benchmarks.md`` has
+the parameter-server figures), failure behaviour does: a gloo group is one collective
 context, and a dead worker breaks it for everyone (the ps cannot keep serving the others),
 while an RPC world survives a dead worker: only calls to the dead peer fail. Gloo
 point-to-point also needs fixed shapes agreed in advance and a receive-from-any-source loop,
@@ -55,6 +53,7 @@ from typing import Any
 
 from learnrun.clock import Clock, get_clock
 from learnrun.config.cluster import split_address
+from learnrun.distributed.ps.transport import RpcTransport
 from learnrun.errors import DistributedError
 
 logger = logging.getLogger(__name__)
@@ -392,8 +391,6 @@ def serve_config(config: Any, transport: Any = None, clock: Clock | None = None)
     Raises DistributedError naming the failed task when the chief dies or times out.
     """
     global _SERVER
-    from learnrun.distributed.ps.transport import RpcTransport
-
     if config.task_type != "ps":
         raise DistributedError(
             f"serve() runs parameter-server tasks, but this task is "

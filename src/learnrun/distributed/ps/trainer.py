@@ -30,6 +30,7 @@ from typing import Any
 
 from learnrun.distributed.base import InputContext, Strategy
 from learnrun.distributed.ps import server as ps_mod
+from learnrun.distributed.ps.transport import RpcTransport
 from learnrun.errors import DistributedError
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ class ParameterServerStrategy(Strategy):
 
     def __init__(self, config: Any, transport: Any = None) -> None:
         super().__init__(config)
-        from learnrun.distributed.ps.transport import RpcTransport
-
         self.is_chief = bool(config.is_chief)
         self.name = config.task_name
         self.ps_names = [f"ps:{i}" for i in range(int(config.num_ps_replicas))]

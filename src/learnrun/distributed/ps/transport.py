@@ -66,7 +66,7 @@ class RpcTransport:
     """:class:`PSTransport` on ``torch.distributed.rpc`` with TensorPipe's ``uv`` transport.
 
     ``uv`` (plain sockets) is used instead of the default shared-memory transport, which
-    busy-polls and burns ~0.65 of a core per idle process (platform notes). ``shutdown`` is
+    busy-polls and keeps a core busy while the process is idle. ``shutdown`` is
     ``rpc.shutdown(graceful=False)``: the graceful one is a barrier over every process with no
     timeout, which hangs forever on a dead worker; the parameter-server code runs its own
     "goodbye" protocol instead.

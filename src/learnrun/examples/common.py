@@ -9,6 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from learnrun import export, inputs
+from learnrun.experiment import Experiment
+
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 
@@ -59,8 +62,6 @@ def make_experiment(estimator: Any, features: Mapping[str, np.ndarray], labels: 
     """The Experiment of a built-in example: shuffled ``hparams.batch_size`` batches of the
     ``train_idx`` rows for ``hparams.train_steps`` steps, one batch of the ``test_idx`` rows
     per evaluation, and a ``Servo`` export keeping the latest 3."""
-    from learnrun import export, inputs
-    from learnrun.experiment import Experiment
 
     def rows(idx: np.ndarray) -> dict[str, np.ndarray]:
         return {name: values[idx] for name, values in features.items()}
