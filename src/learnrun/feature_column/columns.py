@@ -17,6 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+# The columns are re-exported by ``learnrun.feature_column``; ``COMBINERS``, ``dtype_kind``,
+# ``ids_tensor`` and ``combine`` serve the constructors and layers of this package.
+__all__ = [
+    "BucketizedColumn", "CategoricalColumn", "CrossedColumn", "DenseColumn", "EmbeddingColumn",
+    "FeatureColumn", "HashBucketColumn", "IdentityColumn", "IndicatorColumn", "NumericColumn",
+    "VocabularyListColumn", "stable_hash",
+]
+
 COMBINERS = ("mean", "sqrtn", "sum")
 
 
