@@ -168,10 +168,16 @@ class ModelServer:
         import uvicorn
 
         family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
+        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when
+        # the socket's proto says TCP, and without it small responses wait for delayed ACKs.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
-            self._socket = socket.create_server((self.options.host, self.options.port),
-                                                family=family)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.options.host, self.options.port))
+            sock.listen(2048)
+            self._socket = sock
         except OSError as exc:
+            sock.close()
             raise ConfigError(f"cannot listen on {self.options.host}:{self.options.port}: "
                               f"{exc.strerror or exc}; pick another --rest_api_port or "
                               "--host") from None
