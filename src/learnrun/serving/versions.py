@@ -26,7 +26,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from learnrun.serving.tensors import NotFoundError, RequestError
 
@@ -255,6 +255,14 @@ def parse_model_config(text: str) -> list[ModelConfig]:
 # ------------------------------------------------------------------------- versions and models
 
 
+class Servable(NamedTuple):
+    """A live version as a request sees it; stays usable after the version unloads."""
+
+    version: int
+    predictor: Any
+    runner: Any
+
+
 @dataclass
 class VersionState:
     """One version of a model: where it is, its state, its error and its loaded servable."""
@@ -314,7 +322,7 @@ class ServedModel:
         self._lister = lister
         self._lock = threading.Lock()
         self._states: dict[int, VersionState] = {}
-        self._live: dict[int, VersionState] = {}
+        self._live: dict[int, Servable] = {}
 
     def poll(self) -> None:
         """Discover, load, switch and unload versions once (see the module docstring)."""
@@ -339,8 +347,9 @@ class ServedModel:
             keep = set(available_wanted)
             if not available_wanted:  # nothing wanted is up yet: the previous keeps serving
                 keep.update(v for v in self._live if v in found)
-            retired = [s for v, s in self._live.items() if v not in keep]
-            self._live = {v: self._states[v] for v in sorted(keep)}
+            retired = [self._states[v] for v in self._live if v not in keep]
+            self._live = {v: Servable(v, self._states[v].predictor, self._states[v].runner)
+                          for v in sorted(keep)}
             for state in retired:
                 state.state = UNLOADING
         for state in retired:
@@ -371,7 +380,7 @@ class ServedModel:
         state.predictor = state.runner = None
         state.state = END
 
-    def get(self, version: int | None = None, label: str | None = None) -> VersionState:
+    def get(self, version: int | None = None, label: str | None = None) -> Servable:
         """The live version asked for (default: the newest), or :class:`NotFoundError`."""
         live = self._live
         if label is not None:
@@ -411,7 +420,8 @@ class ServedModel:
         """Unload every version (queued batches finish first)."""
         with self._lock:
             live, self._live = self._live, {}
-        for state in live.values():
+            states = [self._states[v] for v in live]
+        for state in states:
             self._unload(state)
 
 
@@ -432,7 +442,7 @@ class ModelManager:
                                 f"here (models: {sorted(self.models)})")
         return model
 
-    def get(self, name: str, version: Any = None, label: str | None = None) -> VersionState:
+    def get(self, name: str, version: Any = None, label: str | None = None) -> Servable:
         """The live version of model ``name`` (``version`` as int or decimal text)."""
         model = self.model(name)
         if version is not None and not isinstance(version, int):
