@@ -253,3 +253,18 @@ def test_sigterm_drains_in_flight_request(tmp_path, exports):
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
+
+
+@pytest.mark.parametrize("args,match", [
+    ([], "--model_base_path"),
+    (["--model_base_path", "x", "--model_version_policy", "newest"], "bad version policy 'newest'"),
+    (["--model_base_path", "x", "--model_config_file", "c"], "not both"),
+    (["--model_config_file", "missing.conf"], "cannot read --model_config_file"),
+])
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, match, capsys, monkeypatch):
+    from learnrun.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["model-server", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("learnrun: error:") and match in err[0]
