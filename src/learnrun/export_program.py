@@ -257,9 +257,9 @@ class Predictor:
             missing = [n for n in self._names if n not in features]
             unknown = sorted(str(k) for k in features if k not in self._specs)
             if missing or unknown:
-                raise KeyError(f"This export takes features {self._names}; got "
+                raise KeyError(f"This export takes features {self._names}, got "
                                f"{sorted(map(str, features))} (missing {missing}, unknown "
-                               f"{unknown}). Pass a dict with exactly these keys.")
+                               f"{unknown}); pass a dict with exactly these keys.")
         elif single:
             features = {self._names[0]: features}
         else:
@@ -344,7 +344,7 @@ def load_export(path: Any) -> Predictor:
         raise ValueError(f"Cannot open {path!r}: {exc}. Install the file system's package "
                          "(e.g. pip install 'learnrun[s3]') or pass a local directory.") from exc
     files = {}
-    for name in (SIGNATURE_FILENAME, PROGRAM_FILENAME, WEIGHTS_FILENAME):
+    for name in (PROGRAM_FILENAME, SIGNATURE_FILENAME, WEIGHTS_FILENAME):
         try:
             with fs.open(f"{root.rstrip('/')}/{name}", "rb") as f:
                 files[name] = f.read()

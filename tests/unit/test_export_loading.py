@@ -93,7 +93,7 @@ def test_not_an_archive_and_urls(export_dir, tmp_path):
         f.write(b"not a zip")
     with pytest.raises(ValueError, match="not a torch.export archive"):
         load_export(bad)
-    with pytest.raises(FileNotFoundError, match="signature.json is missing"):
+    with pytest.raises(FileNotFoundError, match="program.pt2 is missing"):
         load_export("memory://nothing/here")
     import importlib.util
 
