@@ -308,8 +308,8 @@ def _to_tensor(value: Any, spec: Mapping) -> Any:
                         f"({_preview(value)}), which do not convert without loss.")
     got = list(tensor.shape)
     if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got, strict=True)):
-        raise ValueError(f"Input {name!r} must have shape {want} (None = any batch size); got "
-                         f"shape {got}.")
+        raise ValueError(f"Input {name!r} must have shape {want} (None = any batch size), "
+                         f"got {got}.")
     return tensor.to(target) if tensor.dtype != target else tensor
 
 
