@@ -84,9 +84,8 @@ def test_diabetes_rejects_unknown_model(tmp_path):
 def test_example_data_is_declared_as_package_data():
     """Every shipped data file matches a ``[tool.setuptools.package-data]`` glob of pyproject."""
     import fnmatch
-    from pathlib import Path
-
     import tomllib
+    from pathlib import Path
 
     from learnrun.examples.common import DATA_DIR
 

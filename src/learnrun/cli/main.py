@@ -8,6 +8,7 @@ Commands::
                          [--metric accuracy --direction maximize] [--study-name S] [--model-dir DIR]
     learnrun checkpoints DIR
     learnrun launch ...          (see ``learnrun launch --help``)
+    learnrun model-server --model_base_path DIR --model_name NAME [--rest_api_port 8501] ...
     learnrun --version
 
 ``TARGET`` is ``package.module:function``, ``path/to/file.py[:function]`` (default function
@@ -47,7 +48,7 @@ from learnrun.tuning import OptunaTuner, SearchSpaceError
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
-_COMMANDS = ("run", "tune", "checkpoints", "launch")
+_COMMANDS = ("run", "tune", "checkpoints", "launch", "model-server")
 _LAUNCH_PARSER: list[argparse.ArgumentParser] = []  # the latest build_parser()'s launch parser
 
 
@@ -127,6 +128,11 @@ def build_parser(with_launch: bool = False) -> argparse.ArgumentParser:
     ckpt = sub.add_parser("checkpoints", help="list a model_dir's checkpoints and eval metrics")
     ckpt.add_argument("model_dir", metavar="DIR")
     ckpt.add_argument("-v", "--verbose", action="store_true")
+
+    from learnrun.serving.cli import add_model_server_arguments
+
+    add_model_server_arguments(sub.add_parser(
+        "model-server", help="serve exports over TF Serving's REST API and KServe v2"))
 
     launch = sub.add_parser("launch", help="start a whole cluster on this machine")
     _LAUNCH_PARSER[:] = [launch]
@@ -314,6 +320,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return cmd_tune(args)
         if args.command == "checkpoints":
             return cmd_checkpoints(args)
+        if args.command == "model-server":
+            from learnrun.serving.cli import model_server_main
+            from learnrun.serving.versions import ConfigError
+
+            try:
+                return model_server_main(args)
+            except ConfigError as exc:
+                raise CLIError(str(exc)) from exc
         raise CLIError(f"unknown command {args.command!r}; use one of {', '.join(_COMMANDS)}")
     except CLIError as exc:
         if verbose:

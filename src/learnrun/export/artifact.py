@@ -12,11 +12,13 @@ helpers name the directory.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import os
 import shutil
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -245,53 +247,213 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
 
 
 class Predictor:
-    """A loaded export: call it on a tensor or a dict of tensors, get a dict of tensors.
+    """A loaded export: call it on features, get a dict of output tensors.
+
+    Features are one value (an export of a single input) or a dict ``{input name: value}``;
+    a value is a tensor, a numpy array, a nested list or a scalar. :meth:`convert` turns
+    them into tensors of the signature's dtypes and checks names, dtypes and shapes first:
+    numbers convert within their kind or widen (float64 -> float32, int -> float), while a
+    float for an integer input, a string or a ragged list raises :class:`TypeError` or
+    :class:`ValueError` naming the input, the value received and what the signature wants.
+    Calls may run concurrently from several threads.
 
     ``signature`` is the parsed ``signature.json``; ``program`` the ``ExportedProgram``.
     """
 
-    def __init__(self, path: str, program: Any, signature: dict) -> None:
+    def __init__(self, path: str, program: Any, signature: dict, module: Any = None) -> None:
         self.path = path
         self.program = program
         self.signature = signature
-        self._module = program.module()
+        self._module = program.module() if module is None else module
         self._names = [i["name"] for i in signature["inputs"]]
+        self._specs = {i["name"]: i for i in signature["inputs"]}
+
+    @property
+    def input_names(self) -> list[str]:
+        """The input names in the signature's order."""
+        return list(self._names)
+
+    def convert(self, features: Any) -> dict:
+        """Check ``features`` against the signature; return ``{input name: tensor}``.
+
+        Raises :class:`KeyError` for missing or unknown names, :class:`TypeError` for a value
+        of the wrong kind and :class:`ValueError` for a wrong shape or a ragged list.
+        """
+        single = self.signature.get("input_kind") == "tensor" or len(self._names) == 1
+        if isinstance(features, Mapping):
+            if single and len(features) == 1 and self._names[0] not in features \
+                    and self.signature.get("input_kind") == "tensor":
+                features = {self._names[0]: next(iter(features.values()))}
+            missing = [n for n in self._names if n not in features]
+            unknown = sorted(str(k) for k in features if k not in self._specs)
+            if missing or unknown:
+                raise KeyError(f"This export takes features {self._names}, got "
+                               f"{sorted(map(str, features))} (missing {missing}, unknown "
+                               f"{unknown}); pass a dict with exactly these keys.")
+        elif single:
+            features = {self._names[0]: features}
+        else:
+            raise TypeError(f"This export takes a dict with keys {self._names}, got one "
+                            f"{type(features).__name__}. Pass {{name: value}} for each input.")
+        return {n: _to_tensor(features[n], self._specs[n]) for n in self._names}
 
     def __call__(self, features: Any) -> dict:
         import torch
 
-        single = self.signature.get("input_kind") == "tensor"
-        if isinstance(features, torch.Tensor):
-            if not single:
-                raise TypeError(f"This export takes a dict with keys {self._names}, got one tensor.")
-            features = {self._names[0]: features}
-        elif isinstance(features, Mapping):
-            if single and len(features) == 1:
-                features = {self._names[0]: next(iter(features.values()))}
-            if sorted(features) != sorted(self._names):
-                raise KeyError(f"This export takes features {self._names}, got {sorted(features)}.")
-        else:
-            raise TypeError(f"Predictor takes a tensor or a dict of tensors, got {type(features).__name__}.")
-        args = tuple(features[n] for n in self._names)
-        for spec, arg in zip(self.signature["inputs"], args, strict=True):
-            want = spec["shape"]
-            got = list(arg.shape)
-            if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got, strict=True)):
-                raise ValueError(f"Input {spec['name']!r} must have shape {want} (None = any batch), "
-                                 f"got {got}.")
+        converted = self.convert(features)
+        args = tuple(converted[n] for n in self._names)
         with torch.no_grad():
             return dict(self._module(*args))
 
 
-def load_export(path: str) -> Predictor:
-    """Load an export directory written by :func:`write_export` as a :class:`Predictor`."""
+def _to_tensor(value: Any, spec: Mapping) -> Any:
+    """``value`` as a tensor of ``spec``'s dtype and shape, or a clear TypeError/ValueError."""
+    import numpy as np
     import torch
 
-    path = os.fsdecode(path)
-    for name in (PROGRAM_FILENAME, SIGNATURE_FILENAME):
-        if not os.path.isfile(os.path.join(path, name)):
-            raise FileNotFoundError(f"{path!r} is not a learnrun export: {name} is missing. Pass a "
-                                    "<export_dir_base>/<timestamp> directory (get_most_recent_export).")
-    with open(os.path.join(path, SIGNATURE_FILENAME), encoding="utf-8") as f:
-        signature = json.load(f)
-    return Predictor(path, torch.export.load(os.path.join(path, PROGRAM_FILENAME)), signature)
+    name, want_dtype, want = spec["name"], spec["dtype"], spec["shape"]
+    target = getattr(torch, want_dtype)
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach()
+        src_kind = _kind(tensor.dtype.is_floating_point, tensor.dtype.is_complex,
+                         tensor.dtype == torch.bool)
+        got_dtype = str(tensor.dtype).replace("torch.", "")
+    else:
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"Input {name!r} is a ragged or malformed list ({exc}); every row "
+                             f"must have shape {want[1:] if want else want}.") from None
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"Input {name!r} must hold numbers of dtype {want_dtype}; got "
+                            f"values of numpy dtype {array.dtype} ({_preview(value)}).")
+        got_dtype = str(array.dtype)
+        src_kind = {"b": "bool", "f": "float"}.get(array.dtype.kind, "int")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    dst_kind = _kind(target.is_floating_point, target.is_complex, target == torch.bool)
+    allowed = {"float": ("float", "int"), "int": ("int",), "bool": ("bool",),
+               "complex": ("complex", "float", "int")}[dst_kind]
+    if src_kind not in allowed:
+        raise TypeError(f"Input {name!r} must be {want_dtype}; got {got_dtype} values "
+                        f"({_preview(value)}), which do not convert without loss.")
+    got = list(tensor.shape)
+    if len(want) != len(got) or any(w is not None and w != g for w, g in zip(want, got, strict=True)):
+        raise ValueError(f"Input {name!r} must have shape {want} (None = any batch size), "
+                         f"got {got}.")
+    return tensor.to(target) if tensor.dtype != target else tensor
+
+
+def _kind(is_float: bool, is_complex: bool, is_bool: bool) -> str:
+    return "complex" if is_complex else "float" if is_float else "bool" if is_bool else "int"
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def load_export(path: Any) -> Predictor:
+    """Load an export directory written by :func:`write_export` as a :class:`Predictor`.
+
+    ``path`` is a local directory or an fsspec URL (``s3://bucket/.../1700000000``, which
+    needs that file system's package). Loading never unpickles code: the weights come from
+    ``model.safetensors`` and the program archive is checked first: an archive holding
+    pickled tensors or objects, compiled code or the old zip layout, or sample inputs that
+    ``torch.load(weights_only=True)`` refuses, is refused with a :class:`ValueError`.
+    """
+    import fsspec.core
+    import torch
+    from safetensors.torch import load as load_safetensors
+
+    path = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else path
+    if not isinstance(path, str) or not path:
+        raise TypeError(f"load_export takes a directory path or URL, got {path!r}.")
+    try:
+        fs, root = fsspec.core.url_to_fs(path)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"Cannot open {path!r}: {exc}. Install the file system's package "
+                         "(e.g. pip install 'learnrun[s3]') or pass a local directory.") from exc
+    files = {}
+    for name in (PROGRAM_FILENAME, SIGNATURE_FILENAME, WEIGHTS_FILENAME):
+        try:
+            with fs.open(f"{root.rstrip('/')}/{name}", "rb") as f:
+                files[name] = f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise FileNotFoundError(
+                f"{path!r} is not a learnrun export: {name} is missing. Pass a "
+                "<export_dir_base>/<timestamp> directory (get_most_recent_export).") from None
+    try:
+        signature = json.loads(files[SIGNATURE_FILENAME])
+        if not isinstance(signature, dict) or not isinstance(signature.get("inputs"), list):
+            raise ValueError("no 'inputs' list")
+    except ValueError as exc:
+        raise ValueError(f"{path!r}: {SIGNATURE_FILENAME} is not a learnrun signature ({exc}); "
+                         "re-export the model.") from None
+    _check_program_archive(files[PROGRAM_FILENAME], path)
+    program = torch.export.load(io.BytesIO(files[PROGRAM_FILENAME]))
+    module = program.module()
+    try:
+        weights = load_safetensors(files[WEIGHTS_FILENAME])
+    except Exception as exc:  # safetensors raises its own error type for a corrupt file
+        raise ValueError(f"{path!r}: {WEIGHTS_FILENAME} is not a readable safetensors file "
+                         f"({exc}).") from None
+    params = module.state_dict()
+    renamed = {f"module.{k}": v for k, v in weights.items()}
+    unknown = sorted(k for k in renamed if k not in params)
+    if unknown:
+        raise ValueError(f"{path!r}: {WEIGHTS_FILENAME} holds weights the program does not have "
+                         f"({unknown[:5]}); the export is inconsistent, re-export the model.")
+    with torch.no_grad():
+        for key, value in renamed.items():
+            if params[key].shape != value.shape:
+                raise ValueError(f"{path!r}: weight {key[7:]!r} has shape {list(value.shape)} in "
+                                 f"{WEIGHTS_FILENAME} but {list(params[key].shape)} in the program.")
+            params[key].copy_(value)
+    return Predictor(path, program, signature, module)
+
+
+def _check_program_archive(data: bytes, path: str) -> None:
+    """Refuse a program archive that loading could only read by unpickling."""
+    import torch
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"Refusing to load {path!r}: {PROGRAM_FILENAME} {reason}; only "
+                          "programs saved by learnrun's write_export load without unpickling.")
+
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        names = archive.namelist()
+    except zipfile.BadZipFile:
+        raise refuse("is not a torch.export archive") from None
+    top = {n.split("/", 1)[0] for n in names}
+    if len(top) != 1 or "version" in names:
+        raise refuse("has the old zip layout or several roots")
+    prefix = top.pop() + "/"
+    fmt = prefix + "archive_format"
+    if fmt not in names or archive.read(fmt).strip() != b"pt2":
+        raise refuse("has no pt2 archive_format record")
+    for name in names:
+        rel = name[len(prefix):]
+        if rel.startswith("data/aotinductor/"):
+            raise refuse("holds compiled code (AOTInductor)")
+        if rel.endswith(".pt") and not rel.startswith("data/sample_inputs/"):
+            raise refuse(f"holds a pickled file ({rel})")
+    for config in ("data/weights/model_weights_config.json",
+                   "data/constants/model_constants_config.json"):
+        if prefix + config not in names:
+            raise refuse(f"has no {config}")
+        try:
+            entries = json.loads(archive.read(prefix + config))["config"].values()
+        except (ValueError, KeyError, AttributeError, TypeError):
+            raise refuse(f"has an unreadable {config}") from None
+        for entry in entries:
+            if not isinstance(entry, dict) or entry.get("use_pickle") is not False:
+                raise refuse("holds pickled tensors or objects")
+            if "constants" in config and not str(entry.get("path_name", "")).startswith("tensor_"):
+                raise refuse("holds custom objects")
+    for name in names:
+        if name[len(prefix):].startswith("data/sample_inputs/"):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+            except Exception:  # torch raises UnpicklingError and others for refused content
+                raise refuse("has sample inputs that only unpickling can read") from None
