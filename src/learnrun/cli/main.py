@@ -42,6 +42,8 @@ from learnrun.cli.targets import load_target
 from learnrun.distributed import add_launch_arguments, exit_process, launch_main
 from learnrun.errors import CLIError, PreemptedError
 from learnrun.runner import run, tune
+from learnrun.serving.cli import add_model_server_arguments, model_server_main
+from learnrun.serving.versions import ConfigError
 from learnrun.tables import format_metrics
 from learnrun.tuning import OptunaTuner, SearchSpaceError
 
@@ -128,8 +130,6 @@ def build_parser(with_launch: bool = False) -> argparse.ArgumentParser:
     ckpt = sub.add_parser("checkpoints", help="list a model_dir's checkpoints and eval metrics")
     ckpt.add_argument("model_dir", metavar="DIR")
     ckpt.add_argument("-v", "--verbose", action="store_true")
-
-    from learnrun.serving.cli import add_model_server_arguments
 
     add_model_server_arguments(sub.add_parser(
         "model-server", help="serve exports over TF Serving's REST API and KServe v2"))
@@ -321,9 +321,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if args.command == "checkpoints":
             return cmd_checkpoints(args)
         if args.command == "model-server":
-            from learnrun.serving.cli import model_server_main
-            from learnrun.serving.versions import ConfigError
-
             try:
                 return model_server_main(args)
             except ConfigError as exc:

@@ -12,6 +12,22 @@ from __future__ import annotations
 import argparse
 import logging
 
+from learnrun.export import load_export
+from learnrun.serving.server import (
+    ModelServer,
+    ServingOptions,
+    require_serving_stack,
+    runner_factory,
+)
+from learnrun.serving.versions import (
+    ConfigError,
+    ModelConfig,
+    ModelManager,
+    ServedModel,
+    VersionPolicy,
+    parse_model_config,
+)
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,16 +68,6 @@ def model_server_main(args: argparse.Namespace) -> int:
     Bad flags or a bad model config raise
     :class:`learnrun.serving.versions.ConfigError` (the CLI prints it as one line, exit 2).
     """
-    from learnrun.serving.server import ModelServer, ServingOptions, require_serving_stack
-    from learnrun.serving.versions import (
-        ConfigError,
-        ModelConfig,
-        ModelManager,
-        ServedModel,
-        VersionPolicy,
-        parse_model_config,
-    )
-
     require_serving_stack()
     if args.model_config_file and args.model_base_path:
         raise ConfigError("pass either --model_config_file or --model_base_path, not both")
@@ -86,8 +92,6 @@ def model_server_main(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
         max_request_bytes=args.max_request_bytes,
         drain_timeout_seconds=args.drain_timeout_seconds)
-    from learnrun.export import load_export
-    from learnrun.serving.server import runner_factory
 
     make_runner = runner_factory(options)
     manager = ModelManager([ServedModel(c, load_export, make_runner) for c in configs],

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from learnrun._version import __version__
 from learnrun.serving import kserve_v2, tf_rest
 from learnrun.serving.batching import Batcher, BatcherClosed
 from learnrun.serving.tensors import RequestError, dumps
@@ -124,8 +125,6 @@ def build_app(manager: ModelManager, options: ServingOptions) -> Any:
     from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
-
-    from learnrun import __version__
 
     async def endpoint(request: Any) -> Any:
         method, path = request.method, request.url.path
