@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up a virtual environment (once) and runs the whole test suite.
+# Sets up a virtual environment (once), runs ruff, builds the docs strictly and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -9,5 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 .venv/bin/ruff check src tests benchmarks
+site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet -d "$site" || { rm -rf "$site"; exit 1; }
+rm -rf "$site"
 export GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 exec .venv/bin/python -m pytest "$@"
