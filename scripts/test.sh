@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a virtual environment (once), runs ruff, builds the docs strictly and runs the whole test suite.
+# Sets up a virtual environment (once), runs ruff and the import contracts, builds the docs
+# strictly and runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -9,6 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/lint-imports --no-cache  # the layers of docs/internals.md, no import cycles
 site=$(mktemp -d)
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet -d "$site" || { rm -rf "$site"; exit 1; }
 rm -rf "$site"
