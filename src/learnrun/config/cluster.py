@@ -167,6 +167,8 @@ class ClusterInfo:
     master_port: int | None = None
     global_id_in_cluster: int | None = 0
     local_rank: int | None = None
+    #: torchrun's ``TORCHELASTIC_RESTART_COUNT``: how often the agent restarted the job.
+    restart_count: int = 0
     session_master: str | None = None
     eval_session_master: str | None = None
     service: dict | None = None

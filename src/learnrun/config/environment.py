@@ -265,6 +265,7 @@ def _from_torchrun(env: Mapping[str, str]) -> dict[str, Any]:
                 )
     fields = _trainer_group("torchrun", rank, world, addr or "127.0.0.1", _master_port(env))
     fields["local_rank"] = _local_rank(env, "LOCAL_RANK")
+    fields["restart_count"] = _env_int(env, "TORCHELASTIC_RESTART_COUNT", 0) or 0
     return fields
 
 

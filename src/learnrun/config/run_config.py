@@ -503,6 +503,11 @@ class RunConfig:
         return self._cluster.source
 
     @property
+    def restart_count(self) -> int:
+        """How often torchrun restarted this job (``TORCHELASTIC_RESTART_COUNT``; 0 otherwise)."""
+        return self._cluster.restart_count
+
+    @property
     def service(self) -> dict | None:
         """TF_CONFIG's ``service`` dict, or None."""
         return self._cluster.service

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 import threading
 from typing import Any
 
@@ -108,8 +107,7 @@ class DDPStrategy(Strategy):
             store, _, _ = next(dist.rendezvous("env://", rank=self.rank,
                                                world_size=self.world_size, timeout=timeout))
             # torchrun's own variable (pytorch#135712: the agent's store outlives attempts).
-            restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-            return dist.PrefixStore(f"learnrun/{restart}", store)
+            return dist.PrefixStore(f"learnrun/{self.config.restart_count}", store)
         if not addr or not port:  # a one-task cluster: the chief's own address
             first = next((a for job in TRAINER_JOBS
                           for a in self.config.cluster.job_addresses(job)), None)
