@@ -6,6 +6,7 @@ sleeps for real.
 
 from __future__ import annotations
 
+import logging
 import time as _time
 from typing import Protocol, runtime_checkable
 
@@ -73,3 +74,25 @@ SYSTEM_CLOCK = SystemClock()
 def get_clock(clock: Clock | None) -> Clock:
     """Return ``clock`` or the system clock when it is None."""
     return SYSTEM_CLOCK if clock is None else clock
+
+
+class ThrottledWarning:
+    """Log a repeated warning at most once per ``interval_secs`` of ``clock`` time.
+
+    ``warn(logger, message)`` logs when the previous warning is older than the interval;
+    ``reset()`` (after progress) lets the next warning through at once.
+    """
+
+    def __init__(self, clock: Clock, interval_secs: float = 600.0) -> None:
+        self._clock = clock
+        self._interval = interval_secs
+        self._last = 0.0
+
+    def warn(self, logger: logging.Logger, message: str) -> None:
+        now = self._clock.time()
+        if now - self._last > self._interval:
+            logger.warning(message)
+            self._last = now
+
+    def reset(self) -> None:
+        self._last = 0.0

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from learnrun.clock import Clock, get_clock
+from learnrun.clock import Clock, ThrottledWarning, get_clock
 from learnrun.distributed import serve
 from learnrun.hooks import (
     CheckpointSaverHook,
@@ -46,9 +46,6 @@ _EXPORT_STRATEGIES_ERROR = (
     "`export_strategies` must be an ExportStrategy, an iterable of ExportStrategy, or `None`, "
     "found %s."
 )
-
-
-_WARNING_INTERVAL_SECS = 600
 
 
 def _check_count(name: str, value: Any, minimum: int, hint: str = "") -> None:
@@ -659,7 +656,7 @@ class Experiment:
         recorded_result = getattr(self._estimator, "recorded_eval_result", None)
         previous_path: str | None = None
         eval_result: Any = None
-        last_warning_time = 0.0
+        warning = ThrottledWarning(self._clock)
         while predicate is None or predicate(eval_result, checkpoint_path=previous_path):
             if self._has_training_stopped(eval_result):
                 logger.info(
@@ -692,15 +689,12 @@ class Experiment:
                 previous_path = latest
             elif error_msg:
                 eval_result = {}
-                now = self._clock.time()
-                if now - last_warning_time > _WARNING_INTERVAL_SECS:
-                    logger.warning(error_msg)
-                    last_warning_time = now
+                warning.warn(logger, error_msg)
             else:
                 eval_result = self._evaluate_on(input_fn, name, checkpoint_path=latest) or {}
                 if export:
                     self._maybe_export(eval_result, checkpoint_path=latest)
-                last_warning_time = 0.0
+                warning.reset()
                 previous_path = latest
 
             duration = self._clock.time() - start

@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from learnrun.clock import Clock, get_clock
+from learnrun.clock import Clock, ThrottledWarning, get_clock
 from learnrun.distributed import serve
 from learnrun.experiment import latest_checkpoint_of
 from learnrun.export.exporters import (
@@ -131,9 +131,6 @@ class EvalSpec:
 
 # ------------------------------------------------------------------ evaluation and export
 
-_WARNING_INTERVAL_SECS = 600
-
-
 class _EvalStatus:
     UNSET = "unset"
     EVALUATED = "evaluated"
@@ -184,13 +181,10 @@ class _Evaluator:
         self._max_training_steps = max_training_steps
         self._clock = clock
         self._previous_ckpt_path: str | None = None
-        self._last_warning_time = 0.0
+        self._warning = ThrottledWarning(clock)
 
     def _log_err_msg(self, message: str) -> None:
-        now = self._clock.time()
-        if now - self._last_warning_time > _WARNING_INTERVAL_SECS:
-            logger.warning(message)
-            self._last_warning_time = now
+        self._warning.warn(logger, message)
 
     def evaluate_and_export(self) -> tuple[_EvalResult, list[Any]]:
         latest = latest_checkpoint_of(self._estimator)
@@ -221,7 +215,7 @@ class _Evaluator:
         if is_final:
             logger.info("Training has already ended at global step %s.", metrics["global_step"])
         self._previous_ckpt_path = latest
-        self._last_warning_time = 0.0
+        self._warning.reset()
         return eval_result, export_results
 
     def _export(self, eval_result: _EvalResult, is_the_final_export: bool) -> list[Any]:
