@@ -37,7 +37,7 @@ from learnrun.hooks import (
     SummarySaverHook,
 )
 from learnrun.hooks.base import to_python
-from learnrun.hooks.basic import _lookup
+from learnrun.hooks.base import fetch_value
 from learnrun.hooks.progress import ProgressHook
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import eval_results, summaries
@@ -323,7 +323,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
 def _fetch(names: list[str], results: dict, session: RunSession) -> dict[str, Any]:
     if not names:
         return {}
-    return {name: _lookup(name, session, RunValues(results, session.global_step)) for name in names}
+    return {name: fetch_value(name, session, RunValues(results, session.global_step)) for name in names}
 
 
 def run_hooked_loop(est, spec, step: int, hooks: list, iterable, steps: int | None, mode: str,
