@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["accepted_args", "accepts", "call_with_accepted", "parameter_names",
-           "keyword_arguments"]
+           "keyword_arguments", "required_parameters"]
 
 
 def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter] | None:
@@ -59,3 +59,14 @@ def keyword_arguments(cls: Callable[..., Any]) -> tuple[str, ...]:
     params = _parameters(cls) or {}
     variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
     return tuple(n for n, p in params.items() if p.kind not in variadic)
+
+
+def required_parameters(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The names of ``fn``'s parameters without a default, ``*args``/``**kwargs`` left out.
+
+    Empty when the signature cannot be read.
+    """
+    params = _parameters(fn) or {}
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return tuple(n for n, p in params.items()
+                 if p.kind not in variadic and p.default is inspect.Parameter.empty)

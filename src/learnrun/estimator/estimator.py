@@ -3,32 +3,41 @@
 ``model_fn(params, config[, mode]) -> EstimatorSpec`` builds a fresh model for every
 ``train``/``evaluate``/``predict``/``export`` call; the model directory holds the state between
 calls (checkpoints, TensorBoard events, evaluation results), so every call starts from the
-latest checkpoint. The loop and hook order are documented in :mod:`learnrun.hooks`.
+latest checkpoint. The loop and hook order are documented in
+:mod:`learnrun.estimator.train_loop` (training) and :mod:`learnrun.estimator.eval_loop`
+(evaluation and prediction).
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import os
 import random
 import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import torch
+
+from learnrun import export
+from learnrun.config.cluster import TaskType
+from learnrun.config.run_config import RunConfig
 from learnrun.distributed import LocalStrategy, make_strategy
 from learnrun.errors import CheckpointError, NotFittedError, PreemptedError
+from learnrun.estimator.eval_loop import run_evaluation, run_prediction
 from learnrun.estimator.spec import EstimatorSpec, ModeKeys
-from learnrun.estimator.step import RNGFork, autocast_context, load_weights, to_device
-from learnrun.estimator.train_loop import run_evaluation, run_hooked_loop, train_loop
+from learnrun.estimator.step import RNGFork, call_input_fn, load_weights, to_numpy
+from learnrun.estimator.train_loop import train_loop
 from learnrun.hooks import SessionRunHook
 from learnrun.hooks.saver import checked_listeners
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import eval_results
+from learnrun.signatures import accepted_args, call_with_accepted, required_parameters
 
-logger = logging.getLogger("learnrun")
+logger = logging.getLogger(__name__)
 
 _MODEL_FN_ARGS = ("params", "config", "mode")
 
@@ -50,29 +59,6 @@ class WarmStartSettings:
         self.vars_to_warm_start = [re.compile(p) for p in patterns]
 
 
-def _accepted_args(fn, names: tuple[str, ...]) -> set[str]:
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return set()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return set(names)
-    return {n for n in names if n in params}
-
-
-def call_input_fn(input_fn, mode: str, params: Any, config: Any, input_context: Any):
-    """Call ``input_fn`` with whichever of ``params``, ``config``, ``mode``, ``input_context`` it names."""
-    if not callable(input_fn):
-        raise TypeError(f"`input_fn` must be callable, given: {input_fn!r}")
-    available = {"params": params, "config": config, "mode": mode, "input_context": input_context}
-    kwargs = {n: available[n] for n in _accepted_args(input_fn, tuple(available))}
-    result = input_fn(**kwargs)
-    if result is None or not hasattr(result, "__iter__"):
-        raise TypeError(f"input_fn must return an iterable of (features, labels) batches (a "
-                        f"DataLoader, a generator, a list), got {type(result).__name__}: {result!r:.80}.")
-    return result
-
-
 class Estimator:
     """Train, evaluate, predict with and export the model that ``model_fn`` builds.
 
@@ -92,19 +78,12 @@ class Estimator:
                  params: Any = None, warm_start_from: Any = None, *, clock: Any = None) -> None:
         if not callable(model_fn):
             raise TypeError(f"model_fn must be callable, got {model_fn!r}.")
-        try:
-            sig_params = inspect.signature(model_fn).parameters
-        except (TypeError, ValueError):
-            sig_params = {}
-        unknown = [n for n, p in sig_params.items()
-                   if n not in _MODEL_FN_ARGS and p.default is inspect.Parameter.empty
-                   and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
+        unknown = [n for n in required_parameters(model_fn) if n not in _MODEL_FN_ARGS]
         if unknown:
             raise ValueError(f"model_fn has following not expected args: {unknown}. learnrun calls "
                              "model_fn(params, config, mode) with only the arguments it names; "
                              "features and labels go to the module, not to model_fn.")
-        self._model_fn_args = _accepted_args(model_fn, _MODEL_FN_ARGS)
-        if params and "params" not in self._model_fn_args:
+        if params and "params" not in accepted_args(model_fn, _MODEL_FN_ARGS):
             raise ValueError(f"model_fn ({model_fn}) does not take params argument, but params "
                              f"({params}) were passed to the Estimator's constructor.")
         self._model_fn = model_fn
@@ -123,20 +102,18 @@ class Estimator:
 
     # -- construction helpers ---------------------------------------------------------------
     @staticmethod
-    def _resolve_config(config: Any, model_dir: str | None):
-        from learnrun.config.run_config import RunConfig
-
+    def _resolve_config(config: Any, model_dir: str | None) -> RunConfig:
         if config is None:
             config = RunConfig()
         elif not isinstance(config, RunConfig):
             raise ValueError("config must be an instance of `RunConfig`, but provided "
                              f"{config!r}.")
-        if model_dir is not None and getattr(config, "model_dir", None) is None:
+        if model_dir is not None and config.model_dir is None:
             config = config.replace(model_dir=os.fspath(model_dir))
         return config
 
     def _config_model_dir(self, model_dir: str | None) -> str:
-        config_dir = getattr(self._config, "model_dir", None)
+        config_dir = self._config.model_dir
         if model_dir is not None and config_dir is not None and os.fspath(model_dir) != config_dir:
             raise ValueError(
                 "model_dir are set both in constructor and RunConfig, but with different values. "
@@ -158,16 +135,22 @@ class Estimator:
         return self._model_dir
 
     @property
-    def config(self):
+    def config(self) -> RunConfig:
         return self._config
 
     @property
     def params(self):
+        """A deep copy of the ``params`` given to the constructor (what ``input_fn`` receives)."""
         return copy.deepcopy(self._params)
 
     @property
     def model_fn(self):
         return self._model_fn
+
+    @property
+    def warm_start_settings(self) -> WarmStartSettings | None:
+        """Where a model without a checkpoint is initialised from (``warm_start_from``), or None."""
+        return self._warm_start
 
     def eval_dir(self, name: str | None = None) -> str:
         """``model_dir/eval`` or ``model_dir/eval_<name>``: where ``evaluate`` writes."""
@@ -179,16 +162,13 @@ class Estimator:
 
     # -- model_fn -----------------------------------------------------------------------------
     def _call_model_fn(self, mode: str) -> EstimatorSpec:
-        seed = getattr(self._config, "tf_random_seed", None)
+        seed = self._config.tf_random_seed
         if seed is not None:
-            import numpy as np
-            import torch
-
             random.seed(seed)
             np.random.seed(seed % (2**32))
             torch.manual_seed(seed)
-        available = {"params": self._params, "config": self._config, "mode": mode}
-        spec = self._model_fn(**{n: available[n] for n in self._model_fn_args})
+        spec = call_with_accepted(self._model_fn,
+                                  {"params": self._params, "config": self._config, "mode": mode})
         if not isinstance(spec, EstimatorSpec):
             raise TypeError(f"model_fn must return an EstimatorSpec, got {type(spec).__name__}: "
                             f"{spec!r:.80}.")
@@ -281,7 +261,7 @@ class Estimator:
             raise ValueError(f"Must specify steps > 0, given: {steps}")
         hooks = check_hooks(hooks)
         path = self._checkpoint_or_raise(checkpoint_path)
-        evaluator = getattr(self._config, "task_type", None) == "evaluator"
+        evaluator = self._config.task_type == TaskType.EVALUATOR
         if evaluator:
             recorded = self.recorded_eval_result(path, name)
             if recorded is not None:
@@ -313,16 +293,15 @@ class Estimator:
                 strategy.teardown(success)
 
     def _collective_evaluation(self) -> bool:
-        """True on a synchronous trainer that has not trained in this process.
+        """True on a synchronous distributed trainer that has not trained in this process.
 
         That is the ``evaluate`` schedule run on every trainer: they join the group and
         evaluate one shard each. A trainer that trained here (``local_run``, in-training
         validation on the chief) evaluates alone, without any collective.
         """
         config = self._config
-        return (not self._trained and getattr(config, "task_type", None) in
-                ("chief", "master", "worker") and (getattr(config, "world_size", 1) or 1) > 1
-                and not getattr(config, "num_ps_replicas", 0))
+        return (not self._trained and config.is_distributed_trainer
+                and config.num_ps_replicas == 0)
 
     def evaluated_checkpoints(self, name: str | None = None) -> list[str]:
         """Checkpoint paths recorded in ``eval_dir(name)/results.jsonl``, oldest first."""
@@ -355,37 +334,15 @@ class Estimator:
         ``yield_single_examples`` each example is yielded on its own, else whole batches.
         ``predict_keys`` (a name or list) selects entries of ``predictions_fn``'s dict.
         """
-        import torch
-
         hooks = check_hooks(hooks)
         if isinstance(predict_keys, str):
             predict_keys = [predict_keys]
         path = self._checkpoint_or_raise(checkpoint_path)
         with RNGFork():
             spec, step, device = self._restored_spec(ModeKeys.PREDICT, path)
-            iterable = call_input_fn(input_fn, ModeKeys.PREDICT, self._params, self._config, None)
-        def predict_batch(batch):
-            features = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
-            with torch.no_grad(), autocast_context(self._config, device):
-                outputs = spec.module(to_device(features, device))
-            predictions = spec.predictions(outputs)
-            if predict_keys is not None:
-                unknown = [k for k in predict_keys if k not in predictions]
-                if unknown:
-                    raise ValueError(f"Expected to run at least one output from "
-                                     f"{sorted(predictions)}, provided {list(predict_keys)}. "
-                                     f"Unknown predict_keys: {unknown}.")
-                predictions = {k: predictions[k] for k in predict_keys}
-            predictions = {k: _to_numpy(v) for k, v in predictions.items()}
-            return predictions, {"outputs": outputs, "predictions": predictions}
-
-        all_hooks = hooks + list(spec.prediction_hooks)
-        for predictions in run_hooked_loop(self, spec, step, all_hooks, iterable, None,
-                                           ModeKeys.PREDICT, predict_batch):
-            if not yield_single_examples:
-                yield predictions
-                continue
-            yield from _split_batch(predictions)
+            iterable = call_input_fn(input_fn, ModeKeys.PREDICT, self.params, self._config, None)
+        yield from run_prediction(self, spec, step, device, iterable, hooks, predict_keys,
+                                  yield_single_examples)
 
     # -- variables ------------------------------------------------------------------------------
     def _latest_weights(self) -> dict:
@@ -401,7 +358,7 @@ class Estimator:
         if name not in weights:
             raise ValueError(f"Variable {name!r} is not in the latest checkpoint; its variables "
                              f"are: {sorted(weights)}.")
-        return _to_numpy(weights[name])
+        return to_numpy(weights[name])
 
     # -- export ---------------------------------------------------------------------------------
     def export_savedmodel(self, export_dir_base: str, serving_input_fn, assets_extra=None,
@@ -410,15 +367,13 @@ class Estimator:
         """Export the (latest) checkpoint to ``export_dir_base/<timestamp>`` and return that path.
 
         The weights go into a fresh PREDICT-mode model, which ``learnrun.export.write_export``
-        traces on ``serving_input_fn()``'s example features (DESIGN section 5).
+        traces on ``serving_input_fn()``'s example features.
         """
         if serving_input_fn is None:
             raise ValueError("serving_input_fn must be defined.")
         if not callable(serving_input_fn):
             raise TypeError(f"serving_input_fn must be callable, got {serving_input_fn!r}.")
         path = self._checkpoint_or_raise(checkpoint_path)
-        from learnrun import export
-
         with RNGFork():
             spec, step, _ = self._restored_spec(ModeKeys.PREDICT, path)
             spec.module.to("cpu")
@@ -438,36 +393,3 @@ def check_hooks(hooks) -> list:
         if not isinstance(hook, SessionRunHook):
             raise TypeError(f"All hooks must be `SessionRunHook` instances, given: {hook!r}")
     return hooks
-
-
-_NUMPY_FLOATS: tuple = ()
-try:  # bfloat16 has no numpy dtype: such weights are returned as float32
-    import torch as _torch
-
-    _NUMPY_FLOATS = (_torch.float16, _torch.float32, _torch.float64)
-except ImportError:  # pragma: no cover
-    pass
-
-
-def _to_numpy(value: Any) -> Any:
-    if hasattr(value, "detach"):
-        value = value.detach()
-        if value.dtype.is_floating_point and value.dtype not in _NUMPY_FLOATS:
-            value = value.float()
-        return value.cpu().numpy()
-    return value
-
-
-def _split_batch(predictions: Mapping[str, Any]) -> Iterator[dict]:
-    sizes = {k: len(v) for k, v in predictions.items() if hasattr(v, "shape") and v.shape}
-    if not sizes:
-        yield dict(predictions)
-        return
-    size = next(iter(sizes.values()))
-    for key, n in sizes.items():
-        if n != size:
-            raise ValueError(f"Batch length of predictions should be same. {key} has different "
-                             f"batch length ({n}) than others ({size}). Use "
-                             "yield_single_examples=False to get whole batches.")
-    for i in range(size):
-        yield {k: (v[i] if k in sizes else v) for k, v in predictions.items()}

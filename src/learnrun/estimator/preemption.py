@@ -1,16 +1,16 @@
 """Graceful preemption: SIGTERM (and a first Ctrl-C) stop training after saving a checkpoint.
 
-Execution trace::
+Execution trace (the whole loop is in :mod:`learnrun.estimator.train_loop`)::
 
     with PreemptionGuard() as guard:     # installs handlers (main thread only), keeps the old ones
         ... loop: at every step boundary, before fetching the next batch:
-            if strategy.should_stop(local_stop or guard.triggered):
-                save a checkpoint (chief), run end hooks,
-                raise PreemptedError            # SystemExit(143): the scheduler requeues the job
+            if strategy.should_stop(stop requested or guard.triggered): break
+        if preempted: save a checkpoint (chief), run end hooks,
+            raise PreemptedError            # SystemExit(143): the scheduler requeues the job
     # the old handlers are back, whatever happened
 
-The handler only records the signal (no I/O, no allocation-heavy work): roughly a third of
-signals arrive mid-step, so saving inside the handler would write a half-updated model. A
+The handler only records the signal (no I/O, no allocation-heavy work): a signal may arrive
+in the middle of a step, and saving inside the handler would write a half-updated model. A
 second Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` at once, as usual.
 
 DataLoader workers: a scheduler usually signals the whole process group, and a worker killed
@@ -32,7 +32,9 @@ import signal
 import threading
 from typing import Any
 
-logger = logging.getLogger("learnrun")
+from torch.utils.data import DataLoader
+
+logger = logging.getLogger(__name__)
 
 
 def worker_init_fn(worker_id: int = 0) -> None:
@@ -61,10 +63,6 @@ def protect_dataloader(iterable: Any) -> bool:
     wraps it. Workers already running (``persistent_workers`` after a first epoch) keep their
     handlers: the wrapper applies to workers started from now on.
     """
-    try:
-        from torch.utils.data import DataLoader
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
     if not isinstance(iterable, DataLoader) or not iterable.num_workers:
         return False
     current = iterable.worker_init_fn

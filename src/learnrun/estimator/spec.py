@@ -1,7 +1,8 @@
-"""``EstimatorSpec`` and ``ModeKeys``: what a ``model_fn`` returns (DESIGN section 2).
+"""``EstimatorSpec`` and ``ModeKeys``: what a ``model_fn`` returns.
 
-``model_fn(params, config) -> EstimatorSpec`` is called once per run (not per batch); either
-argument may be left out of its signature. The spec is plain data; mode-dependent behaviour
+``model_fn(params, config[, mode]) -> EstimatorSpec`` is called once per ``train``,
+``evaluate``, ``predict`` or export call (not per batch); any of its arguments may be left out
+of its signature. The spec is plain data; mode-dependent behaviour
 comes from ``module.train()`` / ``module.eval()``, which the Estimator sets.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import torch
 
 
 class ModeKeys:
@@ -56,8 +59,6 @@ class EstimatorSpec:
     gradient_clip_norm: float | None = None
 
     def __post_init__(self) -> None:
-        import torch
-
         if not isinstance(self.module, torch.nn.Module):
             raise TypeError(
                 "EstimatorSpec.module must be a torch.nn.Module, got "

@@ -1,8 +1,9 @@
-"""What one step of the Estimator's loops needs: batches, placement, precision, weights.
+"""What one step of the Estimator's loops needs: input, batches, placement, precision, weights.
 
-Internal helpers of :mod:`learnrun.estimator.train_loop` and :mod:`learnrun.estimator.estimator`:
-splitting and moving batches, describing them in errors, mixed precision (autocast and the
-fp16 gradient scaler), RNG forks, and loading checkpoint weights (restore and warm start).
+Helpers shared by :mod:`learnrun.estimator.train_loop`, :mod:`learnrun.estimator.eval_loop`
+and :mod:`learnrun.estimator.estimator`: calling ``input_fn``, splitting and moving batches
+(and back to numpy), describing them in errors, mixed precision (autocast and the fp16
+gradient scaler), RNG forks, and loading checkpoint weights (restore and warm start).
 """
 
 from __future__ import annotations
@@ -11,10 +12,28 @@ import contextlib
 import logging
 from typing import Any
 
+import torch
+
 from learnrun.errors import CheckpointError
 from learnrun.model_dir import checkpoints as ckpt
+from learnrun.signatures import call_with_accepted
 
-logger = logging.getLogger("learnrun")
+logger = logging.getLogger(__name__)
+
+#: The float dtypes numpy has; others (bfloat16) are returned as float32.
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def call_input_fn(input_fn, mode: str, params: Any, config: Any, input_context: Any):
+    """Call ``input_fn`` with whichever of ``params``, ``config``, ``mode``, ``input_context`` it names."""
+    if not callable(input_fn):
+        raise TypeError(f"`input_fn` must be callable, given: {input_fn!r}")
+    result = call_with_accepted(input_fn, {"params": params, "config": config, "mode": mode,
+                                           "input_context": input_context})
+    if result is None or not hasattr(result, "__iter__"):
+        raise TypeError(f"input_fn must return an iterable of (features, labels) batches (a "
+                        f"DataLoader, a generator, a list), got {type(result).__name__}: {result!r:.80}.")
+    return result
 
 
 class RNGFork:
@@ -30,8 +49,6 @@ class RNGFork:
 
 def autocast_context(config: Any, device):
     """``torch.autocast`` for ``config.precision`` ("bf16-mixed", "16-mixed"), else a no-op."""
-    import torch
-
     precision = config.precision
     if precision in (None, "32", "32-true", 32):
         return contextlib.nullcontext()
@@ -45,10 +62,9 @@ def autocast_context(config: Any, device):
     raise ValueError(f"Unknown precision {precision!r}: use None/'32', 'bf16-mixed' or '16-mixed'.")
 
 
-def _make_scaler(config: Any, device):
+def make_grad_scaler(config: Any, device):
+    """The fp16 gradient scaler for ``precision="16-mixed"`` on CUDA, else None."""
     if config.precision == "16-mixed" and device.type == "cuda":
-        import torch
-
         return torch.amp.GradScaler("cuda")
     return None
 
@@ -63,6 +79,16 @@ def to_device(obj: Any, device) -> Any:
         return type(obj)(to_device(v, device) for v in obj) if not hasattr(obj, "_fields") \
             else type(obj)(*(to_device(v, device) for v in obj))
     return obj
+
+
+def to_numpy(value: Any) -> Any:
+    """A tensor as a numpy array (floats numpy lacks, such as bfloat16, as float32); else as is."""
+    if hasattr(value, "detach"):
+        value = value.detach()
+        if value.dtype.is_floating_point and value.dtype not in _NUMPY_FLOATS:
+            value = value.float()
+        return value.cpu().numpy()
+    return value
 
 
 def split_batch(batch: Any, what: str) -> tuple[Any, Any]:

@@ -1,12 +1,14 @@
 """The hook protocol: ``SessionRunHook`` and what it receives, plus ``SecondOrStepTimer``.
 
 The lifecycle (``begin``, ``after_create_session``, ``before_run``, ``after_run``, ``end``)
-and its exception semantics are described in :mod:`learnrun.hooks`, which
-re-exports everything here; import from there (or ``learnrun.hooks``).
+and its exception semantics are the execution trace in :mod:`learnrun.estimator.train_loop`.
+:mod:`learnrun.hooks` re-exports the public names here; import from there.
+:func:`fetch_value` resolves the names that ``SessionRunArgs`` and ``LoggingTensorHook`` use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from learnrun.clock import Clock, get_clock
@@ -67,8 +69,9 @@ class RunContext:
 
 
 class SessionRunHook:
-    """Base class of training/evaluation hooks; override what you need (see module trace).
+    """Base class of training/evaluation hooks; override what you need.
 
+    The order of the calls is the execution trace in :mod:`learnrun.estimator.train_loop`.
     ``session`` is the loop's ``RunSession``: ``estimator, module, optimizer, scheduler,
     model_dir, mode, config, is_chief, global_step, last_step, shared_global_step(),
     save_checkpoint(), request_stop()``.
@@ -142,3 +145,44 @@ def to_python(value: Any) -> Any:
         value = value.detach()
         return value.item() if value.numel() == 1 else value.cpu().tolist()
     return value
+
+
+def fetch_value(name: str, session, run_values: RunValues) -> Any:
+    """The host value of ``name`` after a step (what ``SessionRunArgs`` fetches).
+
+    ``global_step``, ``learning_rate`` (the first param group's), a key of the step's results
+    (``loss``, ``outputs``, ``features``, ``labels``) or a key of ``outputs`` when the module
+    returns a dict; KeyError listing the known names for anything else.
+    """
+    if name == "global_step":
+        return run_values.global_step
+    if name == "learning_rate":
+        rates = learning_rates(session)
+        return next(iter(rates.values())) if rates else None
+    results = run_values.results
+    if name in results:
+        return to_python(results[name])
+    outputs = results.get("outputs")
+    if isinstance(outputs, Mapping) and name in outputs:
+        return to_python(outputs[name])
+    raise KeyError(
+        f"LoggingTensorHook: unknown name {name!r}. Known: global_step, learning_rate, "
+        f"{', '.join(sorted(results))}"
+        + (f", and outputs keys {sorted(outputs)}" if isinstance(outputs, Mapping) else "") + "."
+    )
+
+
+def fetch_values(names: Iterable[str], session, run_values: RunValues) -> dict[str, Any]:
+    """``{name: fetch_value(name, ...)}`` for every name (one device sync per name)."""
+    return {name: fetch_value(name, session, run_values) for name in names}
+
+
+def learning_rates(session) -> dict[str, float]:
+    """The session optimizer's learning rates: ``learning_rate``, or ``learning_rate/<i>`` per group."""
+    optimizer = session.optimizer
+    if optimizer is None:
+        return {}
+    groups = optimizer.param_groups
+    if len(groups) == 1:
+        return {"learning_rate": float(groups[0]["lr"])}
+    return {f"learning_rate/{i}": float(g["lr"]) for i, g in enumerate(groups)}

@@ -2,7 +2,7 @@
 
 ``StopAtStepHook``, ``LoggingTensorHook``, ``NanTensorHook``, ``StepCounterHook``,
 ``SummarySaverHook`` and ``GlobalStepWaiterHook``, with TF's arguments and error texts.
-Re-exported by :mod:`learnrun.hooks` and ``learnrun.hooks``; import from there.
+Re-exported by :mod:`learnrun.hooks`; import from there.
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ from typing import Any
 
 from learnrun.clock import Clock, get_clock
 from learnrun.errors import NanLossDuringTrainingError
-from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook, to_python
+from learnrun.hooks.base import (
+    SecondOrStepTimer,
+    SessionRunHook,
+    fetch_value,
+    learning_rates,
+)
 from learnrun.model_dir import summaries
 
-logger = logging.getLogger("learnrun")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "GlobalStepWaiterHook", "LoggingTensorHook", "NanTensorHook", "StepCounterHook",
@@ -90,7 +95,7 @@ class LoggingTensorHook(SessionRunHook):
     def after_run(self, run_context, run_values) -> None:
         triggered = self._timer is not None and self._timer.should_trigger_for_step(self._iter)
         if triggered or self._at_end:
-            values = {tag: _lookup(name, run_context.session, run_values)
+            values = {tag: fetch_value(name, run_context.session, run_values)
                       for tag, name in self._tags.items()}
             self._last_values = values
             if triggered:
@@ -222,9 +227,9 @@ class SummarySaverHook(SessionRunHook):
         values: dict[str, float] = {}
         for name in self._scalars:
             if name == "learning_rate":
-                values.update(_learning_rates(run_context.session))
+                values.update(learning_rates(run_context.session))
             else:
-                value = _lookup(name, run_context.session, run_values)
+                value = fetch_value(name, run_context.session, run_values)
                 if value is not None:
                     values[name] = float(value)
         if self._scalar_fn is not None:
@@ -277,35 +282,6 @@ class GlobalStepWaiterHook(SessionRunHook):
                             "is %d.", self._wait_until_step, current)
                 last_log = now
             self._clock.sleep(self._poll_secs)
-
-
-def _lookup(name: str, session, run_values) -> Any:
-    if name == "global_step":
-        return run_values.global_step
-    if name == "learning_rate":
-        rates = _learning_rates(session)
-        return next(iter(rates.values())) if rates else None
-    results = run_values.results
-    if name in results:
-        return to_python(results[name])
-    outputs = results.get("outputs")
-    if isinstance(outputs, Mapping) and name in outputs:
-        return to_python(outputs[name])
-    raise KeyError(
-        f"LoggingTensorHook: unknown name {name!r}. Known: global_step, learning_rate, "
-        f"{', '.join(sorted(results))}"
-        + (f", and outputs keys {sorted(outputs)}" if isinstance(outputs, Mapping) else "") + "."
-    )
-
-
-def _learning_rates(session) -> dict[str, float]:
-    optimizer = getattr(session, "optimizer", None)
-    if optimizer is None:
-        return {}
-    groups = optimizer.param_groups
-    if len(groups) == 1:
-        return {"learning_rate": float(groups[0]["lr"])}
-    return {f"learning_rate/{i}": float(g["lr"]) for i, g in enumerate(groups)}
 
 
 def _fmt(value: Any) -> str:

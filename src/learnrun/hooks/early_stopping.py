@@ -26,8 +26,6 @@ __all__ = [
 ]
 
 
-
-
 def read_eval_metrics(eval_dir: str) -> dict[int, dict[str, Any]]:
     """Evaluation results in ``eval_dir/results.jsonl`` as ``{global_step: metrics}``, by step.
 

@@ -15,7 +15,7 @@ from typing import Any
 from learnrun.clock import Clock
 from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook, to_python
 
-logger = logging.getLogger("learnrun")
+logger = logging.getLogger(__name__)
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -58,7 +58,7 @@ class ProgressHook(SessionRunHook):
         if use_bar and session.is_chief:
             from tqdm.auto import tqdm
 
-            last = getattr(session, "last_step", None)
+            last = session.last_step
             self._bar = tqdm(total=last, initial=session.global_step, file=stream, unit="step",
                              dynamic_ncols=True, leave=True)
 

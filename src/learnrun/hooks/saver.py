@@ -1,6 +1,6 @@
 """Checkpoint saving during training: ``CheckpointSaverHook`` and ``CheckpointSaverListener``.
 
-Re-exported by :mod:`learnrun.hooks` and ``learnrun.hooks``; import from there.
+Re-exported by :mod:`learnrun.hooks`; import from there.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from learnrun.clock import Clock
 from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook
 
-logger = logging.getLogger("learnrun")
+logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointSaverHook", "CheckpointSaverListener"]
 

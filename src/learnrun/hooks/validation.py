@@ -74,7 +74,7 @@ class ValidationMonitor(SessionRunHook):
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
         session = run_context.session
-        last_step = getattr(session, "last_step", None)
+        last_step = session.last_step
         if not (step >= self.every_n_steps + self._last_active_step or step == last_step):
             return
         self._last_active_step = step

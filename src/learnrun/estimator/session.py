@@ -1,0 +1,117 @@
+"""``RunSession``: what hooks see of a running loop, and how hook state travels in checkpoints.
+
+The training loop (:mod:`learnrun.estimator.train_loop`) and the evaluation/prediction loop
+(:mod:`learnrun.estimator.eval_loop`) each build one ``RunSession`` and pass it to every hook.
+Hooks that define ``state_dict()`` / ``load_state_dict(state)`` have that state saved in every
+checkpoint, keyed by class name and position among the hooks of that class
+(``"EarlyStoppingHook#0"``), and restored before ``after_create_session``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from learnrun._version import __version__
+from learnrun.estimator.spec import ModeKeys
+from learnrun.hooks import CheckpointSaverHook
+from learnrun.model_dir import checkpoints as ckpt
+
+
+class RunSession:
+    """What hooks see of the running loop (see :mod:`learnrun.estimator.train_loop`).
+
+    ``estimator, module, optimizer, scheduler, strategy, scaler, mode, config, model_dir,
+    is_chief, global_step, last_step, input, hooks``; ``request_stop()``,
+    ``shared_global_step()``, ``save_checkpoint()``.
+    """
+
+    def __init__(self, estimator, module, optimizer, scheduler, strategy, mode: str,
+                 scaler=None) -> None:
+        self.estimator = estimator
+        self.module = module
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.strategy = strategy
+        self.mode = mode
+        self.scaler = scaler
+        self.config = estimator.config
+        self.model_dir = estimator.model_dir
+        self.is_chief = bool(strategy.is_chief)
+        self.global_step = 0
+        self.last_step: int | None = None
+        self.input = None
+        self.hooks: list = []
+        self.saver_hook: CheckpointSaverHook | None = None
+        self.last_checkpoint_path: str | None = None
+        self._stop = False
+        self._managers: dict[str, ckpt.CheckpointManager] = {}
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
+    def shared_global_step(self) -> int:
+        return int(self.strategy.shared_global_step(self.global_step))
+
+    def save_checkpoint(self) -> str | None:
+        """Save now through the saver hook (its listeners run); chief only."""
+        if not self.is_chief or self.mode != ModeKeys.TRAIN:
+            return None
+        if self.saver_hook is not None:
+            return self.saver_hook.save_now(self)
+        return self.write_checkpoint(self.model_dir)
+
+    def checkpoint_step(self, directory: str) -> int | None:
+        latest = ckpt.latest_checkpoint(directory)
+        return None if latest is None else ckpt.checkpoint_step(latest)
+
+    def write_checkpoint(self, directory: str) -> str:
+        """Write the full training state atomically into ``directory`` (no listeners)."""
+        weights, opt_state = self.strategy.state_for_checkpoint(self.module, self.optimizer)
+        state: dict[str, Any] = {"global_step": int(self.global_step), "optimizer": opt_state,
+                                 "rng": ckpt.capture_rng_state(), "hooks": hook_states(self.hooks)}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        if self.input is not None and callable(getattr(self.input, "state_dict", None)):
+            state["input"] = self.input.state_dict()
+            state["input_pipeline"] = self.strategy.input_context().input_pipeline_id
+        manager = self._managers.get(directory)
+        if manager is None:
+            manager = ckpt.CheckpointManager(
+                directory, self.config.keep_checkpoint_max,
+                self.config.keep_checkpoint_every_n_hours, clock=self.estimator.clock)
+            self._managers[directory] = manager
+        meta = {"global_step": int(self.global_step), "torch": torch.__version__,
+                "learnrun": __version__}
+        self.last_checkpoint_path = manager.save(int(self.global_step), weights, state, meta)
+        return self.last_checkpoint_path
+
+
+def _hook_keys(hooks: list) -> list[tuple[str, Any]]:
+    counts: dict[str, int] = {}
+    keyed = []
+    for hook in hooks:
+        name = type(hook).__name__
+        keyed.append((f"{name}#{counts.get(name, 0)}", hook))
+        counts[name] = counts.get(name, 0) + 1
+    return keyed
+
+
+def hook_states(hooks: list) -> dict[str, Any]:
+    """``{key: hook.state_dict()}`` for the hooks that have state (see the module docstring)."""
+    return {key: hook.state_dict() for key, hook in _hook_keys(hooks)
+            if callable(getattr(hook, "state_dict", None))}
+
+
+def load_hook_states(hooks: list, states: dict[str, Any]) -> None:
+    """Give each hook with ``load_state_dict`` its state from ``states`` (keys as saved)."""
+    for key, hook in _hook_keys(hooks):
+        if key in states and callable(getattr(hook, "load_state_dict", None)):
+            hook.load_state_dict(states[key])
