@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from _helpers import Collector
 
 from learnrun.clock import FakeClock
 from learnrun.config.run_config import RunConfig
@@ -22,6 +21,7 @@ from learnrun.distributed.ps.server import (
 )
 from learnrun.distributed.ps.trainer import plan_shards
 from learnrun.errors import DistributedError
+from tests.helpers.distributed import Collector
 
 pytestmark = pytest.mark.timeout(30)
 

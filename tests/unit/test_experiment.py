@@ -6,7 +6,13 @@ import logging
 import math
 
 import pytest
-from fakes import (
+
+import learnrun.hooks as hooks_module
+import learnrun.hooks as public_hooks
+from learnrun import experiment as experiment_module
+from learnrun.clock import FakeClock
+from learnrun.experiment import Experiment
+from tests.helpers.fakes import (
     ContribStyleEstimator,
     FakeEstimator,
     FakeExportStrategy,
@@ -14,12 +20,6 @@ from fakes import (
     FakeRunConfig,
     fake_input_fn,
 )
-
-import learnrun.hooks as hooks_module
-import learnrun.hooks as public_hooks
-from learnrun import experiment as experiment_module
-from learnrun.clock import FakeClock
-from learnrun.experiment import Experiment
 
 
 class RecordingHook:

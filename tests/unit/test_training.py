@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 import learnrun.export
 import learnrun.export.exporters
@@ -21,6 +20,7 @@ from learnrun.training import (
     TrainSpec,
     train_and_evaluate,
 )
+from tests.helpers.fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 
 class RecordingExporter(Exporter):
