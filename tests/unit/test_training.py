@@ -37,11 +37,6 @@ class RecordingExporter(Exporter):
         return "path_to_export"
 
 
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
 # -- specs (8.7 #1, #2) ----------------------------------------------------------------------
 def test_train_spec():
     spec = TrainSpec(fake_input_fn)
