@@ -11,11 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from learnrun.config.cluster import ClusterInfo
-from learnrun.config.environment import (
-    first_slurm_host,
-    parse_tf_config,
-    resolve_cluster,
-)
+from learnrun.config.environment import first_slurm_host, parse_tf_config, resolve_cluster
 
 NOTE = "Note that these values may be coming from the TF_CONFIG environment variable"
 
