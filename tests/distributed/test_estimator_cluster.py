@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import _experiment
 import numpy as np
 import pytest
 import torch
-from _helpers import launch_experiment
 
 import learnrun
 from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint, load_checkpoint
+from tests.helpers import experiments
+from tests.helpers.distributed import launch_experiment
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 
@@ -26,9 +26,9 @@ def _single_process(tmp_path: Path, steps: int) -> learnrun.Estimator:
                                 save_checkpoints_steps=10**9, save_checkpoints_secs=None,
                                 save_summary_steps=10**9, log_step_count_steps=10**9,
                                 device="cpu")
-    est = learnrun.Estimator(_experiment.model_fn, config=config)
-    hook = _experiment.TestHook()
-    est.train(_experiment.train_input_fn, hooks=[hook], max_steps=steps)
+    est = learnrun.Estimator(experiments.model_fn, config=config)
+    hook = experiments.TestHook()
+    est.train(experiments.train_input_fn, hooks=[hook], max_steps=steps)
     return est
 
 
@@ -134,7 +134,7 @@ def test_sigterm_to_a_worker_stops_every_trainer_and_the_chief_saves_once(tmp_pa
 def test_sync_evaluate_on_every_trainer_reduces_each_shard_once(tmp_path):
     single = _single_process(tmp_path, 4)
     path = single.latest_checkpoint()
-    want = single.evaluate(_experiment.eval_input_fn, checkpoint_path=path)
+    want = single.evaluate(experiments.eval_input_fn, checkpoint_path=path)
     model_dir = tmp_path / "single"
     code, out, _ = launch_experiment(model_dir, num_workers=1, extra_args=("--schedule", "evaluate"))
     assert code == 0, out.text

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 
-import _experiment
 import pytest
 
 import learnrun
 from learnrun.clock import FakeClock
 from learnrun.model_dir.checkpoints import list_checkpoints
+from tests.helpers import experiments
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,12 +29,12 @@ def _config(model_dir, task_type: str | None, **kwargs) -> learnrun.RunConfig:
 
 def _train(model_dir, steps: int, save_steps: int, keep: int) -> None:
     config = _config(model_dir, None, save_checkpoints_steps=save_steps, keep_checkpoint_max=keep)
-    learnrun.Estimator(_experiment.model_fn, config=config).train(
-        _experiment.train_input_fn, max_steps=steps)
+    learnrun.Estimator(experiments.model_fn, config=config).train(
+        experiments.train_input_fn, max_steps=steps)
 
 
 def _evaluator(model_dir) -> learnrun.Estimator:
-    return learnrun.Estimator(_experiment.model_fn, config=_config(model_dir, "evaluator"))
+    return learnrun.Estimator(experiments.model_fn, config=_config(model_dir, "evaluator"))
 
 
 def test_checkpoint_deleted_by_retention_is_skipped_with_a_warning(tmp_path, caplog):
@@ -42,15 +42,15 @@ def test_checkpoint_deleted_by_retention_is_skipped_with_a_warning(tmp_path, cap
     assert [c.step for c in list_checkpoints(str(tmp_path))] == [6]
     est = _evaluator(tmp_path)
     with caplog.at_level(logging.WARNING, logger="learnrun"):
-        result = est.evaluate(_experiment.eval_input_fn, checkpoint_path=str(tmp_path / "ckpt-2"),
+        result = est.evaluate(experiments.eval_input_fn, checkpoint_path=str(tmp_path / "ckpt-2"),
                               name="continuous")
     assert result == {}
     assert "ckpt-2" in caplog.text and "deleted" in caplog.text
     assert est.evaluated_checkpoints("continuous") == []
     # Outside the evaluator a missing checkpoint is still an error.
-    local = learnrun.Estimator(_experiment.model_fn, config=_config(tmp_path, None))
+    local = learnrun.Estimator(experiments.model_fn, config=_config(tmp_path, None))
     with pytest.raises(Exception, match="ckpt-2"):
-        local.evaluate(_experiment.eval_input_fn, checkpoint_path=str(tmp_path / "ckpt-2"))
+        local.evaluate(experiments.eval_input_fn, checkpoint_path=str(tmp_path / "ckpt-2"))
 
 
 def test_restarted_evaluator_does_not_evaluate_a_recorded_checkpoint_again(tmp_path):
@@ -58,8 +58,8 @@ def test_restarted_evaluator_does_not_evaluate_a_recorded_checkpoint_again(tmp_p
 
     def continuous_eval() -> None:
         est = _evaluator(tmp_path)
-        experiment = learnrun.Experiment(est, _experiment.train_input_fn,
-                                         _experiment.eval_input_fn, train_steps=4,
+        experiment = learnrun.Experiment(est, experiments.train_input_fn,
+                                         experiments.eval_input_fn, train_steps=4,
                                          eval_steps=None, eval_delay_secs=0,
                                          continuous_eval_throttle_secs=1, clock=FakeClock())
         experiment.continuous_eval()

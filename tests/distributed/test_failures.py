@@ -1,6 +1,6 @@
 """Failures on the real path: launch() -> learnrun run -> Experiment -> Estimator -> Strategy.
 
-Each test kills one task of a cluster running ``_experiment.py`` and checks how every other
+Each test kills one task of a cluster running ``tests/helpers/experiments.py`` and checks how every other
 task ends: parameter-server training survives a dead worker; a dead ps or chief ends every
 process within a bounded time with a non-zero exit and a message naming the failed task; a
 dead member of a synchronous group ends the group. ``stop_on_failure=False`` keeps the
@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from _helpers import launch_experiment
 
 from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint
+from tests.helpers.distributed import launch_experiment
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(90)]
 

@@ -10,23 +10,22 @@ import sys
 import threading
 from pathlib import Path
 
-import _experiment
 import pytest
-from _helpers import EXPERIMENT
 
 from learnrun.errors import PREEMPTED_EXIT_CODE
 from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint
+from tests.helpers import experiments
+from tests.helpers.distributed import EXPERIMENT, cluster_env
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 
 
 def test_sigterm_to_the_launcher_is_forwarded_and_the_chief_saves(tmp_path: Path):
     model_dir = tmp_path / "model"
-    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
-               PYTHONPATH=str(Path(EXPERIMENT).parent), LRTEST_TRAIN_STEPS="100000")
+    env = cluster_env(LRTEST_TRAIN_STEPS="100000")
     cmd = [sys.executable, "-m", "learnrun", "launch", "--workers", "1", "--grace-secs", "30",
            f"{EXPERIMENT}:experiment_fn", "--model-dir", str(model_dir),
-           *_experiment.config_args(timeout=30)]
+           *experiments.config_args(timeout=30)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     lines: list[str] = []

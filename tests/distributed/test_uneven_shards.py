@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from _helpers import Collector
 
 from learnrun.distributed import launch
+from tests.helpers.distributed import Collector, cluster_env
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 
@@ -43,7 +42,7 @@ def test_trainer_whose_shard_ends_first_stops_the_group(tmp_path: Path):
     target = tmp_path / "uneven.py"
     target.write_text(EXPERIMENT)
     out = Collector()
-    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    env = cluster_env()
     args = ["--model-dir", str(tmp_path / "model"), "--config", "save_checkpoints_secs=None",
             "--config", "save_checkpoints_steps=1000", "--config", "distributed_timeout_secs=60",
             "--config", "device='cpu'"]

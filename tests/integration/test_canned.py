@@ -17,22 +17,14 @@ from learnrun.canned import (
 )
 from learnrun.config.run_config import RunConfig
 from learnrun.inputs import numpy_input_fn, pandas_input_fn
-
-
-def _data(n=300, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 2)).astype(np.float32)
-    color = rng.choice(["red", "blue"], size=n)
-    y = ((x[:, 0] + x[:, 1] + (color == "red") * 1.5 - 0.75) > 0).astype(np.int64)
-    return {"x": x, "color": color}, y
-
+from tests.helpers.data import colored_points
 
 X_COL = fc.numeric_column("x", shape=2)
 COLOR = fc.categorical_column_with_vocabulary_list("color", ["red", "blue"])
 
 
 def test_dnn_classifier_train_evaluate_predict(tmp_path):
-    x, y = _data()
+    x, y = colored_points()
     labels = np.where(y == 1, "yes", "no")
     est = DNNClassifier([16], [X_COL, fc.embedding_column(COLOR, 2)], model_dir=str(tmp_path),
                         label_vocabulary=["no", "yes"], optimizer="Adam", learning_rate=0.02,
@@ -55,7 +47,7 @@ def test_dnn_classifier_train_evaluate_predict(tmp_path):
 
 def test_linear_classifier_with_pandas(tmp_path):
     pd = pytest.importorskip("pandas")
-    x, y = _data(seed=1)
+    x, y = colored_points(seed=1)
     df = pd.DataFrame({"x1": x["x"][:, 0], "x2": x["x"][:, 1], "color": x["color"]})
     cols = [fc.numeric_column("x1"), fc.numeric_column("x2"), COLOR]
     est = LinearClassifier(cols, model_dir=str(tmp_path), learning_rate=0.3)
@@ -113,7 +105,7 @@ def test_input_position_resumes_across_train_calls(tmp_path):
 def test_export_of_numeric_dnn_classifier(tmp_path):
     from learnrun.export import load_export
 
-    x, y = _data(n=60)
+    x, y = colored_points(n=60)
     est = DNNClassifier([4], [X_COL], model_dir=str(tmp_path / "model"))
     est.train(numpy_input_fn({"x": x["x"]}, y, batch_size=20, shuffle=True), steps=3)
     path = est.export_savedmodel(str(tmp_path / "export"), lambda: {"x": torch.zeros(2, 2)})

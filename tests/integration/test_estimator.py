@@ -16,9 +16,9 @@ from learnrun.estimator.estimator import Estimator, WarmStartSettings
 from learnrun.estimator.spec import EstimatorSpec
 from learnrun.hooks import CheckpointSaverListener, SessionRunHook, stop_if_lower_hook
 from learnrun.model_dir import checkpoints as ckpt
+from tests.helpers.data import separable_tensors
 
-X = torch.randn(96, 4, generator=torch.Generator().manual_seed(0))
-Y = (X.sum(1) > 0).long()
+X, Y = separable_tensors(96)
 
 
 class ShuffledBatches:

@@ -77,11 +77,10 @@ def run_script(tmp_path, mode):
 
 
 @pytest.mark.timeout(240)
-def test_sigterm_saves_checkpoint_and_exits_143(tmp_path):
+def test_sigterm_saves_checkpoint_and_exits_143(tmp_path, model_dir):
     proc = run_script(tmp_path, "sigterm")
     assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-2000:]
     assert "Training was preempted by SIGTERM at global step 7" in proc.stderr
-    model_dir = str(tmp_path / "model")
     assert ckpt.checkpoint_step(ckpt.latest_checkpoint(model_dir)) == 7
     # the job is requeued: it resumes at step 7 and finishes
     proc = run_script(tmp_path, "none")
@@ -91,10 +90,9 @@ def test_sigterm_saves_checkpoint_and_exits_143(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_sigkill_during_save_restarts_from_previous_checkpoint(tmp_path):
+def test_sigkill_during_save_restarts_from_previous_checkpoint(tmp_path, model_dir):
     proc = run_script(tmp_path, "sigkill")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    model_dir = str(tmp_path / "model")
     assert ckpt.checkpoint_step(ckpt.latest_checkpoint(model_dir)) == 5
     assert any(name.startswith("tmp-") for name in os.listdir(model_dir))
     proc = run_script(tmp_path, "none")
@@ -105,21 +103,20 @@ def test_sigkill_during_save_restarts_from_previous_checkpoint(tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_first_sigint_saves_and_exits_143(tmp_path):
+def test_first_sigint_saves_and_exits_143(tmp_path, model_dir):
     proc = run_script(tmp_path, "sigint")
     assert proc.returncode == PREEMPTED_EXIT_CODE, proc.stderr[-2000:]
     assert "Training was preempted by SIGINT at global step 7" in proc.stderr
-    assert ckpt.checkpoint_step(ckpt.latest_checkpoint(str(tmp_path / "model"))) == 7
+    assert ckpt.checkpoint_step(ckpt.latest_checkpoint(model_dir)) == 7
 
 
 @pytest.mark.timeout(120)
-def test_second_sigint_raises_keyboard_interrupt_at_once(tmp_path):
+def test_second_sigint_raises_keyboard_interrupt_at_once(tmp_path, model_dir):
     proc = run_script(tmp_path, "sigint-twice")
     # An uncaught KeyboardInterrupt: CPython 3.11 re-raises SIGINT on itself (status -2),
     # 3.12 (seen on the GPU machine) exits with status 1.
     assert proc.returncode in (-signal.SIGINT, 1), proc.stderr[-2000:]
     assert "KeyboardInterrupt" in proc.stderr and "preempted" not in proc.stderr
-    model_dir = str(tmp_path / "model")
     latest = ckpt.latest_checkpoint(model_dir)
     assert ckpt.checkpoint_step(latest) == 5  # no save on the way out; the last one loads
     assert ckpt.load_checkpoint(latest).state["global_step"] == 5
@@ -156,11 +153,10 @@ LOADER_SCRIPT = PREAMBLE + textwrap.dedent("""
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mode", ["auto", "custom"])
-def test_sigterm_to_process_group_with_dataloader_workers(tmp_path, mode):
+def test_sigterm_to_process_group_with_dataloader_workers(tmp_path, model_dir, mode):
     """Workers ignore SIGTERM without the user passing worker_init_fn; the user's one still runs."""
     script = tmp_path / "train_loader.py"
     script.write_text(LOADER_SCRIPT)
-    model_dir = str(tmp_path / "model")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(script), model_dir, mode], capture_output=True,
                           text=True, timeout=120, env=env, start_new_session=True)

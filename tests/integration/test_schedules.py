@@ -17,18 +17,16 @@ import torch
 
 import learnrun
 import learnrun.export
-import learnrun.export.artifact
-from learnrun.clock import FakeClock
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
 from learnrun.experiment import Experiment
 from learnrun.model_dir.checkpoints import checkpoint_step, list_checkpoints
 from learnrun.model_dir.eval_results import read_eval_results
+from tests.helpers.data import separable_tensors
 
 pytestmark = pytest.mark.timeout(60)
 
-X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
-Y = (X.sum(1) > 0).long()
+X, Y = separable_tensors(64)
 EXPORT_DIR_RE = re.compile(r"^\d{10}$")
 
 
@@ -59,20 +57,6 @@ def eval_input_fn():
 def serving_input_fn():
     """Example features for the export trace (dynamic batch)."""
     return X[:2]
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """A FakeClock for the Experiment and for export timestamps (no real sleeps).
-
-    ``Estimator.export_savedmodel`` takes no clock, so ``learnrun.export`` would fall back to
-    the system clock and really sleep 1 s when two exports share a second: route it here.
-    """
-    fake = FakeClock()
-    real_get_clock = learnrun.export.artifact.get_clock
-    monkeypatch.setattr(learnrun.export.artifact, "get_clock",
-                        lambda c=None: real_get_clock(c or fake))
-    return fake
 
 
 def make_experiment_fn(clock, **experiment_kwargs):

@@ -16,8 +16,6 @@ import torch
 
 import learnrun
 import learnrun.export
-import learnrun.export.artifact
-from learnrun.clock import FakeClock
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
 from learnrun.model_dir.checkpoints import list_checkpoints
@@ -31,11 +29,11 @@ from learnrun.training import (
     _ContinuousEvalListener,
     _TrainingExecutor,
 )
+from tests.helpers.data import separable_tensors
 
 pytestmark = pytest.mark.timeout(60)
 
-X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
-Y = (X.sum(1) > 0).long()
+X, Y = separable_tensors(64)
 EXPORT_DIR_RE = re.compile(r"^\d{10}$")
 
 
@@ -61,16 +59,6 @@ def eval_input_fn():
 
 def serving_input_fn():
     return X[:2]
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """FakeClock for the executor and for export timestamps (``export_savedmodel`` takes none)."""
-    fake = FakeClock()
-    real_get_clock = learnrun.export.artifact.get_clock
-    monkeypatch.setattr(learnrun.export.artifact, "get_clock",
-                        lambda c=None: real_get_clock(c or fake))
-    return fake
 
 
 def estimator(tmp_path, **config_kwargs):

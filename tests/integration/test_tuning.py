@@ -12,31 +12,13 @@ import pytest
 
 import learnrun
 from learnrun.tuning import OptunaTuner, SearchSpaceError
+from tests.helpers import REPO_ROOT
+from tests.helpers.fakes import QuadraticEstimator
 
 optuna = pytest.importorskip("optuna")
 
 
 # ----------------------------------------------------------------- studies
-
-
-class QuadraticEstimator:
-    """The Estimator protocol without torch: loss = (lr - 0.01)^2 * 1e4 + units[0] / 1000."""
-
-    def __init__(self, config, params):
-        self.config, self.params, self.model_dir = config, params, config.model_dir
-        self.step = 0
-
-    def train(self, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None):
-        os.makedirs(self.model_dir, exist_ok=True)
-        self.step = max_steps or steps or 0
-        return self
-
-    def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
-        loss = (self.params.lr - 0.01) ** 2 * 1e4 + self.params.units[0] / 1000
-        return {"loss": loss, "accuracy": 1.0 / (1.0 + loss), "global_step": self.step}
-
-    def latest_checkpoint(self):
-        return None
 
 
 def make_experiment_fn(interrupt_on=None, calls=None):
@@ -128,12 +110,12 @@ def test_run_experiment_without_trial():
 
 
 def test_cli_tune_resumes_after_the_process_dies(tmp_path):
-    header = f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+    header = f"import sys\nsys.path.insert(0, {str(REPO_ROOT)!r})\n"
     (tmp_path / "exp.py").write_text(header + textwrap.dedent(
         """
         import os, signal
         import learnrun
-        from test_tuning import QuadraticEstimator
+        from tests.helpers.fakes import QuadraticEstimator
 
         def default_hparams():
             return learnrun.HParams(lr=0.05, units=[4])
@@ -240,11 +222,11 @@ def test_unknown_schedule_fails_the_trial_listing_the_schedules(tmp_path):
 
 
 def test_cli_tune_bad_input_lines(tmp_path):
-    header = f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+    header = f"import sys\nsys.path.insert(0, {str(REPO_ROOT)!r})\n"
     (tmp_path / "exp.py").write_text(header + textwrap.dedent(
         """
         import learnrun
-        from test_tuning import QuadraticEstimator
+        from tests.helpers.fakes import QuadraticEstimator
 
         def experiment_fn(run_config, hparams):
             return learnrun.Experiment(QuadraticEstimator(run_config, hparams), lambda: [],

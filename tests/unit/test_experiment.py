@@ -6,7 +6,12 @@ import logging
 import math
 
 import pytest
-from fakes import (
+
+import learnrun.hooks as hooks_module
+import learnrun.hooks as public_hooks
+from learnrun import experiment as experiment_module
+from learnrun.experiment import Experiment
+from tests.helpers.fakes import (
     ContribStyleEstimator,
     FakeEstimator,
     FakeExportStrategy,
@@ -14,12 +19,6 @@ from fakes import (
     FakeRunConfig,
     fake_input_fn,
 )
-
-import learnrun.hooks as hooks_module
-import learnrun.hooks as public_hooks
-from learnrun import experiment as experiment_module
-from learnrun.clock import FakeClock
-from learnrun.experiment import Experiment
 
 
 class RecordingHook:
@@ -39,11 +38,6 @@ def validation_monitor(monkeypatch):
 
     monkeypatch.setattr(experiment_module, "ValidationMonitor", FakeValidationMonitor)
     return FakeValidationMonitor
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
 
 
 def make(estimator=None, clock=None, **kwargs):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 from learnrun import runner
 from learnrun.config.run_config import RunConfig
 from learnrun.experiment import Experiment
 from learnrun.hparams import HParams
+from tests.helpers.fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 
 def make_config(model_dir=None, cluster_spec=None, task_type=None, task_id=0, **kwargs):

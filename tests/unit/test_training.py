@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import pytest
-from fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 import learnrun.export
 import learnrun.export.exporters
@@ -21,6 +20,7 @@ from learnrun.training import (
     TrainSpec,
     train_and_evaluate,
 )
+from tests.helpers.fakes import FakeEstimator, FakeRunConfig, fake_input_fn
 
 
 class RecordingExporter(Exporter):
@@ -35,11 +35,6 @@ class RecordingExporter(Exporter):
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         self.calls.append((export_path, checkpoint_path, eval_result, is_the_final_export))
         return "path_to_export"
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
 
 
 # -- specs (8.7 #1, #2) ----------------------------------------------------------------------

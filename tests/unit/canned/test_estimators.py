@@ -19,14 +19,12 @@ from learnrun.canned import (
 )
 from learnrun.canned.optimizers import MultiOptimizer
 from learnrun.estimator.spec import EstimatorSpec
+from tests.helpers.data import colored_points
 
 
 def _binary_data(n=256, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 2)).astype(np.float32)
-    color = rng.choice(["red", "blue"], size=n)
-    y = ((x[:, 0] + x[:, 1] + (color == "red") * 1.5 - 0.75) > 0).astype(np.int64)
-    return {"x": torch.from_numpy(x), "color": color}, torch.from_numpy(y)
+    features, y = colored_points(n, seed)
+    return {"x": torch.from_numpy(features["x"]), "color": features["color"]}, torch.from_numpy(y)
 
 
 def _manual_training(est, features, labels, steps=150):

@@ -1,4 +1,4 @@
-"""The experiment of the distributed integration tests (``learnrun run _experiment.py:experiment_fn``).
+"""The experiment of the distributed integration tests (``learnrun run experiments.py:experiment_fn``).
 
 A small MLP regression trained with SGD+momentum on fixed data through the real path:
 ``learnrun run`` -> ``learnrun.run`` -> Experiment schedule -> Estimator -> Strategy.

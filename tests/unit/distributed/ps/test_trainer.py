@@ -1,4 +1,7 @@
-"""ParameterServerStrategy against in-process ShardServers (a fake transport, no RPC)."""
+"""Tests of learnrun.distributed.ps.trainer: shard planning and ParameterServerStrategy.
+
+The strategy runs against in-process ShardServers through a fake transport (no RPC).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import torch
 from learnrun.clock import FakeClock
 from learnrun.config.run_config import RunConfig
 from learnrun.distributed.ps.server import STOP_DONE, ShardServer
-from learnrun.distributed.ps.trainer import ParameterServerStrategy
+from learnrun.distributed.ps.trainer import ParameterServerStrategy, plan_shards
 from learnrun.errors import DistributedError
 from learnrun.hooks import GlobalStepWaiterHook
 
@@ -150,3 +153,9 @@ def test_worker_ends_with_an_error_naming_the_chief_when_a_ps_reports_its_failur
     with pytest.raises(DistributedError, match="chief:0 failed or went silent"):
         worker.should_stop(False)
     assert not worker.preempted
+
+
+def test_plan_shards_balances_largest_first_and_is_deterministic():
+    sizes = {"a": 100, "b": 60, "c": 50, "d": 5}
+    assert plan_shards(sizes, 2) == {"a": 0, "b": 1, "c": 1, "d": 0}
+    assert set(plan_shards(sizes, 1).values()) == {0}

@@ -11,9 +11,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 from learnrun.distributed.launch import launch
+from tests.helpers import REPO_ROOT, experiments
 
-EXPERIMENT = str(Path(__file__).with_name("_experiment.py"))
+EXPERIMENT = str(Path(experiments.__file__).resolve())
+"""The test experiment as a ``learnrun run`` TARGET file (tasks load it by path)."""
 _EXIT = re.compile(r"^\[launch\] (\S+) (?:exited with code|failed with exit code) (\d+)")
+
+
+def cluster_env(**env: str) -> dict[str, str]:
+    """The environment of the tasks of a test cluster: this one, gloo on loopback, one thread.
+
+    ``PYTHONPATH`` gets the repository root in front of the inherited one, so tasks import the
+    same ``learnrun`` as the tests and can import ``tests.helpers``.
+    """
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", PYTHONPATH=path,
+                **env)
 
 
 class Collector:
@@ -61,16 +74,13 @@ def launch_experiment(model_dir: Path, *, num_ps: int = 0, num_workers: int = 0,
                       **env: str) -> tuple[int, Collector, float]:
     """``learnrun.distributed.launch`` the test experiment through ``learnrun run``.
 
-    ``env`` adds ``LRTEST_*`` settings (see ``_experiment.py``); returns (exit code, output,
-    seconds the cluster ran).
+    ``env`` adds ``LRTEST_*`` settings (see :mod:`tests.helpers.experiments`); returns (exit
+    code, output, seconds the cluster ran).
     """
-    import _experiment
-
     out = Collector()
-    environ = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
-                   PYTHONPATH=str(Path(__file__).parent), **env)
+    environ = cluster_env(**env)
     args = ["--model-dir", str(model_dir),
-            *_experiment.config_args(save_steps, dist_timeout, keep), *extra_args]
+            *experiments.config_args(save_steps, dist_timeout, keep), *extra_args]
     start = time.monotonic()
     code = launch(f"{EXPERIMENT}:experiment_fn", num_ps=num_ps, num_workers=num_workers,
                   evaluator=evaluator, max_restarts=max_restarts, run_args=args, env=environ,

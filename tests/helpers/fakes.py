@@ -1,9 +1,11 @@
-"""Test doubles for the orchestration layer: a fake estimator, run config and export strategy.
+"""Test doubles for the orchestration layer: fake estimators, run config and export strategy.
 
 ``FakeEstimator`` implements the Estimator protocol of docs/internals.md without torch, the
 way TF's ``experiment_test`` fake did: ``train`` records its arguments and "writes" a
 checkpoint, ``evaluate`` returns ``eval_dict`` and raises ``StopIteration`` on call
-``max_evals + 1``, ``export_savedmodel`` returns ``<base>/bogus_timestamp``.
+``max_evals + 1``, ``export_savedmodel`` returns ``<base>/bogus_timestamp``. ``QuadraticEstimator`` gives a loss
+that depends only on its hyperparameters, for tuning studies (also imported by the scripts the
+tuning tests run in subprocesses).
 """
 
 from __future__ import annotations
@@ -195,3 +197,23 @@ class FakeHook:
 def fake_input_fn():
     """An input_fn that is never called by the fakes."""
     return iter(())
+
+
+class QuadraticEstimator:
+    """The Estimator protocol without torch: loss = (lr - 0.01)^2 * 1e4 + units[0] / 1000."""
+
+    def __init__(self, config, params):
+        self.config, self.params, self.model_dir = config, params, config.model_dir
+        self.step = 0
+
+    def train(self, input_fn, hooks=None, steps=None, max_steps=None, saving_listeners=None):
+        os.makedirs(self.model_dir, exist_ok=True)
+        self.step = max_steps or steps or 0
+        return self
+
+    def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
+        loss = (self.params.lr - 0.01) ** 2 * 1e4 + self.params.units[0] / 1000
+        return {"loss": loss, "accuracy": 1.0 / (1.0 + loss), "global_step": self.step}
+
+    def latest_checkpoint(self):
+        return None

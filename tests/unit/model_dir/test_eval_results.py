@@ -1,4 +1,4 @@
-"""Tests for learnrun.model_dir.summaries: TensorBoard scalars and results.jsonl."""
+"""Tests for learnrun.model_dir.eval_results: eval directories and results.jsonl."""
 
 from __future__ import annotations
 
@@ -11,58 +11,6 @@ import pytest
 import torch
 
 from learnrun.model_dir import eval_results
-from learnrun.model_dir import summaries as summary
-
-
-@pytest.fixture(autouse=True)
-def _close_writers():
-    yield
-    summary.close_all()
-
-
-def _read_scalars(logdir) -> dict:
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    acc = event_accumulator.EventAccumulator(str(logdir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def test_scalars_read_back_with_tensorboard(tmp_path):
-    for step in range(1, 4):
-        summary.write_scalars(tmp_path, step, {"loss": torch.tensor(step * 0.5),
-                                               "lr": np.float32(0.25), "steps/sec": step})
-    summary.flush_all()
-    scalars = _read_scalars(tmp_path)
-    assert scalars["loss"] == [(1, 0.5), (2, 1.0), (3, 1.5)]
-    assert scalars["lr"] == [(s, 0.25) for s in (1, 2, 3)]
-    assert scalars["steps/sec"] == [(1, 1.0), (2, 2.0), (3, 3.0)]
-    for step in range(4, 30):  # more than the writer's queue holds, then flush one directory
-        summary.write_scalars(tmp_path, step, {"loss": step})
-    summary.flush(tmp_path)
-    assert _read_scalars(tmp_path)["loss"][-1] == (29, 29.0)
-
-
-def test_writer_is_cached_per_directory_and_reopened_after_close(tmp_path):
-    a = summary.get_summary_writer(tmp_path / "a")
-    assert summary.get_summary_writer(str(tmp_path / "a")) is a
-    assert summary.get_summary_writer(tmp_path / "b") is not a
-    summary.close_writer(tmp_path / "a")
-    assert summary.get_summary_writer(tmp_path / "a") is not a
-    summary.close_all()
-    summary.write_scalars(tmp_path / "c", 5, {"x": 1.0})
-    summary.close_all()
-    assert _read_scalars(tmp_path / "c") == {"x": [(5, 1.0)]}
-
-
-def test_write_scalars_rejects_non_scalars(tmp_path):
-    with pytest.raises(ValueError, match=r"Summary value 'w' must be a real scalar.*Tensor"):
-        summary.write_scalars(tmp_path, 1, {"w": torch.ones(3)})
-    with pytest.raises(ValueError, match="'name' must be a real scalar"):
-        summary.write_scalars(tmp_path, 1, {"name": "abc"})
-    with pytest.raises(TypeError, match="dict of tag -> number"):
-        summary.write_scalars(tmp_path, 1, [("a", 1.0)])
-    with pytest.raises(ValueError, match="needs a log directory"):
-        summary.get_summary_writer("")
 
 
 def test_eval_dir(tmp_path):

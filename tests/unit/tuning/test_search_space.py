@@ -8,7 +8,12 @@ import sys
 import pytest
 
 import learnrun.tuning
-from learnrun.tuning.search_space import Dimension, SearchSpaceError, parse_search_space
+from learnrun.tuning.search_space import (
+    Dimension,
+    SearchSpaceError,
+    parse_search_space,
+    split_top_level,
+)
 
 
 def test_parse_search_space_forms():
@@ -96,3 +101,7 @@ def test_parse_search_space_bad_arguments(space, needle):
     with pytest.raises(SearchSpaceError) as info:
         parse_search_space(space)
     assert needle in str(info.value)
+
+
+def test_split_top_level_keeps_brackets():
+    assert split_top_level("a=1,b=[1,2],c=choice(3,4)", strict=False) == ["a=1", "b=[1,2]", "c=choice(3,4)"]

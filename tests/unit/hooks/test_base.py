@@ -1,0 +1,25 @@
+"""Unit tests of learnrun.hooks.base: SecondOrStepTimer on a FakeClock."""
+
+from __future__ import annotations
+
+import pytest
+
+from learnrun.clock import FakeClock
+from learnrun.hooks import SecondOrStepTimer
+
+
+def test_second_or_step_timer():
+    with pytest.raises(ValueError, match="Either every_steps or every_secs"):
+        SecondOrStepTimer()
+    with pytest.raises(ValueError, match="Can not provide both"):
+        SecondOrStepTimer(every_secs=1, every_steps=1)
+    clock = FakeClock()
+    timer = SecondOrStepTimer(every_secs=10, clock=clock)
+    assert timer.should_trigger_for_step(1)
+    assert timer.update_last_triggered_step(1) == (None, None)
+    clock.advance(9)
+    assert not timer.should_trigger_for_step(2)
+    clock.advance(1)
+    assert timer.should_trigger_for_step(3)
+    assert timer.update_last_triggered_step(3) == (10.0, 2)
+    assert not timer.should_trigger_for_step(3)

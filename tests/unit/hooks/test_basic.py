@@ -1,0 +1,96 @@
+"""Unit tests of learnrun.hooks.basic (stop, NaN, logging, step counter, step waiter), with a fake session and a FakeClock (no sleeps)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from learnrun.clock import FakeClock
+from learnrun.errors import NanLossDuringTrainingError
+from learnrun.hooks import (
+    GlobalStepWaiterHook,
+    LoggingTensorHook,
+    NanTensorHook,
+    StepCounterHook,
+    StopAtStepHook,
+)
+from learnrun.model_dir import summaries as summary
+from tests.helpers.hooks import FakeSession, run_steps
+
+
+def test_stop_at_step_validation_and_semantics():
+    with pytest.raises(ValueError, match="One of num_steps or last_step must be specified"):
+        StopAtStepHook()
+    with pytest.raises(ValueError, match="Only one of num_steps or last_step"):
+        StopAtStepHook(num_steps=1, last_step=2)
+    session = FakeSession(global_step=10)
+    assert run_steps([StopAtStepHook(num_steps=3)], session, 100) == 3
+    assert session.global_step == 13
+    session = FakeSession(global_step=10)
+    assert run_steps([StopAtStepHook(last_step=12)], session, 100) == 2
+    session = FakeSession(global_step=20)
+    assert run_steps([StopAtStepHook(last_step=12)], session, 100) == 0
+
+
+def test_nan_hook_raises_by_default():
+    session = FakeSession()
+    with pytest.raises(NanLossDuringTrainingError, match="NaN loss during training"):
+        run_steps([NanTensorHook()], session, 5, loss=float("nan"))
+    assert session.global_step == 1
+
+
+def test_nan_hook_can_request_stop_and_check_every_n(caplog):
+    session = FakeSession()
+    assert run_steps([NanTensorHook(fail_on_nan_loss=False)], session, 5, loss=float("inf")) == 1
+    assert session.stop_requested
+    session = FakeSession()
+    with pytest.raises(NanLossDuringTrainingError, match="between steps 1 and 3"):
+        run_steps([NanTensorHook(every_n_iter=3)], session, 5, loss=float("nan"))
+    with pytest.raises(ValueError, match="every_n_iter must be > 0"):
+        NanTensorHook(every_n_iter=0)
+
+
+def test_global_step_waiter_polls_through_clock():
+    session = FakeSession()
+
+    def advance(_):
+        session.shared += 100
+
+    clock = FakeClock(on_sleep=advance)
+    hook = GlobalStepWaiterHook(wait_until_step=250, clock=clock)
+    run_steps([hook], session, 2)
+    assert clock.sleeps == [0.5, 0.5, 0.5]
+    stuck = GlobalStepWaiterHook(wait_until_step=10, clock=FakeClock(), timeout_secs=3)
+    with pytest.raises(TimeoutError, match="global step 10"):
+        run_steps([stuck], FakeSession(), 1)
+    zero = FakeClock()
+    run_steps([GlobalStepWaiterHook(0, clock=zero)], FakeSession(), 1)
+    assert zero.sleeps == []
+
+
+def test_step_counter_writes_rate(tmp_path):
+    clock = FakeClock()
+    session = FakeSession(model_dir=tmp_path)
+
+    class Tick(StopAtStepHook):
+        def after_run(self, run_context, run_values):
+            clock.advance(0.5)
+
+    hook = StepCounterHook(every_n_steps=4, clock=clock)
+    run_steps([Tick(num_steps=100), hook], session, 9)
+    assert hook.last_rate == pytest.approx(2.0)
+    summary.close_all()
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+
+
+def test_logging_tensor_hook_format(caplog):
+    clock = FakeClock()
+    hook = LoggingTensorHook(["loss", "global_step"], every_n_iter=2, clock=clock)
+    with caplog.at_level(logging.INFO, logger="learnrun"):
+        run_steps([hook], FakeSession(), 5, loss=0.5)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["loss = 0.5, global_step = 1", "loss = 0.5, global_step = 3 (0.000 sec)",
+                     "loss = 0.5, global_step = 5 (0.000 sec)"]
+    with pytest.raises(ValueError, match="every_n_iter"):
+        LoggingTensorHook(["loss"])
