@@ -262,7 +262,7 @@ def test_sigterm_drains_in_flight_request(tmp_path, exports):
     (["--model_config_file", "missing.conf"], "cannot read --model_config_file"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, match, capsys, monkeypatch):
-    from learnrun.cli import main
+    from learnrun.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["model-server", *args]) == 2
