@@ -84,12 +84,15 @@ def _to_batch_value(arr: np.ndarray) -> Any:
 
     kind = arr.dtype.kind
     if kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    if kind in "iu":
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
-    if kind == "b":
-        return torch.from_numpy(np.ascontiguousarray(arr))
-    return arr  # strings / objects stay numpy for categorical columns
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    elif kind in "iu":
+        arr = np.ascontiguousarray(arr, dtype=np.int64)
+    elif kind == "b":
+        arr = np.ascontiguousarray(arr)
+    else:
+        return arr  # strings / objects stay numpy for categorical columns
+    # torch wants writable memory; batches are indexed copies, so nothing writes to it anyway
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
 class ArrayBatches:

@@ -28,7 +28,7 @@ import logging
 import threading
 from typing import Any
 
-from learnrun.distributed.base import InputContext, Strategy
+from learnrun.distributed.base import InputContext, Strategy, compile_if_configured
 from learnrun.distributed.ps import server as ps_mod
 from learnrun.distributed.ps.transport import RpcTransport
 from learnrun.errors import DistributedError
@@ -117,7 +117,7 @@ class ParameterServerStrategy(Strategy):
 
     # -- training -------------------------------------------------------------------------
     def prepare(self, module, optimizer):
-        module = module.to(self.device)
+        module = compile_if_configured(module.to(self.device), self.config)
         self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         self._plan = plan_shards({n: p.numel() for n, p in self._params.items()},
                                  len(self.ps_names))
