@@ -150,3 +150,23 @@ def test_worker_ends_with_an_error_naming_the_chief_when_a_ps_reports_its_failur
     with pytest.raises(DistributedError, match="chief:0 failed or went silent"):
         worker.should_stop(False)
     assert not worker.preempted
+
+
+def test_a_push_answers_with_the_new_shards_so_a_step_is_one_round_trip_per_ps():
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    module, optimizer = _model()
+    module = chief.prepare(module, optimizer)
+    chief.after_restore(module, optimizer, 0)
+    assert _step(chief, module, optimizer, 0) == 1  # the first step pulls
+    assert [c[1] for c in chief.transport.calls].count("rpc_pull") >= 2
+    chief.transport.calls.clear()
+    for step in range(1, 4):
+        assert _step(chief, module, optimizer, step) == step + 1
+    assert sorted({c[1] for c in chief.transport.calls}) == ["rpc_push_pull"]
+    assert len(chief.transport.calls) == 3 * 2
+    chief.before_step(module)  # loads what the last push answered: the servers' values
+    for server in servers.values():
+        _, values = server.pull("chief:0")
+        for name, value in values.items():
+            torch.testing.assert_close(dict(module.named_parameters())[name].detach(), value)
