@@ -10,7 +10,9 @@ example is lost or read twice. Shuffling draws one permutation per epoch from
 The ``input_fn`` returns an :class:`ArrayBatches` iterable of ``(features, labels)``:
 ``features`` is a tensor (array ``x``) or a dict of tensors (dict ``x`` / DataFrame);
 floats become float32, integers int64, booleans bool, and strings or objects stay numpy
-arrays (for categorical feature columns). ``labels`` is ``None`` when ``y`` is ``None``.
+arrays (for categorical feature columns). Numeric columns are converted to tensors once, when
+the ``input_fn`` is first called (no copy for float32, int64 and bool arrays: the tensors share
+the arrays' memory), and each batch indexes them directly. ``labels`` is ``None`` when ``y`` is ``None``.
 Batches run across epoch boundaries, as in TF; only the last batch may be smaller.
 ``state_dict()`` / ``load_state_dict()`` save the epoch, the position in it and the seed, so a
 run restored from a checkpoint continues with the exact next batch.
@@ -77,17 +79,20 @@ def _as_array(value: Any, what: str) -> np.ndarray:
 
 
 def _to_batch_value(arr: np.ndarray) -> Any:
-    """Turn a slice of a column into what a batch holds (tensor or numpy strings)."""
+    """Turn a column (or a slice of one) into what a batch holds (tensor or numpy strings)."""
     import torch
 
     kind = arr.dtype.kind
     if kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    if kind in "iu":
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.int64))
-    if kind == "b":
-        return torch.from_numpy(np.ascontiguousarray(arr))
-    return arr  # strings / objects stay numpy for categorical columns
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    elif kind in "iu":
+        arr = np.ascontiguousarray(arr, dtype=np.int64)
+    elif kind == "b":
+        arr = np.ascontiguousarray(arr)
+    else:
+        return arr  # strings / objects stay numpy for categorical columns
+    # torch wants writable memory; batches are indexed copies, so nothing writes to it anyway
+    return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
 
 
 class ArrayBatches:
@@ -108,7 +113,9 @@ class ArrayBatches:
                 f"num_input_pipelines={num_input_pipelines}; the id must be in "
                 "[0, num_input_pipelines)."
             )
-        self._columns = dict(columns)
+        # tensors (numeric) or numpy arrays (strings, objects)
+        self._columns = {k: _to_batch_value(v) if isinstance(v, np.ndarray) else v
+                         for k, v in columns.items()}
         self._feature_keys = feature_keys
         self._target = target
         self._batch_size = int(batch_size)
@@ -121,6 +128,8 @@ class ArrayBatches:
         self.epoch = 0
         self.position = 0
         self._order_cache: tuple[int, np.ndarray] | None = None
+        self._torch_order: tuple[int, Any] | None = None
+        self._all_tensors = all(not isinstance(v, np.ndarray) for v in self._columns.values())
 
     @property
     def shard_size(self) -> int:
@@ -146,11 +155,21 @@ class ArrayBatches:
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self
 
+    def _epoch_order(self, epoch: int) -> Any:
+        """The epoch's order as a tensor when every column is one, else as numpy."""
+        if not self._all_tensors:
+            return self._order(epoch)
+        if self._torch_order is None or self._torch_order[0] != epoch:
+            import torch
+
+            self._torch_order = (epoch, torch.from_numpy(self._order(epoch)))
+        return self._torch_order[1]
+
     def __next__(self) -> tuple[Any, Any]:
-        picked: list[np.ndarray] = []
+        picked: list[Any] = []
         wanted = self._batch_size
         while wanted > 0 and not self._exhausted():
-            order = self._order(self.epoch)
+            order = self._epoch_order(self.epoch)
             take = order[self.position:self.position + wanted]
             picked.append(take)
             wanted -= len(take)
@@ -160,20 +179,33 @@ class ArrayBatches:
                 self.position = 0
         if not picked:
             raise StopIteration
-        idx = np.concatenate(picked)
+        if len(picked) == 1:
+            idx = picked[0]
+        elif self._all_tensors:
+            import torch
+
+            idx = torch.cat(picked)
+        else:
+            idx = np.concatenate(picked)
         return self._make_batch(idx)
 
-    def _make_batch(self, idx: np.ndarray) -> tuple[Any, Any]:
+    def _take(self, key: str, idx: Any) -> Any:
+        column = self._columns[key]
+        if isinstance(column, np.ndarray):  # strings / objects: numpy indexing
+            return column[np.asarray(idx)]
+        return column[idx]
+
+    def _make_batch(self, idx: Any) -> tuple[Any, Any]:
         if self._feature_keys == [_DIRECT_KEY]:
-            features: Any = _to_batch_value(self._columns[_DIRECT_KEY][idx])
+            features: Any = self._take(_DIRECT_KEY, idx)
         else:
-            features = {k: _to_batch_value(self._columns[k][idx]) for k in self._feature_keys}
+            features = {k: self._take(k, idx) for k in self._feature_keys}
         if self._target is None:
             labels = None
         elif isinstance(self._target, str):
-            labels = _to_batch_value(self._columns[self._target][idx])
+            labels = self._take(self._target, idx)
         else:
-            labels = {k: _to_batch_value(self._columns[k][idx]) for k in self._target}
+            labels = {k: self._take(k, idx) for k in self._target}
         return features, labels
 
     def state_dict(self) -> dict[str, int]:
@@ -206,19 +238,24 @@ class ArrayBatches:
         self.position = position
         self._seed = int(state["seed"])
         self._order_cache = None
+        self._torch_order = None
 
 
 def _make_input_fn(columns: collections.OrderedDict, feature_keys: list[str],
                    target: str | list[str] | None, batch_size: int, num_epochs: int | None,
                    shuffle: bool, seed: int | None) -> Callable[..., ArrayBatches]:
+    converted: dict[str, Any] = {}
+
     def input_fn(input_context: Any = None, config: Any = None) -> ArrayBatches:
         """Return the batches of this pipeline's shard (all data without ``input_context``)."""
+        if not converted:  # once, on the first call: numeric columns become tensors
+            converted.update({k: _to_batch_value(v) for k, v in columns.items()})
         n = getattr(input_context, "num_input_pipelines", 1) if input_context is not None else 1
         pid = getattr(input_context, "input_pipeline_id", 0) if input_context is not None else 0
         use_seed = seed
         if use_seed is None:
             use_seed = config.tf_random_seed if config is not None else None
-        return ArrayBatches(columns, feature_keys, target, batch_size=batch_size,
+        return ArrayBatches(converted, feature_keys, target, batch_size=batch_size,
                             num_epochs=num_epochs, shuffle=shuffle,
                             seed=0 if use_seed is None else int(use_seed),
                             num_input_pipelines=int(n), input_pipeline_id=int(pid))

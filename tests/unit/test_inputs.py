@@ -193,3 +193,28 @@ def test_y_none_for_predict_with_dict_and_pandas():
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0]})
     (features, labels), = list(pandas_input_fn(frame, batch_size=3, shuffle=False)())
     assert labels is None and features["a"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_numeric_columns_are_converted_once_and_batches_index_them():
+    x = np.arange(20, dtype=np.float64).reshape(10, 2)
+    y = np.arange(10, dtype=np.int32)
+    words = np.array([f"w{i}" for i in range(10)])
+    input_fn = numpy_input_fn({"x": x, "s": words}, y, batch_size=4, num_epochs=2, shuffle=True, seed=3)
+    first = input_fn()
+    assert first._columns["x"] is input_fn()._columns["x"]  # the closure's tensors, not new copies
+    seen = []
+    for features, labels in first:
+        assert features["x"].dtype == torch.float32 and labels.dtype == torch.int64
+        assert isinstance(features["s"], np.ndarray)
+        np.testing.assert_array_equal(features["x"][:, 0].numpy() / 2, labels.numpy())
+        np.testing.assert_array_equal(features["s"], [f"w{i}" for i in labels.tolist()])
+        seen += labels.tolist()
+    # batches run across the epoch boundary (4 + 4 + 4 + 4 + 4 = 20 = 2 epochs)
+    assert sorted(seen) == sorted(list(range(10)) * 2)
+
+
+def test_tensor_batches_do_not_alias_the_arrays():
+    x = np.zeros((6, 3), dtype=np.float32)
+    features, _ = next(iter(numpy_input_fn(x, None, batch_size=6, shuffle=False)()))
+    features += 1
+    assert not x.any()

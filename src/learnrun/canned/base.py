@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from learnrun.canned.heads import Head
+from learnrun.distributed.base import Strategy
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
 from learnrun.feature_column import FeatureColumn, NumericColumn
@@ -87,20 +88,23 @@ class CannedModule(nn.Module):
 class CannedEstimator(Estimator):
     """An Estimator whose model_fn builds ``build_module()`` and trains it through ``head``.
 
-    ``build_optimizer(module) -> torch.optim.Optimizer``. The spec's ``eval_metric_ops`` are
-    the head's metrics and ``predictions_fn`` its TF prediction keys.
+    ``build_optimizer(module, device_type) -> torch.optim.Optimizer``, ``device_type`` being
+    the type of the device the model trains on (``Strategy(config).device``), so that the
+    optimizer can pick its fastest kernels for it. The spec's ``eval_metric_ops`` are the
+    head's metrics and ``predictions_fn`` its TF prediction keys.
     """
 
     def __init__(self, head: Head, build_module: Callable[[], nn.Module],
-                 build_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+                 build_optimizer: Callable[[nn.Module, str | None], torch.optim.Optimizer],
                  model_dir: str | None = None, config: Any = None,
                  warm_start_from: Any = None) -> None:
         self.head = head
 
         def model_fn(config: Any) -> EstimatorSpec:
             module = build_module()
+            device_type = Strategy(config).device.type
             return EstimatorSpec(module=module, loss_fn=head.loss,
-                                 optimizer=build_optimizer(module),
+                                 optimizer=build_optimizer(module, device_type),
                                  predictions_fn=head.predictions,
                                  eval_metric_ops=head.metrics())
 

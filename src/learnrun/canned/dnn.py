@@ -124,8 +124,9 @@ class _DNN(CannedEstimator):
 
         build_module()  # validate columns now rather than at train time
 
-        def build_optimizer(module: CannedModule):
-            return make_optimizer(optimizer, module.parameters(), learning_rate, DNN_LEARNING_RATE)
+        def build_optimizer(module: CannedModule, device_type: str | None = None):
+            return make_optimizer(optimizer, module.parameters(), learning_rate, DNN_LEARNING_RATE,
+                                  device_type)
 
         super().__init__(head, build_module, build_optimizer, model_dir, config, warm_start_from)
 

@@ -69,15 +69,15 @@ class _Combined(CannedEstimator):
 
         build_module()  # validate columns now rather than at train time
 
-        def build_optimizer(module: CannedModule) -> torch.optim.Optimizer:
+        def build_optimizer(module: CannedModule, device_type: str | None = None) -> torch.optim.Optimizer:
             optimizers = []
             if "dnn" in module.parts:
                 optimizers.append(make_optimizer(dnn_optimizer, module.parts["dnn"].parameters(),
-                                                 dnn_learning_rate, DNN_LEARNING_RATE))
+                                                 dnn_learning_rate, DNN_LEARNING_RATE, device_type))
             if "linear" in module.parts:
                 lr = default_linear_learning_rate(len(linear_cols), LINEAR_LEARNING_RATE)
                 optimizers.append(make_optimizer(linear_optimizer, module.parts["linear"].parameters(),
-                                                 linear_learning_rate, lr))
+                                                 linear_learning_rate, lr, device_type))
             return optimizers[0] if len(optimizers) == 1 else MultiOptimizer(optimizers)
 
         super().__init__(head, build_module, build_optimizer, model_dir, config, warm_start_from)

@@ -146,9 +146,21 @@ class Head:
     def unreduced_loss(self, logits: torch.Tensor, labels: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def mean_loss(self, logits: torch.Tensor, labels: Any) -> torch.Tensor:
+        """The unweighted mean of :meth:`unreduced_loss` over every element."""
+        return self.unreduced_loss(logits, labels).mean()
+
     def loss(self, outputs: Any, labels: Any) -> torch.Tensor:
-        """The training loss: weighted, reduced by ``loss_reduction``."""
+        """The training loss: weighted, reduced by ``loss_reduction``.
+
+        Without a weight column it is :meth:`mean_loss` (or the plain sum): the same value
+        without building and multiplying a tensor of ones.
+        """
         logits = self.logits(outputs)
+        if self.weight_column is None and not (isinstance(outputs, Mapping) and outputs.get("weights") is not None):
+            if self.loss_reduction == "sum":
+                return self.unreduced_loss(logits, labels).sum()
+            return self.mean_loss(logits, labels)
         per_example = self.unreduced_loss(logits, labels)  # (batch, k)
         weights = self.weights(outputs, logits.shape[0], logits.device, required=True)
         total = (per_example * weights[:, None]).sum()
@@ -228,10 +240,12 @@ class _ClassificationHead(Head):
         if labels.dtype.is_floating_point and not torch.equal(labels, labels.round()):
             raise ValueError(f"Labels must be integer class ids; got {labels[labels != labels.round()][0].item()}.")
         labels = labels.to(torch.int64)
-        if labels.numel() and labels.max() > self.n_classes - 1:
-            raise ValueError(f"Labels must <= n_classes - 1; got {labels.max().item()} with n_classes={self.n_classes}.")
-        if labels.numel() and labels.min() < 0:
-            raise ValueError(f"Labels must >= 0; got {labels.min().item()}.")
+        if labels.numel():
+            low, high = torch.stack(torch.aminmax(labels)).tolist()  # one host sync for both checks
+            if high > self.n_classes - 1:
+                raise ValueError(f"Labels must <= n_classes - 1; got {high} with n_classes={self.n_classes}.")
+            if low < 0:
+                raise ValueError(f"Labels must >= 0; got {low}.")
         return labels
 
     def _classes(self, class_ids: torch.Tensor) -> Any:
@@ -264,6 +278,10 @@ class BinaryClassHead(_ClassificationHead):
     def unreduced_loss(self, logits, labels):
         ids = self.class_ids(labels, logits.device)
         return F.binary_cross_entropy_with_logits(logits, ids[:, None].to(logits.dtype), reduction="none")
+
+    def mean_loss(self, logits, labels):
+        ids = self.class_ids(labels, logits.device)
+        return F.binary_cross_entropy_with_logits(logits, ids[:, None].to(logits.dtype))
 
     def predicted_ids(self, logits):
         return (logits.reshape(-1) > 0).to(torch.int64)
@@ -346,6 +364,9 @@ class MultiClassHead(_ClassificationHead):
         ids = self.class_ids(labels, logits.device)
         return F.cross_entropy(logits, ids, reduction="none")[:, None]
 
+    def mean_loss(self, logits, labels):
+        return F.cross_entropy(logits, self.class_ids(labels, logits.device))
+
     def predicted_ids(self, logits):
         return logits.argmax(dim=1)
 
@@ -395,6 +416,9 @@ class RegressionHead(Head):
 
     def unreduced_loss(self, logits, labels):
         return (logits - self.targets(labels, logits.device)) ** 2
+
+    def mean_loss(self, logits, labels):
+        return F.mse_loss(logits, self.targets(labels, logits.device))
 
     def predictions(self, outputs: Any) -> dict[str, Any]:
         return {"predictions": self.logits(outputs)}

@@ -32,9 +32,9 @@ class _Linear(CannedEstimator):
         def build_module() -> CannedModule:
             return CannedModule({"linear": LinearModel(columns, head.logits_dimension, sparse_combiner)}, wkey)
 
-        def build_optimizer(module: CannedModule):
+        def build_optimizer(module: CannedModule, device_type: str | None = None):
             return make_optimizer(optimizer, module.parameters(), learning_rate,
-                                  default_linear_learning_rate(len(columns)))
+                                  default_linear_learning_rate(len(columns)), device_type)
 
         super().__init__(head, build_module, build_optimizer, model_dir, config, warm_start_from)
 

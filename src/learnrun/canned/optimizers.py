@@ -5,6 +5,11 @@
 factory ``params -> torch.optim.Optimizer``. PyTorch has no FTRL: ``'Ftrl'`` (TF's default for
 linear models) uses ``torch.optim.Adagrad``, which FTRL-Proximal reduces to without L1/L2
 regularization (per-coordinate ``1/sqrt(sum g^2)`` learning rates).
+
+Names and classes get torch's fastest implementation for the device the model trains on
+(``device_type``): the fused kernels of Adam, AdamW (any device torch has them for) and
+Adagrad (CPU only), about 3x faster per step than the single-tensor loop torch defaults to
+on CPU; the others keep torch's default. A factory builds its optimizer as it likes.
 """
 
 from __future__ import annotations
@@ -61,21 +66,55 @@ def check_learning_rate(learning_rate: Any, what: str = "learning_rate") -> floa
     return float(learning_rate)
 
 
+#: Optimizer classes with a fused kernel, and the device types it runs on (None: every device
+#: torch has fused kernels for).
+_FUSED: dict[type[torch.optim.Optimizer], frozenset[str] | None] = {
+    torch.optim.Adam: None,
+    torch.optim.AdamW: None,
+    torch.optim.Adagrad: frozenset({"cpu"}),
+}
+
+
+def fast_options(cls: type[torch.optim.Optimizer], params: Sequence[torch.nn.Parameter],
+                 device_type: str | None) -> dict[str, Any]:
+    """Constructor options that select ``cls``'s fastest implementation on ``device_type``.
+
+    ``{"fused": True}`` for the classes with a fused kernel on that device when every
+    parameter is a floating-point tensor; ``{}`` (torch's default) otherwise. ``device_type``
+    None means the parameters' own device.
+    """
+    if cls not in _FUSED or not params:
+        return {}
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    types = {device_type} if device_type else {p.device.type for p in params}
+    allowed = _FUSED[cls]
+    supported = set(_get_fused_kernels_supported_devices())
+    if allowed is not None:
+        supported &= allowed
+    if not types <= supported or not all(torch.is_floating_point(p) for p in params):
+        return {}
+    return {"fused": True}
+
+
 def make_optimizer(optimizer: Any, params: Iterable[torch.nn.Parameter],
-                   learning_rate: float | None, default_learning_rate: float) -> torch.optim.Optimizer:
+                   learning_rate: float | None, default_learning_rate: float,
+                   device_type: str | None = None) -> torch.optim.Optimizer:
     """Build ``optimizer`` (name, class or factory) over ``params``.
 
     ``learning_rate`` (default ``default_learning_rate``) applies to names and classes; a
-    factory sets its own.
+    factory sets its own. Names and classes get :func:`fast_options` for ``device_type``
+    (the device the model will train on; None: where the parameters are now).
     """
     check_optimizer(optimizer)
     params = list(params)
     learning_rate = check_learning_rate(learning_rate)
     lr = default_learning_rate if learning_rate is None else learning_rate
     if isinstance(optimizer, str):
-        return _NAMES[optimizer.lower()](params, lr=lr)
+        cls = _NAMES[optimizer.lower()]
+        return cls(params, lr=lr, **fast_options(cls, params, device_type))
     if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
-        return optimizer(params, lr=lr)
+        return optimizer(params, lr=lr, **fast_options(optimizer, params, device_type))
     built = optimizer(params)
     if not isinstance(built, torch.optim.Optimizer):
         raise TypeError(

@@ -1,7 +1,7 @@
 """RunConfig: where and how an Estimator runs (TF 1.15 contrib ``RunConfig``, pure Python).
 
 The constructor is TF contrib's, plus core's distribution keywords and learnrun's own
-keyword-only fields (``device``, ``precision``, ``gradient_clip_norm``,
+keyword-only fields (``device``, ``precision``, ``gradient_clip_norm``, ``compile``,
 ``distributed_timeout_secs``, ``environ``). The process's role (task type and index, cluster,
 rank, rendezvous address) comes from :func:`learnrun.config.environment.resolve_cluster`, which reads
 ``TF_CONFIG``, then torchrun, then SLURM variables from ``environ`` (default ``os.environ``).
@@ -77,6 +77,7 @@ _DEFAULT_REPLACEABLE_LIST = [
     "device",
     "precision",
     "gradient_clip_norm",
+    "compile",
     "distributed_timeout_secs",
     "environ",
 ]
@@ -155,6 +156,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: _is_num(v) and 0 < v < math.inf,
         "gradient_clip_norm should be a number > 0 (the max global L2 norm), or None",
     ),
+    "compile": (lambda v: isinstance(v, bool), "compile should be True or False"),
     "distributed_timeout_secs": (
         lambda v: _is_num(v) and 0 < v < math.inf,
         "distributed_timeout_secs should be a number > 0",
@@ -166,7 +168,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     ),
     "environ": (lambda v: isinstance(v, Mapping), "environ should be a mapping of str to str"),
 }
-_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction")
+_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction", "compile")
 
 
 def _normalised(name: str, value: Any) -> Any:
@@ -202,8 +204,10 @@ class RunConfig:
     ``eval_distribute``, ``device_fn``, ``experimental_distribute``,
     ``experimental_max_worker_delay_secs``. Keyword-only (learnrun): ``device`` ("cpu",
     "cuda", "cuda:1"; None = CUDA when available), ``precision`` (None, "32", "bf16-mixed",
-    "16-mixed"), ``gradient_clip_norm`` (None or > 0), ``distributed_timeout_secs`` (> 0, every
-    distributed wait), ``environ`` (mapping read instead of ``os.environ``).
+    "16-mixed"), ``gradient_clip_norm`` (None or > 0), ``compile`` (bool, default False:
+    ``torch.compile`` the module the training loop calls; measured a loss for the small
+    CPU models of the canned estimators, see ``docs/benchmarks.md``), ``distributed_timeout_secs``
+    (> 0, every distributed wait), ``environ`` (mapping read instead of ``os.environ``).
 
     Raises:
       ValueError: an invalid value (TF texts) or a contradictory environment.
@@ -237,6 +241,7 @@ class RunConfig:
         device: str | None = None,
         precision: str | None = None,
         gradient_clip_norm: float | None = None,
+        compile: bool = False,  # noqa: A002 (the field's name)
         distributed_timeout_secs: float = 300,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -264,6 +269,7 @@ class RunConfig:
         self._device = _normalised("device", device)
         self._precision = precision
         self._gradient_clip_norm = gradient_clip_norm
+        self._compile = compile
         self._distributed_timeout_secs = distributed_timeout_secs
         self._environ = _normalised("environ", environ)
         for name, value in (("master", master), ("evaluation_master", evaluation_master)):
@@ -326,7 +332,7 @@ class RunConfig:
 
         Replaceable: TF 1.15's list (``model_dir``, ``tf_random_seed``, the save/keep/log
         settings, ``session_config``, ``train_distribute``, ``device_fn``, ``protocol``, ...)
-        plus learnrun's ``device``, ``precision``, ``gradient_clip_norm``,
+        plus learnrun's ``device``, ``precision``, ``gradient_clip_norm``, ``compile``,
         ``distributed_timeout_secs`` and ``environ`` (which re-reads the role).
         Replacing one save interval with a value clears the other.
 
@@ -657,6 +663,11 @@ class RunConfig:
     def gradient_clip_norm(self) -> float | None:
         """Clip the gradients' global norm to this (None: no clipping)."""
         return self._gradient_clip_norm
+
+    @property
+    def compile(self) -> bool:
+        """``torch.compile`` the module the training loop calls (default False)."""
+        return self._compile
 
     @property
     def distributed_timeout_secs(self) -> float:

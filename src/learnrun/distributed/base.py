@@ -42,6 +42,17 @@ class InputContext:
     num_replicas_in_sync: int = 1
 
 
+def compile_if_configured(module, config: Any):
+    """``module`` compiled in place (``nn.Module.compile``) when ``config.compile`` is True.
+
+    In place, so the state dict, the checkpoints and the exported program keep the module's
+    own names; only calls through ``module(...)`` run the compiled code.
+    """
+    if getattr(config, "compile", False):
+        module.compile()
+    return module
+
+
 class Strategy:
     """Base class; subclasses override what differs from one process."""
 
@@ -80,7 +91,7 @@ class Strategy:
     # -- training ------------------------------------------------------------------------
     def prepare(self, module, optimizer):
         """Return the module to call in the training loop (moved to ``device``, maybe wrapped)."""
-        return module.to(self.device)
+        return compile_if_configured(module.to(self.device), self.config)
 
     def after_restore(self, module, optimizer, global_step: int) -> int:
         """Collective: make every process start from the same state; return the global step."""

@@ -40,7 +40,7 @@ import threading
 from typing import Any
 
 from learnrun.config.cluster import TRAINER_JOBS, split_address
-from learnrun.distributed.base import InputContext, Strategy
+from learnrun.distributed.base import InputContext, Strategy, compile_if_configured
 from learnrun.errors import DistributedError
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class DDPStrategy(Strategy):
     def prepare(self, module, optimizer):
         from torch.nn.parallel import DistributedDataParallel
 
-        module = module.to(self.device)
+        module = compile_if_configured(module.to(self.device), self.config)
         if not any(p.requires_grad for p in module.parameters()):
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None

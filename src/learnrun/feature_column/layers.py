@@ -89,7 +89,7 @@ class DenseFeatures(nn.Module):
             return tensor.reshape(tensor.shape[0], -1)
         feats = _as_feature_dict(features, self.columns)
         parts = [c.dense(feats, _table(self.tables, c), device) for c in self.columns]
-        return torch.cat(parts, dim=1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 class LinearModel(nn.Module):

@@ -56,3 +56,28 @@ def test_multi_optimizer_steps_all_and_round_trips_state():
     # LR schedulers reach every child through param_groups
     scheduler.step()
     assert multi.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+def test_names_and_classes_get_fused_kernels_where_torch_has_them_for_the_device():
+    def fused(opt):
+        return opt.param_groups[0].get("fused")
+
+    assert fused(make_optimizer("Adam", _params(), None, 0.1)) is True
+    assert fused(make_optimizer(torch.optim.AdamW, _params(), None, 0.1, "cpu")) is True
+    assert fused(make_optimizer("Ftrl", _params(), None, 0.1, "cpu")) is True  # Adagrad on CPU
+    assert not fused(make_optimizer("Adagrad", _params(), None, 0.1, "cuda"))  # CPU-only kernel
+    assert not fused(make_optimizer("SGD", _params(), None, 0.1))
+    assert not fused(make_optimizer(lambda p: torch.optim.Adam(p, lr=0.1), _params(), None, 0.1))
+    ints = [torch.nn.Parameter(torch.ones(2, dtype=torch.int64), requires_grad=False)]
+    assert not fused(make_optimizer("Adam", ints, None, 0.1))
+
+
+def test_fused_adam_takes_the_same_steps_as_the_default_one():
+    a, b = _params(), _params()
+    fast = make_optimizer("Adam", a, None, 0.1)
+    plain = torch.optim.Adam(b, lr=0.1)
+    for step in range(5):
+        for p, opt in ((a[0], fast), (b[0], plain)):
+            p.grad = torch.full_like(p, float(step) - 2.0)
+            opt.step()
+    torch.testing.assert_close(a[0], b[0])

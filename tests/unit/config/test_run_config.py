@@ -745,3 +745,15 @@ def test_device_accepts_torch_device_in_constructor_and_replace():
     assert config.replace(device=torch.device("cuda", 1)).device == "cuda:1"
     with pytest.raises(ValueError, match="device should be a torch device string"):
         config.replace(device="tpu")
+
+
+def test_compile_is_a_validated_keyword_only_bool_that_replace_changes():
+    assert RunConfig().compile is False
+    config = RunConfig(compile=True)
+    assert config.compile is True and config.replace(compile=False).compile is False
+    assert config.uid() != RunConfig().uid()
+    for bad in (None, 1, "yes"):
+        with pytest.raises(ValueError, match="compile should be True or False"):
+            RunConfig(compile=bad)
+    with pytest.raises(ValueError, match="compile should be True or False"):
+        config.replace(compile="no")

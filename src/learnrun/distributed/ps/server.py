@@ -5,7 +5,8 @@ applies every gradient push as it arrives (TF's between-graph replication). ps 0
 the global step: one push to ps 0 is one step. The chief sends the initial (or restored)
 parameters, optimizer class, hyper-parameters and optimizer state when it starts, so a ps
 never builds the model itself; trainers then pull parameters before each step and push
-gradients after it (see :mod:`learnrun.distributed.ps.trainer`).
+gradients after it (see :mod:`learnrun.distributed.ps.trainer`); a push answers with the
+shard's new values, so a step costs one round trip per ps.
 
 No overshoot: trainers push concurrently, so without a limit the global step can pass
 ``train_steps`` by one push per trainer (31 of 30). When the chief knows its last step
@@ -92,7 +93,7 @@ class ShardServer:
         self.timeout = float(timeout)
         self.grace = max(3.0 * heartbeat_interval(self.timeout), 1.0)
         self.clock = get_clock(clock)
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.params: dict[str, Any] = {}
         self.optimizer: Any = None
@@ -178,7 +179,7 @@ class ShardServer:
         Refused (neither applied nor counted) once a stop is decided or the global step has
         reached the chief's last step.
         """
-        with self.lock:
+        with self.lock:  # re-entrant: push_pull holds it too
             self._seen(sender)
             self._require_init(sender)
             if self.last_step is not None and self.global_step >= self.last_step:
@@ -201,6 +202,17 @@ class ShardServer:
             if self.last_step is not None and self.global_step >= self.last_step:
                 self.stop = STOP_DONE
             return self.global_step, self.stop
+
+    def push_pull(self, sender: str, grads: dict[str, Any],
+                  lrs: list[float]) -> tuple[int, int, int, dict[str, Any]]:
+        """:meth:`push`, then :meth:`pull` under the same lock: one round trip per step.
+
+        Returns ``(global_step, stop code, version, {name: tensor})``: the shard as it is right
+        after this push (applied or refused), which the trainer uses for its next step.
+        """
+        with self.lock:
+            step, stop = self.push(sender, grads, lrs)
+            return step, stop, self.version, {n: p.detach().clone() for n, p in self.params.items()}
 
     def state(self, sender: str) -> dict[str, Any]:
         """Params, optimizer state per name, version and global step (for checkpoints)."""
@@ -347,6 +359,11 @@ def rpc_pull(sender: str) -> tuple[int, dict[str, Any]]:
 
 def rpc_push(sender: str, grads: dict[str, Any], lrs: list[float]) -> tuple[int, int]:
     return _server().push(sender, grads, lrs)
+
+
+def rpc_push_pull(sender: str, grads: dict[str, Any],
+                  lrs: list[float]) -> tuple[int, int, int, dict[str, Any]]:
+    return _server().push_pull(sender, grads, lrs)
 
 
 def rpc_state(sender: str) -> dict[str, Any]:

@@ -10,10 +10,13 @@ Execution trace, as the Estimator drives :class:`ParameterServerStrategy`::
     after_restore()  chief: send each ps its shard, the optimizer class, hyper-parameters and
                      (restored) optimizer state, the global step and the last step.
                      worker: wait (timeout) until every ps has its shard. Both pull parameters.
-    before_step()    pull the current parameters of every shard into the module
+    before_step()    load the parameters every shard sent with its answer to the last push
+                     (pull them when there was none: the first step, after a checkpoint)
     apply_update()   clip locally, push gradients (+ current learning rates) to every ps; the
-                     ps applies them; ps 0's reply is the new global step. The local optimizer
-                     never steps: it only carries hyper-parameters and the scheduler's lr.
+                     ps applies them and answers with the new global step (ps 0's counts)
+                     and its shard's new values: one round trip per ps and step. The local
+                     optimizer never steps: it only carries hyper-parameters and the
+                     scheduler's lr.
     should_stop()    True when this trainer stops or ps 0 says training is done / preempted;
                      DistributedError naming the chief when a ps reports that it failed
     state_for_checkpoint()  chief: gather every shard (params + optimizer state + version)
@@ -28,7 +31,7 @@ import logging
 import threading
 from typing import Any
 
-from learnrun.distributed.base import InputContext, Strategy
+from learnrun.distributed.base import InputContext, Strategy, compile_if_configured
 from learnrun.distributed.ps import server as ps_mod
 from learnrun.distributed.ps.transport import RpcTransport
 from learnrun.errors import DistributedError
@@ -70,6 +73,7 @@ class ParameterServerStrategy(Strategy):
         self._started = False
         self._initialized = False
         self._last_step: int | None = None
+        self._fresh: list[dict[str, Any]] | None = None  # shards sent with the last push's answer
         self.last_checkpoint_versions: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -117,7 +121,7 @@ class ParameterServerStrategy(Strategy):
 
     # -- training -------------------------------------------------------------------------
     def prepare(self, module, optimizer):
-        module = module.to(self.device)
+        module = compile_if_configured(module.to(self.device), self.config)
         self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         self._plan = plan_shards({n: p.numel() for n, p in self._params.items()},
                                  len(self.ps_names))
@@ -201,14 +205,20 @@ class ParameterServerStrategy(Strategy):
         return step
 
     def before_step(self, module) -> None:
-        """Copy the current parameters of every shard into ``module``."""
+        """Copy the current parameters of every shard into ``module``.
+
+        They came with the answers to the last push (as fresh as a pull made then); without
+        one (the first step) every shard is pulled.
+        """
         import torch
 
-        pending = [self.transport.call_async(ps, ps_mod.rpc_pull, self.name)
-                   for ps in self.ps_names]
+        shards, self._fresh = self._fresh, None
+        if shards is None:
+            pending = [self.transport.call_async(ps, ps_mod.rpc_pull, self.name)
+                       for ps in self.ps_names]
+            shards = [call.wait()[1] for call in pending]
         with torch.no_grad():
-            for call in pending:
-                _, values = call.wait()
+            for values in shards:
                 for name, value in values.items():
                     self._params[name].copy_(value)
 
@@ -227,11 +237,12 @@ class ParameterServerStrategy(Strategy):
         for name, p in self._params.items():
             if p.grad is not None:
                 shards[self._plan[name]][name] = p.grad.detach().cpu()
-        pending = [self.transport.call_async(ps, ps_mod.rpc_push, self.name, shards[i], lrs)
+        pending = [self.transport.call_async(ps, ps_mod.rpc_push_pull, self.name, shards[i], lrs)
                    for i, ps in enumerate(self.ps_names)]
         replies = [call.wait() for call in pending]
-        for ps, (_, stop) in zip(self.ps_names, replies, strict=True):
+        for ps, (_, stop, _, _) in zip(self.ps_names, replies, strict=True):
             self._note_stop(stop, ps, raise_failure=False)
+        self._fresh = [values for _, _, _, values in replies]
         if scheduler is not None:
             scheduler.step()
         return int(replies[0][0])

@@ -159,3 +159,23 @@ def test_plan_shards_balances_largest_first_and_is_deterministic():
     sizes = {"a": 100, "b": 60, "c": 50, "d": 5}
     assert plan_shards(sizes, 2) == {"a": 0, "b": 1, "c": 1, "d": 0}
     assert set(plan_shards(sizes, 1).values()) == {0}
+
+
+def test_a_push_answers_with_the_new_shards_so_a_step_is_one_round_trip_per_ps():
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    module, optimizer = _model()
+    module = chief.prepare(module, optimizer)
+    chief.after_restore(module, optimizer, 0)
+    assert _step(chief, module, optimizer, 0) == 1  # the first step pulls
+    assert [c[1] for c in chief.transport.calls].count("rpc_pull") >= 2
+    chief.transport.calls.clear()
+    for step in range(1, 4):
+        assert _step(chief, module, optimizer, step) == step + 1
+    assert sorted({c[1] for c in chief.transport.calls}) == ["rpc_push_pull"]
+    assert len(chief.transport.calls) == 3 * 2
+    chief.before_step(module)  # loads what the last push answered: the servers' values
+    for server in servers.values():
+        _, values = server.pull("chief:0")
+        for name, value in values.items():
+            torch.testing.assert_close(dict(module.named_parameters())[name].detach(), value)
