@@ -1,27 +1,38 @@
 """Throughput and latency of ``learnrun model-server`` on the digits export, batched or not.
 
-Usage: ``python benchmarks/bench_serving.py [--seconds 3] [--train-steps 50]``. Trains the
-built-in ``digits`` experiment for ``--train-steps`` steps in a temporary model_dir, then for
-each mode starts ``learnrun model-server`` as a subprocess on 127.0.0.1 (unbatched; then
-``--enable_batching --max_batch_size 32 --batch_timeout_micros 1000``) and sends TF Serving
-REST ``:predict`` requests (one 64-pixel instance each) from 1, 8 and 32 concurrent clients
-for ``--seconds`` each after a short warm-up. The clients are asyncio connections with
-keep-alive in this process, so client and server share the machine's cores. Prints
-requests/s and p50/p99 latency per row and the batched/unbatched throughput ratio at 32
-clients. Exits 1 when a request fails.
+Usage: ``python benchmarks/bench_serving.py [--seconds 3] [--repeats 3] [--train-steps 50]
+[--export-base DIR]``. Trains the built-in ``digits`` experiment (DNNClassifier [64, 32] on
+64 pixels) for ``--train-steps`` steps in a temporary model_dir (or serves ``--export-base``),
+then starts two ``learnrun model-server`` subprocesses on 127.0.0.1 from the same code: one
+unbatched, one with ``--enable_batching --max_batch_size 32 --batch_timeout_micros 1000``.
+Both stay up for the whole run; each repeat measures every client count on both servers,
+one after the other, alternating which goes first, so that the load other processes put on
+the machine falls on both alike. A row is the median over the repeats.
+
+The clients: ``N`` keep-alive connections, each sending a TF Serving REST ``:predict``
+request (one 64-pixel instance) and waiting for its answer before sending the next (closed
+loop), multiplexed with ``selectors`` in one client subprocess so that the client costs
+little CPU (it shares the machine's cores with the server). Every run is bounded by
+``--seconds`` (after a 0.5 s warm-up) and by ``--max-requests``. Besides requests/s and
+p50/p99 latency, each row gives the server's and the client's CPU time per request (from
+``/proc`` and ``time.process_time``). Exits 1 when a request fails.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
+import selectors
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+MODES = ("unbatched", "batched")
 
 
 def train_digits(model_dir: str, steps: int) -> str:
@@ -49,73 +60,163 @@ def start_server(base: str, batching: bool) -> tuple[subprocess.Popen, int]:
             break
         m = re.search(r"at http://127\.0\.0\.1:(\d+)", line)
         if m:
+            proc.stdout.close()  # nothing more is read; the server logs little after this
             return proc, int(m.group(1))
     proc.kill()
     raise RuntimeError("the model server did not start")
 
 
-async def client(port: int, body: bytes, stop_at: float, record_from: float,
-                 latencies: list[float], failures: list[str]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_clients(port: int, clients: int, seconds: float, warmup: float,
+                max_requests: int) -> dict:
+    """``clients`` closed-loop keep-alive connections in one selector loop (see the docstring).
+
+    Returns the latencies (s) of the requests started within the measured window, the number
+    of failures, every answered request and this process's CPU seconds.
+    """
+    body = json.dumps({"instances": [[0.5] * 64]}).encode()
     request = (b"POST /v1/models/digits:predict HTTP/1.1\r\nHost: localhost\r\n"
                b"Content-Type: application/json\r\nContent-Length: "
                + str(len(body)).encode() + b"\r\n\r\n" + body)
-    try:
-        while (now := time.perf_counter()) < stop_at:
-            writer.write(request)
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            payload = await reader.readexactly(length)
-            if b" 200 " not in status or b"predictions" not in payload:
-                failures.append(status.decode(errors="replace").strip())
-            if now >= record_from:
-                latencies.append(time.perf_counter() - now)
-    finally:
-        writer.close()
-
-
-async def measure(port: int, clients: int, seconds: float) -> tuple[float, float, float, int]:
-    body = json.dumps({"instances": [[0.5] * 64]}).encode()
-    start = time.perf_counter()
-    record_from, stop_at = start + 0.5, start + 0.5 + seconds
+    cpu0 = time.process_time()
+    sel = selectors.DefaultSelector()
     latencies: list[float] = []
     failures: list[str] = []
-    await asyncio.gather(*(client(port, body, stop_at, record_from, latencies, failures)
-                           for _ in range(clients)))
-    latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3  # noqa: E731
-    return len(latencies) / seconds, pick(0.5), pick(0.99), len(failures)
+    answered = 0
+    start = time.perf_counter()
+    record_from, stop_at = start + warmup, start + warmup + seconds
+    hard_stop = stop_at + 30.0
+    for _ in range(clients):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request)
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, [bytearray(), time.perf_counter()])
+    open_conns = clients
+    while open_conns and time.perf_counter() < hard_stop:
+        for key, _ in sel.select(timeout=1.0):
+            sock, state = key.fileobj, key.data
+            buf = state[0]
+            try:
+                chunk = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                failures.append("connection closed")
+                sel.unregister(sock)
+                sock.close()
+                open_conns -= 1
+                continue
+            buf += chunk
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end < 0:
+                continue
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", bytes(buf[:head_end]))
+            length = int(m.group(1)) if m else 0
+            if len(buf) < head_end + 4 + length:
+                continue
+            now = time.perf_counter()
+            answer = bytes(buf[:head_end + 4 + length])
+            del buf[:head_end + 4 + length]
+            answered += 1
+            if not answer.startswith(b"HTTP/1.1 200") or b"predictions" not in answer:
+                failures.append(answer[:200].decode(errors="replace"))
+            if record_from <= state[1] < stop_at:
+                latencies.append(now - state[1])
+            if now < stop_at and answered < max_requests:
+                state[1] = now
+                sock.setblocking(True)
+                sock.sendall(request)
+                sock.setblocking(False)
+            else:
+                sel.unregister(sock)
+                sock.close()
+                open_conns -= 1
+    if open_conns:
+        failures.append(f"{open_conns} connections still waiting at the time limit")
+    return {"latencies": latencies, "failures": failures[:20], "failed": len(failures),
+            "answered": answered, "cpu": time.process_time() - cpu0}
+
+
+def measure(proc: subprocess.Popen, port: int, clients: int, seconds: float,
+            max_requests: int) -> dict:
+    """One run of ``clients`` clients against one server, the client in a subprocess."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--client-worker", str(port),
+           "--clients", str(clients), "--seconds", str(seconds),
+           "--max-requests", str(max_requests)]
+    server_cpu0 = cpu_seconds(proc.pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 90, check=True)
+    server_cpu = cpu_seconds(proc.pid) - server_cpu0
+    result = json.loads(out.stdout)
+    lat = sorted(result["latencies"])
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e3 if lat else float("nan")  # noqa: E731
+    answered = max(result["answered"], 1)
+    return {"rps": len(lat) / seconds, "p50": pick(0.5), "p99": pick(0.99),
+            "failed": result["failed"], "failures": result["failures"],
+            "server_us": server_cpu / answered * 1e6, "client_us": result["cpu"] / answered * 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--train-steps", type=int, default=50)
+    parser.add_argument("--export-base", help="serve this export base instead of training")
     parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--max-requests", type=int, default=200_000,
+                        help="upper bound on the requests of one run")
+    parser.add_argument("--client-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.client_worker is not None:
+        print(json.dumps(run_clients(args.client_worker, int(args.clients), args.seconds, 0.5,
+                                     args.max_requests)))
+        return 0
     levels = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        base = train_digits(os.path.join(tmp, "digits"), args.train_steps)
-        rows, failed = {}, 0
-        for batching in (False, True):
-            proc, port = start_server(base, batching)
-            try:
+        base = args.export_base or train_digits(os.path.join(tmp, "digits"), args.train_steps)
+        servers = {}
+        try:
+            for mode in MODES:
+                servers[mode] = start_server(base, mode == "batched")
+            runs: dict[tuple[str, int], list[dict]] = {(m, n): [] for m in MODES for n in levels}
+            failed = 0
+            for r in range(args.repeats):
                 for n in levels:
-                    rps, p50, p99, fails = asyncio.run(measure(port, n, args.seconds))
-                    rows[batching, n] = rps
-                    failed += fails
-                    print(f"{'batched' if batching else 'unbatched':9s}  clients {n:3d}  "
-                          f"{rps:8.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
-                          f"failed {fails}", flush=True)
-            finally:
+                    for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+                        run = measure(*servers[mode], n, args.seconds, args.max_requests)
+                        runs[mode, n].append(run)
+                        failed += run["failed"]
+                        for failure in run["failures"][:3]:
+                            print(f"  {mode} {n}: failed: {failure!r}", file=sys.stderr)
+                        print(f"  repeat {r + 1}: {mode:9s} clients {n:3d} {run['rps']:7.0f} "
+                              f"req/s", file=sys.stderr, flush=True)
+        finally:
+            for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait(timeout=60)
+    med = lambda mode, n, key: statistics.median(run[key] for run in runs[mode, n])  # noqa: E731
+    print(f"medians of {args.repeats} interleaved repeats of {args.seconds:g} s")
+    print("mode       clients    req/s    p50 ms    p99 ms  server CPU us/req  client CPU us/req")
+    for n in levels:
+        for mode in MODES:
+            print(f"{mode:9s}  {n:7d} {med(mode, n, 'rps'):8.0f} {med(mode, n, 'p50'):9.2f} "
+                  f"{med(mode, n, 'p99'):9.2f} {med(mode, n, 'server_us'):18.0f} "
+                  f"{med(mode, n, 'client_us'):18.0f}")
     top = max(levels)
-    ratio = rows[True, top] / rows[False, top]
-    print(f"batched/unbatched throughput at {top} clients: {ratio:.2f}x")
+    ratios = [b["rps"] / max(u["rps"], 1e-9)
+              for b, u in zip(runs["batched", top], runs["unbatched", top], strict=True)]
+    print(f"batched/unbatched throughput at {top} clients: median {statistics.median(ratios):.2f}x "
+          f"(per repeat: {', '.join(f'{x:.2f}' for x in ratios)})")
+    print(f"failed requests: {failed}")
     return 1 if failed else 0
 
 

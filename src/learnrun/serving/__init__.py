@@ -8,6 +8,6 @@ stack, torch and numpy load inside the functions that need them). Modules:
 * ``tensors``: the request error and dtype names shared by both protocols;
 * ``tf_rest``: TensorFlow Serving's ``/v1`` REST API;
 * ``kserve_v2``: KServe's v2 (Open Inference) protocol under ``/v2``;
-* ``server``: the starlette app, the uvicorn server and its SIGTERM drain;
+* ``server``: the ASGI app, the uvicorn server and its SIGTERM drain;
 * ``cli``: the ``learnrun model-server`` flags.
 """

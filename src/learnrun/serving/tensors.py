@@ -53,9 +53,12 @@ def parse_json_object(body: bytes) -> dict:
     return doc
 
 
+_ENCODER = json.JSONEncoder(allow_nan=True, separators=(",", ":"))
+
+
 def dumps(payload: Any) -> bytes:
     """JSON bytes of ``payload``; NaN and infinities are written as ``NaN``/``Infinity``."""
-    return json.dumps(payload, allow_nan=True, separators=(",", ":")).encode()
+    return _ENCODER.encode(payload).encode()
 
 
 def preview(value: Any, limit: int = 120) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -83,3 +84,151 @@ def test_errors_reach_every_request_and_close_drains():
 def test_bad_parameters(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         Batcher(lambda f: f, **kwargs)
+
+
+# ------------------------------------------------------------------ LoopBatcher (asyncio)
+
+from learnrun.serving.batching import Arrivals, LoopBatcher, run_batch  # noqa: E402
+
+
+def _add_one(calls):
+    def fn(features):
+        calls.append(features["x"].shape[0])
+        return {"y": features["x"] + 1}
+    return fn
+
+
+def test_loop_batcher_full_batch_runs_at_once_in_order():
+    calls = []
+    batcher = LoopBatcher(_add_one(calls), max_batch_size=4, batch_timeout_micros=10_000_000)
+
+    async def main():
+        futures = [batcher.submit({"x": torch.full((1, 2), float(i))}) for i in range(4)]
+        assert all(f.done() for f in futures)  # the fourth request filled the batch
+        return [await f for f in futures]
+
+    outs = asyncio.run(main())
+    assert calls == [4]
+    for i, out in enumerate(outs):
+        assert torch.equal(out["y"], torch.full((1, 2), i + 1.0))
+
+
+def test_loop_batcher_timeout_closes_a_partial_batch():
+    calls = []
+    batcher = LoopBatcher(_add_one(calls), max_batch_size=32, batch_timeout_micros=20_000)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        futures = [batcher.submit({"x": torch.zeros(2, 1)}), batcher.submit({"x": torch.ones(1, 1)})]
+        outs = await asyncio.gather(*futures)
+        return outs, loop.time() - start
+
+    (a, b), waited = asyncio.run(main())
+    assert calls == [3] and batcher.batch_sizes == [3]
+    assert a["y"].shape == (2, 1) and torch.equal(b["y"], torch.full((1, 1), 2.0))
+    assert 0.015 <= waited < 5
+
+
+def test_loop_batcher_max_batch_size_splits_and_oversized_runs_alone():
+    calls = []
+    batcher = LoopBatcher(_add_one(calls), max_batch_size=4, batch_timeout_micros=1000)
+
+    async def main():
+        sizes = [3, 2, 9, 1, 1, 2]
+        futures = [batcher.submit({"x": torch.full((n, 1), float(n))}) for n in sizes]
+        outs = await asyncio.gather(*futures)
+        return sizes, outs
+
+    sizes, outs = asyncio.run(main())
+    # 3 | 2 (3+2 > 4) | 9 alone | 1+1+2
+    assert calls == [3, 2, 9, 4]
+    for n, out in zip(sizes, outs, strict=True):
+        assert torch.equal(out["y"], torch.full((n, 1), n + 1.0))
+
+
+def test_loop_batcher_one_bad_request_fails_alone():
+    def fn(features):
+        if (features["x"] < 0).any():
+            raise ValueError("negative input")
+        return {"y": features["x"] * 2}
+
+    batcher = LoopBatcher(fn, max_batch_size=3, batch_timeout_micros=1000)
+
+    async def main():
+        futures = [batcher.submit({"x": torch.full((1, 1), v)}) for v in (1.0, -1.0, 3.0)]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    good, bad, other = asyncio.run(main())
+    assert torch.equal(good["y"], torch.full((1, 1), 2.0))
+    assert torch.equal(other["y"], torch.full((1, 1), 6.0))
+    assert isinstance(bad, ValueError) and "negative" in str(bad)
+
+
+def test_run_batch_mismatched_output_falls_back_to_single_calls():
+    # an output without the batch dimension cannot be split: each request runs alone
+    def fn(features):
+        return {"y": features["x"], "total": features["x"].sum().reshape(1)}
+
+    results = run_batch(fn, [{"x": torch.ones(1, 1)}, {"x": torch.full((1, 1), 2.0)}], [1, 1])
+    assert [r["total"].item() for r, exc in results] == [1.0, 2.0]
+    assert all(exc is None for _, exc in results)
+
+
+def test_loop_batcher_deadline_waits_for_arrived_requests():
+    calls = []
+    arrivals = Arrivals()
+    batcher = LoopBatcher(_add_one(calls), max_batch_size=32, batch_timeout_micros=10_000,
+                          arrivals=arrivals)  # deadline 10 ms, waits for arrivals <= 100 ms
+
+    async def main():
+        first = batcher.submit({"x": torch.zeros(1, 1)})
+        arrivals.arrived()  # a request read by the server, its handler not yet run
+        await asyncio.sleep(0.03)  # past the deadline
+        assert not first.done()
+        second = batcher.submit({"x": torch.ones(1, 1)})
+        arrivals.settled()  # it reached the batcher: the batch closes now
+        return await first, await second
+
+    a, b = asyncio.run(main())
+    assert calls == [2]
+    assert torch.equal(a["y"], torch.ones(1, 1)) and torch.equal(b["y"], torch.full((1, 1), 2.0))
+
+
+def test_loop_batcher_deadline_wait_is_bounded():
+    calls = []
+    arrivals = Arrivals()
+    batcher = LoopBatcher(_add_one(calls), max_batch_size=32, batch_timeout_micros=1000,
+                          arrivals=arrivals)
+
+    async def main():
+        future = batcher.submit({"x": torch.zeros(1, 1)})
+        arrivals.arrived()  # never settles
+        return await asyncio.wait_for(future, 5)
+
+    asyncio.run(main())
+    assert calls == [1]
+
+
+def test_loop_batcher_close_finishes_waiting_requests_from_another_thread():
+    calls = []
+    batcher = LoopBatcher(_add_one(calls), max_batch_size=32, batch_timeout_micros=5_000_000)
+
+    async def main():
+        future = batcher.submit({"x": torch.zeros(1, 1)})
+        closer = threading.Thread(target=batcher.close)
+        closer.start()
+        out = await asyncio.wait_for(future, 10)
+        await asyncio.get_running_loop().run_in_executor(None, closer.join, 10)
+        with pytest.raises(BatcherClosed):
+            batcher.submit({"x": torch.zeros(1, 1)})
+        return out
+
+    assert torch.equal(asyncio.run(main())["y"], torch.ones(1, 1))
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("kwargs", [{"max_batch_size": 0}, {"batch_timeout_micros": -1}])
+def test_loop_batcher_bad_parameters(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        LoopBatcher(lambda f: f, **kwargs)
