@@ -303,6 +303,20 @@ def list_checkpoints(model_dir: str) -> list[CheckpointInfo]:
     return infos
 
 
+def verify_checkpoints(model_dir: str) -> list[tuple[CheckpointInfo, str | None]]:
+    """Check every committed checkpoint of ``model_dir`` fully (sizes and checksums).
+
+    Returns ``(info, problem)`` pairs, oldest first, damaged checkpoints included; ``problem``
+    is None for an intact checkpoint. Reads every file: this costs a full read of the
+    directory.
+    """
+    model_dir = str(model_dir)
+    st = storage_for(model_dir)
+    return [(CheckpointInfo(st.join(model_dir, name), _step_of(name), ts),
+             check_checkpoint(st.join(model_dir, name)))
+            for name, ts in _entries(st, model_dir)]
+
+
 def latest_checkpoint(model_dir: str) -> str | None:
     """Return the path of the newest committed checkpoint of ``model_dir`` that looks whole.
 
