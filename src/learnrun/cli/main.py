@@ -33,9 +33,9 @@ from typing import Any
 from learnrun._version import __version__
 from learnrun.cli.overrides import build_hparams, build_run_config, parse_config_overrides
 from learnrun.cli.report import (
+    checkpoint_report,
     default_schedule_for,
     describe_role,
-    checkpoint_report,
     output_locations,
 )
 from learnrun.cli.targets import load_target

@@ -430,7 +430,7 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Checkpoint:
 
 
 def _damaged_name(st: Storage, model_dir: str, name: str, now: float) -> str:
-    stamp = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = f"{name}.damaged-{stamp}"
     n = 1
     while st.exists(st.join(model_dir, target)):
