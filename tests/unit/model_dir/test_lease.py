@@ -36,9 +36,8 @@ def test_acquire_renew_release(tmp_path):
 
 
 def test_second_writer_is_refused_with_one_line_naming_the_holder(tmp_path):
-    with Lease(str(tmp_path), heartbeat_thread=False):
-        with pytest.raises(LeaseError) as info:
-            Lease(str(tmp_path), heartbeat_thread=False).acquire()
+    with Lease(str(tmp_path), heartbeat_thread=False), pytest.raises(LeaseError) as info:
+        Lease(str(tmp_path), heartbeat_thread=False).acquire()
     text = str(info.value)
     assert "\n" not in text and "is being written by another run" in text
     assert f"pid {os.getpid()}" in text and f"delete {tmp_path / LEASE_FILENAME} to take over" in text
