@@ -58,7 +58,12 @@ from typing import Any, NamedTuple
 from learnrun._version import __version__
 from learnrun.clock import Clock, get_clock
 from learnrun.errors import CheckpointError
-from learnrun.model_dir.serialization import Stager, safetensors_parts, to_weights_only_safe
+from learnrun.model_dir.serialization import (
+    Stager,
+    check_weights,
+    safetensors_parts,
+    to_weights_only_safe,
+)
 from learnrun.model_dir.serialization import capture_rng_state as capture_rng_state
 from learnrun.model_dir.serialization import prepare_weights as _prepare_weights
 from learnrun.model_dir.serialization import restore_rng_state as restore_rng_state
@@ -651,10 +656,12 @@ class CheckpointManager:
             json.dumps(meta)
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"meta must be a JSON-serialisable dict: {e}.") from e
-        weights = _prepare_weights(weights)
         state = to_weights_only_safe(dict(state), "state")
-        if stage:
-            weights, state = self._stager.stage((weights, state))
+        if stage:  # the stager's buffers are CPU, contiguous and unshared: what the files need
+            check_weights(weights)
+            weights, state = self._stager.stage((dict(weights), state))
+        else:
+            weights = _prepare_weights(weights)
         return _Job(step, weights, state, meta)
 
     def save(self, step: int, weights: Mapping, state: Mapping, meta: Mapping | None = None) -> str:

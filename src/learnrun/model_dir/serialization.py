@@ -29,7 +29,7 @@ from learnrun.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Stager", "capture_rng_state", "prepare_weights", "restore_rng_state",
+__all__ = ["Stager", "capture_rng_state", "check_weights", "prepare_weights", "restore_rng_state",
            "safetensors_parts", "to_weights_only_safe"]
 
 
@@ -61,18 +61,26 @@ def to_weights_only_safe(obj: Any, where: str) -> Any:
     )
 
 
-def prepare_weights(weights: Mapping) -> dict:
-    """Detach weights to CPU, cloning shared or non-contiguous tensors (safetensors needs it)."""
+def check_weights(weights: Any) -> None:
+    """Raise :class:`~learnrun.errors.CheckpointError` unless ``weights`` maps str -> tensor."""
     import torch
 
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"weights must be a dict of name -> tensor, got {type(weights).__name__}.")
-    out: dict = {}
-    seen: set[int] = set()
     for name, t in weights.items():
         if not isinstance(name, str) or not isinstance(t, torch.Tensor):
             raise CheckpointError(f"weights must map str -> torch.Tensor; entry {name!r} is "
                                   f"a {type(t).__name__}. Pass module.state_dict().")
+
+
+def prepare_weights(weights: Mapping) -> dict:
+    """Detach weights to CPU, cloning shared or non-contiguous tensors (safetensors needs it)."""
+    import torch
+
+    check_weights(weights)
+    out: dict = {}
+    seen: set[int] = set()
+    for name, t in weights.items():
         t = t.detach()
         if t.device.type != "cpu":
             t = t.cpu()
