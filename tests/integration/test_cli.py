@@ -272,7 +272,7 @@ def test_checkpoints_command_errors(tmp_path):
     (tmp_path / "m" / "eval").mkdir(parents=True)
     proc = learnrun_cli("checkpoints", "m", cwd=str(tmp_path))
     assert proc.returncode == 0
-    assert proc.stdout.strip() == "no checkpoints in m yet (nothing listed in m/checkpoint)"
+    assert proc.stdout.strip() == "no checkpoints in m yet (no ckpt-*/ holds a meta.json)"
 
 
 def test_version_and_usage(tmp_path):

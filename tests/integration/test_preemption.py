@@ -53,13 +53,14 @@ SCRIPT = PREAMBLE + textwrap.dedent("""
                 os.kill(os.getpid(), signal.SIGINT)
                 os.kill(os.getpid(), signal.SIGINT)
 
-    if mode == "sigkill":
-        original = ckpt.CheckpointManager._write_files
-        def write_then_die(self, tmp_dir, step, *args, **kwargs):
-            original(self, tmp_dir, step, *args, **kwargs)
-            if step == 10:
+    if mode == "sigkill":  # die with ckpt-10's files written, before its meta.json
+        original = ckpt.CheckpointManager._write_parts
+        def write_then_die(self, path, parts):
+            result = original(self, path, parts)
+            if path.endswith(os.path.join("ckpt-10", "state.pt")):
                 os.kill(os.getpid(), signal.SIGKILL)
-        ckpt.CheckpointManager._write_files = write_then_die
+            return result
+        ckpt.CheckpointManager._write_parts = write_then_die
 
     est = Estimator(model_fn, config=RunConfig(model_dir=model_dir, save_checkpoints_steps=5,
                                                tf_random_seed=1))
@@ -94,11 +95,14 @@ def test_sigkill_during_save_restarts_from_previous_checkpoint(tmp_path, model_d
     proc = run_script(tmp_path, "sigkill")
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert ckpt.checkpoint_step(ckpt.latest_checkpoint(model_dir)) == 5
-    assert any(name.startswith("tmp-") for name in os.listdir(model_dir))
-    proc = run_script(tmp_path, "none")
+    assert os.path.isdir(os.path.join(model_dir, "ckpt-10"))  # uncommitted: no meta.json
+    assert not os.path.exists(os.path.join(model_dir, "ckpt-10", "meta.json"))
+    proc = run_script(tmp_path, "none")  # at once: the dead run's lease is taken over
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ckpt-5" in proc.stderr and "FINISHED 20" in proc.stdout
+    assert "Taking over the lease" in proc.stderr
     assert not any(name.startswith("tmp-") for name in os.listdir(model_dir))
+    assert "lease" not in os.listdir(model_dir)
     assert [c.step for c in ckpt.list_checkpoints(model_dir)][-3:] == [10, 15, 20]
 
 

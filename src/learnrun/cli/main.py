@@ -6,7 +6,7 @@ Commands::
                         [--hparams "lr=0.1,units=[64,32]"] [--config key=value ...] [--verbose]
     learnrun tune TARGET --trials N [--space "lr=loguniform(1e-4,1e-1)"] [--storage URL]
                          [--metric accuracy --direction maximize] [--study-name S] [--model-dir DIR]
-    learnrun checkpoints DIR
+    learnrun checkpoints DIR [--verify]
     learnrun launch ...          (see ``learnrun launch --help``)
     learnrun model-server --model_base_path DIR --model_name NAME [--rest_api_port 8501] ...
     learnrun --version
@@ -33,9 +33,9 @@ from typing import Any
 from learnrun._version import __version__
 from learnrun.cli.overrides import build_hparams, build_run_config, parse_config_overrides
 from learnrun.cli.report import (
+    checkpoint_report,
     default_schedule_for,
     describe_role,
-    format_checkpoints,
     output_locations,
 )
 from learnrun.cli.targets import load_target
@@ -129,6 +129,9 @@ def build_parser(with_launch: bool = False) -> argparse.ArgumentParser:
 
     ckpt = sub.add_parser("checkpoints", help="list a model_dir's checkpoints and eval metrics")
     ckpt.add_argument("model_dir", metavar="DIR")
+    ckpt.add_argument("--verify", action="store_true",
+                      help="check every checkpoint's sizes and checksums (reads all files); "
+                      "exit 1 when one is damaged")
     ckpt.add_argument("-v", "--verbose", action="store_true")
 
     add_model_server_arguments(sub.add_parser(
@@ -270,9 +273,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
-    """``learnrun checkpoints DIR``: print the checkpoints with their eval metrics."""
-    _print(format_checkpoints(args.model_dir))
-    return 0
+    """``learnrun checkpoints DIR [--verify]``: print the checkpoints with their eval metrics.
+
+    With ``--verify`` every checkpoint is checked against its ``meta.json``; the exit status
+    is 1 when any is damaged.
+    """
+    text, damaged = checkpoint_report(args.model_dir, verify=args.verify)
+    _print(text)
+    return EXIT_FAILED if damaged else 0
 
 
 def cmd_launch(argv: Sequence[str]) -> int:

@@ -9,7 +9,11 @@ import shlex
 from typing import TYPE_CHECKING
 
 from learnrun.errors import CLIError
-from learnrun.model_dir.checkpoints import latest_checkpoint, list_checkpoints
+from learnrun.model_dir.checkpoints import (
+    latest_checkpoint,
+    list_checkpoints,
+    verify_checkpoints,
+)
 from learnrun.model_dir.eval_results import read_all_eval_results
 from learnrun.runner import default_schedule
 from learnrun.tables import format_table, format_value
@@ -62,8 +66,17 @@ def _dir_size(path: str) -> int:
     return total
 
 
-def format_checkpoints(model_dir: str) -> str:
-    """Table of the checkpoints of ``model_dir`` with step, time, size and eval metrics."""
+def format_checkpoints(model_dir: str, verify: bool = False) -> str:
+    """Table of the checkpoints of ``model_dir`` with step, time, size and eval metrics.
+
+    ``verify``: check every checkpoint's files against its ``meta.json`` (sizes and
+    checksums; reads everything) and add a ``verified`` column; damaged ones are listed too.
+    """
+    return checkpoint_report(model_dir, verify)[0]
+
+
+def checkpoint_report(model_dir: str, verify: bool = False) -> tuple[str, int]:
+    """``(table, number of damaged checkpoints)``: see :func:`format_checkpoints`."""
     if not os.path.exists(model_dir):
         raise CLIError(f"no such directory: {model_dir!r}; give a model_dir that training wrote")
     if not os.path.isdir(model_dir):
@@ -77,13 +90,17 @@ def format_checkpoints(model_dir: str) -> str:
         raise CLIError(
             f"{model_dir!r} is not a model directory: it has no checkpoint index "
             f"({index}), ckpt-*, eval or events files; give the --model-dir that training wrote")
-    infos = list_checkpoints(model_dir)
-    if not infos:
-        return f"no checkpoints in {model_dir} yet (nothing listed in {index})"
+    if verify:
+        checked = verify_checkpoints(model_dir)
+    else:
+        checked = [(info, None) for info in list_checkpoints(model_dir)]
+    if not checked:
+        return f"no checkpoints in {model_dir} yet (no ckpt-*/ holds a meta.json)", 0
     evals = read_all_eval_results(model_dir)
     latest = latest_checkpoint(model_dir)
     rows = []
-    for info in infos:
+    damaged = 0
+    for info, problem in checked:
         base = os.path.basename(os.path.normpath(info.path))
         parts = []
         for name, record in evals:
@@ -102,10 +119,17 @@ def format_checkpoints(model_dir: str) -> str:
                 parts.append(f"[{name}] {metrics}")
         when = datetime.datetime.fromtimestamp(info.time).strftime("%Y-%m-%d %H:%M:%S")
         mark = " *" if latest and os.path.normpath(latest) == os.path.normpath(info.path) else ""
-        rows.append([f"{info.step}{mark}", when, _human_size(_dir_size(info.path)),
-                     "; ".join(parts) or "-"])
-    table = format_table(["step", "time", "size", "eval metrics"], rows)
-    return f"{model_dir}: {len(infos)} checkpoint(s), * = latest\n{table}"
+        row = [f"{info.step}{mark}", when, _human_size(_dir_size(info.path))]
+        if verify:
+            damaged += problem is not None
+            row.append("ok" if problem is None else f"DAMAGED: {problem}")
+        rows.append([*row, "; ".join(parts) or "-"])
+    headers = ["step", "time", "size", *(["verified"] if verify else []), "eval metrics"]
+    table = format_table(headers, rows)
+    summary = f"{model_dir}: {len(checked)} checkpoint(s), * = latest"
+    if verify:
+        summary += f"; {damaged} damaged" if damaged else "; all verified"
+    return f"{summary}\n{table}", damaged
 
 
 def latest_export(model_dir: str) -> str | None:

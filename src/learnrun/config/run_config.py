@@ -79,6 +79,7 @@ _DEFAULT_REPLACEABLE_LIST = [
     "gradient_clip_norm",
     "compile",
     "distributed_timeout_secs",
+    "async_checkpoint",
     "environ",
 ]
 
@@ -167,8 +168,13 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         "gpu_memory_fraction should be in (0, 1]",
     ),
     "environ": (lambda v: isinstance(v, Mapping), "environ should be a mapping of str to str"),
+    "async_checkpoint": (
+        lambda v: isinstance(v, bool),
+        "async_checkpoint should be True or False (write checkpoints in a background thread)",
+    ),
 }
-_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction", "compile")
+_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction", "compile",
+             "async_checkpoint")
 
 
 def _normalised(name: str, value: Any) -> Any:
@@ -205,9 +211,11 @@ class RunConfig:
     ``experimental_max_worker_delay_secs``. Keyword-only (learnrun): ``device`` ("cpu",
     "cuda", "cuda:1"; None = CUDA when available), ``precision`` (None, "32", "bf16-mixed",
     "16-mixed"), ``gradient_clip_norm`` (None or > 0), ``compile`` (bool, default False:
-    ``torch.compile`` the module the training loop calls; measured a loss for the small
-    CPU models of the canned estimators, see ``docs/benchmarks.md``), ``distributed_timeout_secs``
-    (> 0, every distributed wait), ``environ`` (mapping read instead of ``os.environ``).
+    ``torch.compile`` the module the training loop calls; see ``docs/benchmarks.md``),
+    ``distributed_timeout_secs`` (> 0, every distributed wait), ``async_checkpoint`` (True: a
+    save copies the state to CPU memory and writes it in a background thread, training goes
+    on; see :mod:`learnrun.model_dir.checkpoints`), ``environ`` (mapping read instead of
+    ``os.environ``).
 
     Raises:
       ValueError: an invalid value (TF texts) or a contradictory environment.
@@ -244,6 +252,7 @@ class RunConfig:
         compile: bool = False,  # noqa: A002 (the field's name)
         distributed_timeout_secs: float = 300,
         environ: Mapping[str, str] | None = None,
+        async_checkpoint: bool = False,
     ) -> None:
         if save_checkpoints_secs == _USE_DEFAULT and not isinstance(save_checkpoints_secs, bool):
             save_checkpoints_secs = 600 if save_checkpoints_steps is None else None
@@ -272,6 +281,7 @@ class RunConfig:
         self._compile = compile
         self._distributed_timeout_secs = distributed_timeout_secs
         self._environ = _normalised("environ", environ)
+        self._async_checkpoint = async_checkpoint
         for name, value in (("master", master), ("evaluation_master", evaluation_master)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(
@@ -332,8 +342,12 @@ class RunConfig:
 
         Replaceable: TF 1.15's list (``model_dir``, ``tf_random_seed``, the save/keep/log
         settings, ``session_config``, ``train_distribute``, ``device_fn``, ``protocol``, ...)
-        plus learnrun's ``device``, ``precision``, ``gradient_clip_norm``, ``compile``,
-        ``distributed_timeout_secs`` and ``environ`` (which re-reads the role).
+    "16-mixed"), ``gradient_clip_norm`` (None or > 0), ``compile`` (bool, default False:
+    ``torch.compile`` the module the training loop calls; see ``docs/benchmarks.md``),
+    ``distributed_timeout_secs`` (> 0, every distributed wait), ``async_checkpoint`` (True: a
+    save copies the state to CPU memory and writes it in a background thread, training goes
+    on; see :mod:`learnrun.model_dir.checkpoints`), ``environ`` (mapping read instead of
+    ``os.environ``).
         Replacing one save interval with a value clears the other.
 
         Raises:
@@ -608,6 +622,11 @@ class RunConfig:
     def log_step_count_steps(self) -> int | None:
         """The ``log_step_count_steps`` setting."""
         return self._log_step_count_steps
+
+    @property
+    def async_checkpoint(self) -> bool:
+        """True: checkpoints are written in a background thread (at most one in flight)."""
+        return self._async_checkpoint
 
     @property
     def protocol(self) -> str | None:

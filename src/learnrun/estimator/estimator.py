@@ -35,6 +35,7 @@ from learnrun.hooks import SessionRunHook
 from learnrun.hooks.saver import checked_listeners
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import eval_results
+from learnrun.model_dir.lease import Lease
 from learnrun.signatures import accepted_args, call_with_accepted, required_parameters
 
 logger = logging.getLogger(__name__)
@@ -217,13 +218,19 @@ class Estimator:
         strategy = self._get_strategy()
         strategy.setup()
         success = False
+        lease = None
         try:
-            train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps, listeners)
+            if strategy.is_chief:  # the one writer of model_dir, until training ends
+                lease = Lease(self._model_dir, clock=self.clock).acquire()
+            train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps, listeners,
+                       lease=lease)
             success = True
         except PreemptedError:
             success = True  # an agreed stop with a saved checkpoint: leave the cluster cleanly
             raise
         finally:
+            if lease is not None:
+                lease.release()
             strategy.teardown(success)
         return self
 

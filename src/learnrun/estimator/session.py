@@ -9,14 +9,14 @@ checkpoint, keyed by class name and position among the hooks of that class
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-import torch
-
-from learnrun._version import __version__
 from learnrun.estimator.spec import ModeKeys
 from learnrun.hooks import CheckpointSaverHook
 from learnrun.model_dir import checkpoints as ckpt
+
+logger = logging.getLogger(__name__)
 
 
 class RunSession:
@@ -28,7 +28,7 @@ class RunSession:
     """
 
     def __init__(self, estimator, module, optimizer, scheduler, strategy, mode: str,
-                 scaler=None) -> None:
+                 scaler=None, lease=None) -> None:
         self.estimator = estimator
         self.module = module
         self.optimizer = optimizer
@@ -47,6 +47,7 @@ class RunSession:
         self.last_checkpoint_path: str | None = None
         self._stop = False
         self._managers: dict[str, ckpt.CheckpointManager] = {}
+        self.lease = lease  # held by the chief while it trains (learnrun.model_dir.lease)
 
     def request_stop(self) -> None:
         self._stop = True
@@ -70,8 +71,13 @@ class RunSession:
         latest = ckpt.latest_checkpoint(directory)
         return None if latest is None else ckpt.checkpoint_step(latest)
 
-    def write_checkpoint(self, directory: str) -> str:
-        """Write the full training state atomically into ``directory`` (no listeners)."""
+    def write_checkpoint(self, directory: str):
+        """Write the full training state into ``directory`` (no listeners).
+
+        Returns the checkpoint's path, or with ``RunConfig(async_checkpoint=True)`` a
+        :class:`~learnrun.model_dir.checkpoints.PendingSave` (the state is already copied to
+        CPU memory; the files are written in the background). Checks the lease first.
+        """
         weights, opt_state = self.strategy.state_for_checkpoint(self.module, self.optimizer)
         state: dict[str, Any] = {"global_step": int(self.global_step), "optimizer": opt_state,
                                  "rng": ckpt.capture_rng_state(), "hooks": hook_states(self.hooks)}
@@ -88,10 +94,25 @@ class RunSession:
                 directory, self.config.keep_checkpoint_max,
                 self.config.keep_checkpoint_every_n_hours, clock=self.estimator.clock)
             self._managers[directory] = manager
-        meta = {"global_step": int(self.global_step), "torch": torch.__version__,
-                "learnrun": __version__}
+        meta = {"global_step": int(self.global_step), "config_uid": self.config.uid()}
+        if self.lease is not None and directory == self.model_dir:
+            self.lease.check()
+        if self.config.async_checkpoint:
+            pending = manager.save_async(int(self.global_step), weights, state, meta)
+            self.last_checkpoint_path = pending.path
+            return pending
         self.last_checkpoint_path = manager.save(int(self.global_step), weights, state, meta)
         return self.last_checkpoint_path
+
+    def wait_for_checkpoints(self, failing: bool = False) -> None:
+        """Wait for the asynchronous saves in flight; ``failing``: log their errors, not raise."""
+        for manager in self._managers.values():
+            try:
+                manager.wait()
+            except Exception as exc:
+                if not failing:
+                    raise
+                logger.error("The checkpoint save in flight failed too: %s", exc)
 
 
 def _hook_keys(hooks: list) -> list[tuple[str, Any]]:

@@ -3,14 +3,15 @@
 :func:`train_loop` runs the phases in this order. Execution trace of one ``Estimator.train``
 call (``Estimator.train`` itself does the first and the last line)::
 
-    model_fn(...) -> spec; strategy.setup()
+    model_fn(...) -> spec; strategy.setup(); the chief acquires model_dir's lease
     prepare_session: module = strategy.prepare(spec.module, spec.optimizer); fp16 scaler
     assemble_hooks: hooks = user hooks + spec.training_hooks + defaults
         (StopAtStepHook for steps/max_steps, NanTensorHook, ProgressHook and StepCounterHook
         when log_step_count_steps, SummarySaverHook, then RunConfig's CheckpointSaverHook
         unless a hook already is one); saving_listeners go to the first CheckpointSaverHook
     for hook in hooks: hook.begin()                     # model built, nothing restored yet
-    restore: the latest checkpoint (weights, optimizer, scheduler, scaler, global step), or
+    restore: the newest intact checkpoint (weights, optimizer, scheduler, scaler, global
+        step; damaged newer ones are moved aside by the chief, which holds the lease), or
         warm start when there is none; strategy.after_restore(...) agrees on the global step;
         hook.load_state_dict(...) for hooks with saved state
     open_input: input_fn(...); its saved input position; iter(input); the saved RNG state;
@@ -33,8 +34,9 @@ call (``Estimator.train`` itself does the first and the last line)::
                 run); for hook in hooks: hook.end(session); raise PreemptedError
         finish: for hook in hooks: hook.end(session)    # e.g. the final checkpoint save
             log "Loss for final step"
+    (always) wait for the asynchronous checkpoint save in flight, if any
     close (always): DataLoader workers shut down, progress bars closed, summaries flushed
-    strategy.teardown(success)
+    strategy.teardown(success); the chief releases the lease
 
 ``ctx.request_stop()`` (or ``session.request_stop()``) stops at the next boundary, before any
 further batch is fetched. In synchronous distributed training ``should_stop`` is collective,
@@ -98,28 +100,36 @@ logger = logging.getLogger(__name__)
 _STOP = object()
 
 
-def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, listeners) -> None:
-    """Run one ``Estimator.train`` call: the phases of the module's execution trace, in order."""
-    session = prepare_session(est, spec, strategy)
+def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, listeners,
+               lease=None) -> None:
+    """Run one ``Estimator.train`` call: the phases of the module's execution trace, in order.
+
+    ``lease``: the model directory's lease, held by the chief (None elsewhere).
+    """
+    session = prepare_session(est, spec, strategy, lease)
     assemble_hooks(session, spec, hooks, steps, max_steps, listeners)
     for hook in session.hooks:
         hook.begin()
     state = restore(session, spec, steps, max_steps)
     iterator = open_input(session, input_fn, state)
+    failing = True
     try:
         with PreemptionGuard() as guard:
             for hook in session.hooks:
                 hook.after_create_session(session, None)
             last_loss = run_steps(session, spec, iterator, guard)
             if guard.triggered or strategy.preempted:
+                failing = False
                 preempt(session, guard)
             finish(session, last_loss)
+            failing = False
     finally:
+        session.wait_for_checkpoints(failing)  # a crash loses at most the uncommitted save
         close(session, iterator)
 
 
 # -- before the loop ----------------------------------------------------------------------------
-def prepare_session(est, spec, strategy) -> RunSession:
+def prepare_session(est, spec, strategy, lease=None) -> RunSession:
     """Place and wrap the module through ``strategy``; the session that hooks will see."""
     module = strategy.prepare(spec.module, spec.optimizer)
     if spec.optimizer is not None and spec.optimizer.state:
@@ -128,7 +138,7 @@ def prepare_session(est, spec, strategy) -> RunSession:
         spec.optimizer.load_state_dict(spec.optimizer.state_dict())
     scaler = make_grad_scaler(est.config, strategy.device)
     return RunSession(est, module, spec.optimizer, spec.scheduler, strategy, ModeKeys.TRAIN,
-                      scaler)
+                      scaler, lease)
 
 
 def assemble_hooks(session: RunSession, spec, hooks: list, steps, max_steps, listeners) -> None:
@@ -204,15 +214,20 @@ def restore(session: RunSession, spec, steps, max_steps) -> dict[str, Any]:
 
 
 def _restore_checkpoint(session: RunSession, spec) -> tuple[dict[str, Any], int]:
-    """Load the latest checkpoint into the model and optimizer; ``(state, global_step)``."""
-    latest = ckpt.latest_checkpoint(session.model_dir)
-    if latest is None:
+    """Load the newest intact checkpoint into the model and optimizer; ``(state, global_step)``.
+
+    The lease holder moves damaged newer checkpoints aside (see
+    :func:`learnrun.model_dir.checkpoints.restore_checkpoint`).
+    """
+    restored = ckpt.restore_checkpoint(session.model_dir, move_damaged=session.lease is not None,
+                                       clock=session.estimator.clock)
+    if restored is None:
         settings = session.estimator.warm_start_settings
         if settings is not None:
             warm_start(spec.module, settings)
         return {}, 0
+    latest, loaded = restored
     logger.info("Restoring parameters from %s", latest)
-    loaded = ckpt.load_checkpoint(latest)
     load_weights(spec.module, loaded.weights, latest)
     state = loaded.state
     for key, target in (("optimizer", session.optimizer), ("scheduler", session.scheduler),

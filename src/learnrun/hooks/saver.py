@@ -43,6 +43,13 @@ class CheckpointSaverHook(SessionRunHook):
     Like TF 1.15, it also saves when the session is created (the state at the starting step;
     skipped when that step is already the latest checkpoint, the listeners still being told),
     so the first ``after_save`` a listener sees is for the starting step. Saves only on the chief.
+
+    With ``RunConfig(async_checkpoint=True)`` ``session.write_checkpoint`` returns a pending
+    save instead of a path; the trace of one save is then: wait for the save in flight and run
+    its ``after_save``; ``before_save``; copy the state and return to training; at the first
+    step boundary after the commit (or at the next save, the end, a preemption) ``after_save``.
+    Listeners thus always run after the commit, in step order, on the training thread; the
+    save's error (disk full) is raised there.
     """
 
     def __init__(self, checkpoint_dir: str, save_secs: float | None = None,
@@ -57,6 +64,7 @@ class CheckpointSaverHook(SessionRunHook):
         self._listeners = checked_listeners(listeners, "listeners")
         self._steps_per_run = 1
         self.last_saved_step: int | None = None
+        self._in_flight: tuple[int, Any] | None = None
 
     @property
     def checkpoint_dir(self) -> str:
@@ -79,32 +87,60 @@ class CheckpointSaverHook(SessionRunHook):
 
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
+        stop = self._committed(run_context.session, wait=False)
         if self._timer.should_trigger_for_step(step):
             self._timer.update_last_triggered_step(step)
             if run_context.session.is_chief and self._save(run_context.session, step):
-                run_context.request_stop()
+                stop = True
+        if stop:
+            run_context.request_stop()
 
     def end(self, session) -> None:
         step = session.global_step
         if session.is_chief and step != self.last_saved_step:
             self._save(session, step)
+        self._committed(session, wait=True)
         for listener in self._listeners:
             listener.end(session, step)
 
     def save_now(self, session) -> str | None:
-        """Save at the current step (no-op when already saved); used on preemption."""
+        """Save at the current step (no-op when already saved) and wait for it; used on preemption."""
         step = session.global_step
         if step != self.last_saved_step and session.is_chief:
             self._save(session, step)
+        self._committed(session, wait=True)
         return session.last_checkpoint_path
 
     def _save(self, session, step: int, skip_if_exists: bool = False) -> bool:
+        stop = self._committed(session, wait=True)  # at most one save in flight
         for listener in self._listeners:
             listener.before_save(session, step)
+        written = None
         if not (skip_if_exists and session.checkpoint_step(self._checkpoint_dir) == step):
             logger.info("Saving checkpoints for %d into %s.", step, self._checkpoint_dir)
-            session.write_checkpoint(self._checkpoint_dir)
+            written = session.write_checkpoint(self._checkpoint_dir)
         self.last_saved_step = step
+        if written is not None and callable(getattr(written, "done", None)):
+            self._in_flight = (step, written)  # asynchronous: listeners run after the commit
+            return stop
+        return self._after_save(session, step) or stop
+
+    def _committed(self, session, wait: bool) -> bool:
+        """Run ``after_save`` for the asynchronous save in flight once it is committed.
+
+        ``wait``: block until it is; otherwise only look. Re-raises the save's error. Returns
+        True when a listener requested stop.
+        """
+        if self._in_flight is None:
+            return False
+        step, pending = self._in_flight
+        if not wait and not pending.done():
+            return False
+        self._in_flight = None
+        pending.result()
+        return self._after_save(session, step)
+
+    def _after_save(self, session, step: int) -> bool:
         stop = False
         for listener in self._listeners:
             if listener.after_save(session, step):

@@ -7,6 +7,10 @@
   :class:`~learnrun.errors.CheckpointError` naming the offending entry.
 * :func:`capture_rng_state` / :func:`restore_rng_state`: the python, numpy, torch (and CUDA)
   RNG states, in a weights_only-safe form.
+* :class:`Stager`: a copy of the training state in CPU memory (for asynchronous saves), into
+  buffers reused from one save to the next.
+* :func:`safetensors_parts`: the bytes of a ``.safetensors`` file as a header and one buffer
+  per tensor, written without assembling the file in memory.
 
 Used by :mod:`learnrun.model_dir.checkpoints` (which re-exports these names), the training
 loop and ``learnrun.export``.
@@ -14,8 +18,10 @@ loop and ``learnrun.export``.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,7 +29,8 @@ from learnrun.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["capture_rng_state", "prepare_weights", "restore_rng_state", "to_weights_only_safe"]
+__all__ = ["Stager", "capture_rng_state", "check_weights", "prepare_weights", "restore_rng_state",
+           "safetensors_parts", "to_weights_only_safe"]
 
 
 def to_weights_only_safe(obj: Any, where: str) -> Any:
@@ -54,18 +61,26 @@ def to_weights_only_safe(obj: Any, where: str) -> Any:
     )
 
 
-def prepare_weights(weights: Mapping) -> dict:
-    """Detach weights to CPU, cloning shared or non-contiguous tensors (safetensors needs it)."""
+def check_weights(weights: Any) -> None:
+    """Raise :class:`~learnrun.errors.CheckpointError` unless ``weights`` maps str -> tensor."""
     import torch
 
     if not isinstance(weights, Mapping):
         raise CheckpointError(f"weights must be a dict of name -> tensor, got {type(weights).__name__}.")
-    out: dict = {}
-    seen: set[int] = set()
     for name, t in weights.items():
         if not isinstance(name, str) or not isinstance(t, torch.Tensor):
             raise CheckpointError(f"weights must map str -> torch.Tensor; entry {name!r} is "
                                   f"a {type(t).__name__}. Pass module.state_dict().")
+
+
+def prepare_weights(weights: Mapping) -> dict:
+    """Detach weights to CPU, cloning shared or non-contiguous tensors (safetensors needs it)."""
+    import torch
+
+    check_weights(weights)
+    out: dict = {}
+    seen: set[int] = set()
+    for name, t in weights.items():
         t = t.detach()
         if t.device.type != "cpu":
             t = t.cpu()
@@ -121,3 +136,93 @@ def restore_rng_state(state: Mapping) -> None:
                            "restoring the first %d.", len(cuda), count, min(len(cuda), count))
         for i, s in enumerate(cuda[:count]):
             torch.cuda.set_rng_state(s.cpu(), i)
+
+
+class Stager:
+    """Copy tensors (also inside dicts, lists and tuples) into CPU buffers owned by the stager.
+
+    A buffer is reused by the next :meth:`stage` when the tensor at the same place has the same
+    shape and dtype, so steady-state saves copy memory without allocating it. The staged copy
+    stays valid until the next :meth:`stage`: a caller writes it out before staging again.
+    Non-tensor values are deep-copied.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple, Any] = {}
+        self._used: set[tuple] = set()
+
+    def stage(self, obj: Any) -> Any:
+        """Return a copy of ``obj`` whose tensors live in this stager's CPU buffers."""
+        import torch
+
+        self._used = set()
+        out = self._copy(obj, (), torch)
+        for key in set(self._buffers) - self._used:  # places that no longer hold a tensor
+            del self._buffers[key]
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # non_blocking device-to-host copies are complete
+        return out
+
+    def _copy(self, obj: Any, key: tuple, torch) -> Any:
+        import copy
+
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach()
+            buf = self._buffers.get(key)
+            if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
+                pin = t.device.type == "cuda"
+                buf = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=pin)
+                self._buffers[key] = buf
+            self._used.add(key)
+            buf.copy_(t, non_blocking=t.device.type == "cuda")
+            return buf
+        if isinstance(obj, Mapping):
+            return {k: self._copy(v, (*key, k), torch) for k, v in obj.items()}
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+            return type(obj)(*(self._copy(v, (*key, i), torch) for i, v in enumerate(obj)))
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self._copy(v, (*key, i), torch) for i, v in enumerate(obj))
+        return copy.deepcopy(obj)
+
+
+_SAFETENSORS_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "complex64": "C64",
+    "uint16": "U16", "uint32": "U32", "uint64": "U64",
+}
+
+
+def safetensors_parts(weights: Mapping, metadata: Mapping[str, str] | None = None) -> list:
+    """The ``.safetensors`` encoding of ``weights`` as ``[header, buffer, buffer, ...]``.
+
+    ``weights`` must come from :func:`prepare_weights` or a :class:`Stager` (CPU, contiguous,
+    unshared). Each buffer is a view of a tensor's memory: writing the parts one after the
+    other gives the file ``safetensors.torch.save_file`` would accept, with no copy.
+    """
+    header: dict[str, Any] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    views = []
+    offset = 0
+    for name in sorted(weights):
+        t = weights[name]
+        dtype = _SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
+        if dtype is None:
+            raise CheckpointError(f"Cannot checkpoint weight {name!r}: dtype {t.dtype} has no "
+                                  "safetensors encoding. Convert it to a supported dtype.")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+        if size:
+            flat = t.reshape(-1)
+            views.append(memoryview(flat.view(_uint8()).numpy()))
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    return [struct.pack("<Q", len(encoded)) + encoded, *views]
+
+
+def _uint8():
+    import torch
+
+    return torch.uint8

@@ -97,7 +97,7 @@ def test_exception_during_save_keeps_previous(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"ckpt-2: disk full; the previous checkpoint .*ckpt-1 is intact"):
         manager.save(2, _weights(2), {"x": 2})
     assert ckpt.latest_checkpoint(str(tmp_path)) == first
     assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-1"]
@@ -114,8 +114,13 @@ _CRASH_SCRIPT = textwrap.dedent("""
         print("BLOCKED", flush=True)
         sys.stdin.read()  # wait here until the parent kills us
 
-    if point == "weights":
-        ckpt._fsync_file = block
+    if point == "files":  # the weights are written, the state is being written
+        write_parts = ckpt.CheckpointManager._write_parts
+        def parts(self, path, data):
+            if path.endswith("state.pt"):
+                block()
+            return write_parts(self, path, data)
+        ckpt.CheckpointManager._write_parts = parts
     elif point == "index":
         ckpt.CheckpointManager._write_index = block
     elif point == "retention":
@@ -125,7 +130,7 @@ _CRASH_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("point,latest_step", [("weights", 1), ("index", 1), ("retention", 2)])
+@pytest.mark.parametrize("point,latest_step", [("files", 1), ("index", 2), ("retention", 2)])
 def test_sigkill_during_save_leaves_a_loadable_latest(tmp_path, point, latest_step):
     model_dir = str(tmp_path / "model")
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -145,14 +150,18 @@ def test_sigkill_during_save_leaves_a_loadable_latest(tmp_path, point, latest_st
     loaded = ckpt.load_checkpoint(latest)
     assert torch.equal(loaded.weights["w"], torch.full((3,), float(latest_step)))
     assert loaded.state == {"x": latest_step}
-    if point == "weights":
-        assert any(n.startswith("tmp-") for n in os.listdir(model_dir))
-    if point == "index":  # renamed but never listed: it does not exist as a checkpoint
+    if point == "files":  # no meta.json: not a checkpoint, removed by the next save
         assert os.path.isdir(os.path.join(model_dir, "ckpt-2"))
         assert ckpt.list_checkpoints(model_dir)[-1].step == 1
+    if point == "index":  # committed, the index is stale: ckpt-2 exists all the same
+        with open(os.path.join(model_dir, "checkpoint")) as f:
+            assert json.load(f)["latest"] == "ckpt-1"
     ckpt.CheckpointManager(model_dir)  # the chief restarting cleans up
-    assert not any(n.startswith("tmp-") for n in os.listdir(model_dir))
+    names = os.listdir(model_dir)
+    assert not any(n.startswith("tmp-") for n in names)
     assert ckpt.latest_checkpoint(model_dir) == latest
+    if point == "files":
+        assert "ckpt-2" not in names
 
 
 def test_retention_keep_max(tmp_path):
@@ -201,28 +210,30 @@ def test_saving_an_existing_step_replaces_it(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-1"]
 
 
-def test_unlisted_checkpoint_dir_is_replaced_and_not_otherwise_touched(tmp_path):
+def test_uncommitted_checkpoint_dirs_are_removed_user_files_kept(tmp_path):
     (tmp_path / "ckpt-9").mkdir()
     (tmp_path / "ckpt-9" / "junk").write_text("x")
     (tmp_path / "ckpt-1").mkdir()
     (tmp_path / "notes.txt").write_text("keep me")
-    manager = _manager(tmp_path, keep_checkpoint_max=1)
     assert ckpt.latest_checkpoint(str(tmp_path)) is None
+    manager = _manager(tmp_path, keep_checkpoint_max=1)
     manager.save(9, _weights(), {})
     manager.save(10, _weights(), {})
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-1", "ckpt-10", "notes.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-10", "notes.txt"]
 
 
-def test_garbled_index_means_no_checkpoint_and_deletes_nothing(tmp_path, caplog):
+def test_garbled_index_is_rebuilt_from_the_committed_checkpoints(tmp_path, caplog):
     manager = _manager(tmp_path, keep_checkpoint_max=1)
-    manager.save(1, _weights(), {})
+    first = manager.save(1, _weights(), {})
     (tmp_path / "checkpoint").write_text("{not json")
     with caplog.at_level(logging.WARNING):
-        assert ckpt.latest_checkpoint(str(tmp_path)) is None
-    assert "unreadable checkpoint index" in caplog.text
+        assert ckpt.latest_checkpoint(str(tmp_path)) == first
+        assert [i.step for i in ckpt.list_checkpoints(str(tmp_path))] == [1]
+    assert "is unreadable" in caplog.text and "rebuilding it" in caplog.text
     manager.save(2, _weights(), {})
     manager.save(3, _weights(), {})
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-1", "ckpt-3"]
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint", "ckpt-3"]
+    assert json.loads((tmp_path / "checkpoint").read_text())["all"] == ["ckpt-3"]
 
 
 def test_missing_listed_dir_falls_back_to_earlier(tmp_path, caplog):
@@ -233,7 +244,7 @@ def test_missing_listed_dir_falls_back_to_earlier(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert ckpt.latest_checkpoint(str(tmp_path)) == first
         assert [i.step for i in ckpt.list_checkpoints(str(tmp_path))] == [1]
-    assert "missing or incomplete" in caplog.text
+    assert "lacks state.pt" in caplog.text
     with pytest.raises(CheckpointError, match="lacks state.pt"):
         ckpt.load_checkpoint(second)
 
