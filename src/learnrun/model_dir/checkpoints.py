@@ -420,6 +420,7 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Checkpoint:
     except Exception as e:  # safetensors raises its own SafetensorError
         raise DamagedCheckpointError(f"Cannot read {weights_path}: {e}. {_HINT}") from e
     del weights_bytes
+    weights = {name: weights[name] for name in sorted(weights)}  # a stable order, as saved
     device = str(map_location) if isinstance(map_location, (torch.device, str)) else "cpu"
     if device != "cpu":
         weights = {k: v.to(device) for k, v in weights.items()}
