@@ -50,7 +50,9 @@ def test_ps_killed_ps_ends_every_process_naming_it(tmp_path):
 
 
 def test_ps_killed_chief_ends_every_process_naming_it(tmp_path):
-    code, out, secs = launch_experiment(tmp_path, num_ps=1, num_workers=1, dist_timeout=5,
+    # 10 s, not less: the ps waits that long for the chief's first parameters too, and a
+    # chief starting on a loaded 2-core machine can take longer than 5 s to send them
+    code, out, secs = launch_experiment(tmp_path, num_ps=1, num_workers=1, dist_timeout=10,
                                         stop_on_failure=False, timeout=60,
                                         LRTEST_TRAIN_STEPS="100000", LRTEST_DIE_AT="chief:0@3")
     codes = out.exit_codes()
