@@ -449,8 +449,8 @@ class _TrainingExecutor:
             "Start train and evaluate loop. The evaluate will happen after every checkpoint. "
             "Checkpoint frequency is determined based on RunConfig arguments: "
             "save_checkpoints_steps %s or save_checkpoints_secs %s.",
-            getattr(self._estimator.config, "save_checkpoints_steps", None),
-            getattr(self._estimator.config, "save_checkpoints_secs", None),
+            self._estimator.config.save_checkpoints_steps,
+            self._estimator.config.save_checkpoints_secs,
         )
         self._train(saving_listeners=[listener])
         metrics = listener.eval_result.metrics if listener.eval_result is not None else None

@@ -32,7 +32,6 @@ Behaviour, and where it departs from TF:
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
 import numbers
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from learnrun.config.environment import ClusterInfo, ClusterSpec, TaskType, resolve_cluster
+from learnrun.signatures import parameter_names
 
 __all__ = ["RunConfig", "SessionConfig", "TaskType", "ClusterSpec", "PRECISIONS"]
 
@@ -105,13 +105,7 @@ def _is_num(v: Any) -> bool:
 
 
 def _device_fn_ok(fn: Any) -> bool:
-    if not callable(fn):
-        return False
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return list(params) == ["op"]
+    return callable(fn) and list(parameter_names(fn)) == ["op"]
 
 
 # name -> (predicate on a non-None value, TF message)

@@ -48,7 +48,7 @@ def compile_if_configured(module, config: Any):
     In place, so the state dict, the checkpoints and the exported program keep the module's
     own names; only calls through ``module(...)`` run the compiled code.
     """
-    if getattr(config, "compile", False):
+    if config is not None and config.compile:
         module.compile()
     return module
 
