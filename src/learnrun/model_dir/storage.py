@@ -279,9 +279,14 @@ class Storage:
         return os.path.dirname(os.path.normpath(path))
 
     def refresh(self, path: str | None = None) -> None:
-        """Forget cached listings (object stores), so the next read sees new files."""
+        """Forget cached listings (object stores), so the next read sees new files.
+
+        The whole cache goes (it is local and cheap to rebuild): a path's own invalidation
+        would keep the listings of the directories below it.
+        """
+        del path
         if not self.local:
-            self.fs.invalidate_cache(path)
+            self.fs.invalidate_cache()
 
     # -- reading -------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
