@@ -99,7 +99,17 @@ def _round_trip(model_dir: str, tmp_path) -> None:
 
 def test_memory_url_round_trip(tmp_path, monkeypatch, clock):
     monkeypatch.chdir(tmp_path)
-    _round_trip(f"memory://lr-{uuid.uuid4().hex[:8]}/run", tmp_path)
+    root = f"memory://lr-{uuid.uuid4().hex[:8]}"
+    _round_trip(f"{root}/run", tmp_path)
+    # warm start from the URL of another run's model directory
+    warm = learnrun.Estimator(model_fn, config=learnrun.RunConfig(model_dir=f"{root}/warm"),
+                              warm_start_from=f"{root}/run")
+    hook = StartStep()
+    warm.train(input_fn, hooks=[hook], max_steps=1)
+    assert hook.start == 0
+    source = ckpt.load_checkpoint(ckpt.latest_checkpoint(f"{root}/run")).weights
+    first = ckpt.load_checkpoint(f"{root}/warm/ckpt-0").weights
+    assert all(torch.equal(source[k], first[k]) for k in source)
     assert os.listdir(tmp_path) == []
 
 
