@@ -15,8 +15,9 @@ Local files: ``put`` replaces a small file through a temporary name and ``os.rep
 never see half a file), files are fsynced on close, and ``create_exclusive`` uses ``O_EXCL``.
 Object stores: ``put`` is one whole-object write (an object store has neither rename nor
 append: a file that grows, like ``results.jsonl``, is read, extended in memory and written
-whole), directories are prefixes (``makedirs`` creates nothing), and listings are not cached
-across polls (:meth:`Storage.refresh`).
+whole), directories are prefixes (``makedirs`` creates nothing), listings are not cached
+across polls (:meth:`Storage.refresh`), and ``create_exclusive`` (the lease) is a conditional
+put (``If-None-Match: *`` on S3) where the file system has one.
 
 Credentials come only from each backend's standard sources (environment, config files,
 instance metadata); an S3 endpoint override is botocore's ``AWS_ENDPOINT_URL``. The S3 client
@@ -432,11 +433,20 @@ class Storage:
 
     def create_exclusive(self, path: str, data: bytes) -> bool:
         """Create file ``path`` holding ``data`` unless it exists; True when this call created it."""
-        if not self.local:  # best effort: write, then the caller reads it back to confirm
+        if not self.local:  # a conditional put where the store has one; the caller reads back
             self.refresh(self.dirname(path))
             if self.exists(path):
                 return False
-            self.fs.pipe_file(path, data)
+            try:
+                self.fs.pipe_file(path, data, mode="create")  # S3: If-None-Match: *
+            except FileExistsError:
+                return False
+            except TypeError:  # a file system without exclusive creation: check-then-write
+                self.fs.pipe_file(path, data)
+            except OSError as e:
+                if "PreconditionFailed" in f"{type(e).__name__} {e} {e.__cause__!r}":
+                    return False
+                raise
             return True
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
