@@ -35,3 +35,47 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 def model_dir(tmp_path) -> str:
     """``<tmp_path>/model``: a model directory of this test (not created)."""
     return str(tmp_path / "model")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint on loopback (moto's server), for the whole session: its URL.
+
+    Skips the test when ``moto[server]`` or s3fs is not installed (``learnrun[dev]`` has both).
+    """
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def s3_environ(endpoint: str) -> dict[str, str]:
+    """The AWS_* settings that point botocore at ``endpoint`` with dummy credentials only."""
+    return {"AWS_ACCESS_KEY_ID": "testing-key", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch, request) -> str:
+    """``s3://<a bucket of this test>`` on the moto endpoint, with the AWS_* env set for it."""
+    import re
+    import uuid
+
+    import boto3
+    import s3fs
+
+    for key, value in s3_environ(s3_server).items():
+        monkeypatch.setenv(key, value)
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    s3fs.S3FileSystem.clear_instance_cache()  # instances remember the endpoint and credentials
+    stem = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    bucket = f"{stem}-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    yield f"s3://{bucket}"
+    s3fs.S3FileSystem.clear_instance_cache()

@@ -23,6 +23,17 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read (missing file, corrupt data, bad index)."""
 
 
+class StorageError(CheckpointError):
+    """A model directory's file system cannot be used: a bad URL, a missing backend, no
+    credentials, an unknown bucket (``bad_input`` True: the CLI exits 2) or an unreachable
+    endpoint or other failure (``bad_input`` False: exit 1). The text never holds a secret.
+    """
+
+    def __init__(self, message: str, bad_input: bool = False) -> None:
+        super().__init__(message)
+        self.bad_input = bool(bad_input)
+
+
 class DistributedError(RuntimeError):
     """A peer of a distributed job failed, timed out, or the cluster is misconfigured."""
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,6 +31,7 @@ from learnrun.hooks import (
     ValidationMonitor,
 )
 from learnrun.model_dir.checkpoints import latest_checkpoint
+from learnrun.model_dir.storage import join
 from learnrun.signatures import accepts
 
 logger = logging.getLogger(__name__)
@@ -576,11 +576,11 @@ class Experiment:
         return self._estimator.evaluate(**kwargs)
 
     def _maybe_export(self, eval_result: Any, checkpoint_path: str | None = None) -> list[Any]:
-        export_dir_base = os.path.join(self._estimator.model_dir, "export")
+        export_dir_base = join(self._estimator.model_dir, "export")
         return [
             strategy.export(
                 self._estimator,
-                os.path.join(export_dir_base, strategy.name),
+                join(export_dir_base, strategy.name),
                 checkpoint_path=checkpoint_path,
                 eval_result=eval_result,
             )

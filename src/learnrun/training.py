@@ -19,7 +19,6 @@ Exporters (``LatestExporter``, ``BestExporter``, ``FinalExporter``, defined in
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -34,6 +33,7 @@ from learnrun.export.exporters import (
     validate_exporters,
 )
 from learnrun.hooks import CheckpointSaverListener, SessionRunHook
+from learnrun.model_dir.storage import join
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class _Evaluator:
             results.append(
                 exporter.export(
                     estimator=self._estimator,
-                    export_path=os.path.join(self._estimator.model_dir, "export", exporter.name),
+                    export_path=join(self._estimator.model_dir, "export", exporter.name),
                     checkpoint_path=eval_result.checkpoint_path,
                     eval_result=eval_result.metrics,
                     is_the_final_export=is_the_final_export,

@@ -33,6 +33,7 @@ import torch
 
 import learnrun
 from learnrun.hooks import SessionRunHook
+from learnrun.model_dir.storage import storage_for
 
 IN, HIDDEN, N_SAMPLES, GLOBAL_BATCH = 8, 16, 512, 16
 
@@ -94,8 +95,9 @@ class TestHook(SessionRunHook):
 
     def end(self, session: Any) -> None:
         print(f"STOP {session.global_step}", flush=True)
-        with open(os.path.join(self.model_dir, f"losses-{self.task}.json"), "w") as f:
-            json.dump({"losses": self.losses, "step": session.global_step}, f)
+        st = storage_for(self.model_dir)  # a local directory or a URL (s3://)
+        st.put(st.join(self.model_dir, f"losses-{self.task}.json"),
+               json.dumps({"losses": self.losses, "step": session.global_step}).encode())
 
 
 def _saving_listener() -> Any:

@@ -40,7 +40,8 @@ from learnrun.cli.report import (
 )
 from learnrun.cli.targets import load_target
 from learnrun.distributed import add_launch_arguments, exit_process, launch_main
-from learnrun.errors import CLIError, PreemptedError
+from learnrun.errors import CLIError, PreemptedError, StorageError
+from learnrun.model_dir.storage import redact
 from learnrun.runner import run, tune
 from learnrun.serving.cli import add_model_server_arguments, model_server_main
 from learnrun.serving.versions import ConfigError
@@ -190,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print(f"learnrun: {loaded.description}")
     _print(f"  role:      {describe_role(run_config)}")
     _print(f"  schedule:  {shown}")
-    _print(f"  model_dir: {run_config.model_dir}")
+    _print(f"  model_dir: {redact(run_config.model_dir)}")
     if hparams is not None:
         _print(f"  hparams:   {hparams}")
     if run_config.is_distributed:
@@ -339,6 +340,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"learnrun: error: {exc}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT
+    except StorageError as exc:  # the model directory's file system: never a secret in it
+        if verbose:
+            traceback.print_exc()
+        print(f"learnrun: error: {redact(exc)}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED
     except PreemptedError as exc:
         print(f"learnrun: {exc} (exit {exc.code})", file=sys.stderr, flush=True)
         return int(exc.code) if isinstance(exc.code, int) else 143
@@ -349,7 +355,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             traceback.print_exc()
         text = str(exc).strip().splitlines()
-        first = text[0] if text else ""
+        first = redact(text[0]) if text else ""
         hint = "" if verbose else " (run with --verbose for the traceback)"
         print(f"learnrun: error: {type(exc).__name__}: {first}{hint}", file=sys.stderr, flush=True)
         return EXIT_FAILED

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import datetime
-import glob
 import os
 import shlex
 from typing import TYPE_CHECKING
 
-from learnrun.errors import CLIError
+from learnrun.errors import CLIError, StorageError
 from learnrun.model_dir.checkpoints import (
     latest_checkpoint,
     list_checkpoints,
     verify_checkpoints,
 )
 from learnrun.model_dir.eval_results import read_all_eval_results
+from learnrun.model_dir.storage import check_access, redact, storage_for
 from learnrun.runner import default_schedule
 from learnrun.tables import format_table, format_value
 
@@ -56,14 +56,7 @@ def _human_size(num: float) -> str:
 
 
 def _dir_size(path: str) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
+    return storage_for(path).du(path)
 
 
 def format_checkpoints(model_dir: str, verify: bool = False) -> str:
@@ -77,25 +70,34 @@ def format_checkpoints(model_dir: str, verify: bool = False) -> str:
 
 def checkpoint_report(model_dir: str, verify: bool = False) -> tuple[str, int]:
     """``(table, number of damaged checkpoints)``: see :func:`format_checkpoints`."""
-    if not os.path.exists(model_dir):
-        raise CLIError(f"no such directory: {model_dir!r}; give a model_dir that training wrote")
-    if not os.path.isdir(model_dir):
-        raise CLIError(f"{model_dir!r} is a file, not a directory; give a model_dir that "
+    try:
+        st = storage_for(model_dir)
+        check_access(model_dir)
+        exists = st.exists(model_dir)
+    except StorageError as exc:
+        if exc.bad_input:
+            raise CLIError(str(exc)) from exc
+        raise
+    shown = redact(model_dir)
+    if not exists:
+        raise CLIError(f"no such directory: {shown!r}; give a model_dir that training wrote")
+    if not st.isdir(model_dir):
+        raise CLIError(f"{shown!r} is a file, not a directory; give a model_dir that "
                        "training wrote")
-    index = os.path.join(model_dir, "checkpoint")
-    entries = os.listdir(model_dir)
-    looks_like_model_dir = os.path.exists(index) or any(
+    index = st.join(model_dir, "checkpoint")
+    entries = st.listdir(model_dir)
+    looks_like_model_dir = st.exists(index) or any(
         e.startswith(("ckpt-", "eval", "events.out.tfevents", "export")) for e in entries)
     if not looks_like_model_dir:
         raise CLIError(
-            f"{model_dir!r} is not a model directory: it has no checkpoint index "
+            f"{shown!r} is not a model directory: it has no checkpoint index "
             f"({index}), ckpt-*, eval or events files; give the --model-dir that training wrote")
     if verify:
         checked = verify_checkpoints(model_dir)
     else:
         checked = [(info, None) for info in list_checkpoints(model_dir)]
     if not checked:
-        return f"no checkpoints in {model_dir} yet (no ckpt-*/ holds a meta.json)", 0
+        return f"no checkpoints in {shown} yet (no ckpt-*/ holds a meta.json)", 0
     evals = read_all_eval_results(model_dir)
     latest = latest_checkpoint(model_dir)
     rows = []
@@ -126,7 +128,7 @@ def checkpoint_report(model_dir: str, verify: bool = False) -> tuple[str, int]:
         rows.append([*row, "; ".join(parts) or "-"])
     headers = ["step", "time", "size", *(["verified"] if verify else []), "eval metrics"]
     table = format_table(headers, rows)
-    summary = f"{model_dir}: {len(checked)} checkpoint(s), * = latest"
+    summary = f"{shown}: {len(checked)} checkpoint(s), * = latest"
     if verify:
         summary += f"; {damaged} damaged" if damaged else "; all verified"
     return f"{summary}\n{table}", damaged
@@ -134,13 +136,15 @@ def checkpoint_report(model_dir: str, verify: bool = False) -> tuple[str, int]:
 
 def latest_export(model_dir: str) -> str | None:
     """The newest ``model_dir/export/<strategy>/<timestamp>`` directory, if any."""
-    dirs = [d for d in glob.glob(os.path.join(model_dir, "export", "*", "*")) if os.path.isdir(d)
-            and os.path.basename(d).isdigit()]
-    return max(dirs, key=lambda d: int(os.path.basename(d))) if dirs else None
+    st = storage_for(model_dir)
+    dirs = [d for d in st.glob(st.join(model_dir, "export", "*", "*"))
+            if st.basename(d).isdigit() and st.isdir(d)]
+    return max(dirs, key=lambda d: int(st.basename(d))) if dirs else None
 
 
 def output_locations(model_dir: str) -> str:
     """Where a run left its checkpoints, TensorBoard logs and exports, and how to look."""
+    model_dir = redact(model_dir)
     q = shlex.quote(model_dir)
     lines = [
         "outputs:",

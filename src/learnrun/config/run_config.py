@@ -164,11 +164,11 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "environ": (lambda v: isinstance(v, Mapping), "environ should be a mapping of str to str"),
     "async_checkpoint": (
         lambda v: isinstance(v, bool),
-        "async_checkpoint should be True or False (write checkpoints in a background thread)",
+        "async_checkpoint should be True, False or None (write checkpoints in a background "
+        "thread; None: on for a remote model_dir, off for a local one)",
     ),
 }
-_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction", "compile",
-             "async_checkpoint")
+_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction", "compile")
 
 
 def _normalised(name: str, value: Any) -> Any:
@@ -208,7 +208,8 @@ class RunConfig:
     ``torch.compile`` the module the training loop calls; see ``docs/benchmarks.md``),
     ``distributed_timeout_secs`` (> 0, every distributed wait), ``async_checkpoint`` (True: a
     save copies the state to CPU memory and writes it in a background thread, training goes
-    on; see :mod:`learnrun.model_dir.checkpoints`), ``environ`` (mapping read instead of
+    on; see :mod:`learnrun.model_dir.checkpoints`; None, the default: on when ``model_dir`` is
+    a remote URL such as ``s3://``, off otherwise), ``environ`` (mapping read instead of
     ``os.environ``).
 
     Raises:
@@ -246,7 +247,7 @@ class RunConfig:
         compile: bool = False,  # noqa: A002 (the field's name)
         distributed_timeout_secs: float = 300,
         environ: Mapping[str, str] | None = None,
-        async_checkpoint: bool = False,
+        async_checkpoint: bool | None = None,
     ) -> None:
         if save_checkpoints_secs == _USE_DEFAULT and not isinstance(save_checkpoints_secs, bool):
             save_checkpoints_secs = 600 if save_checkpoints_steps is None else None
@@ -618,8 +619,12 @@ class RunConfig:
         return self._log_step_count_steps
 
     @property
-    def async_checkpoint(self) -> bool:
-        """True: checkpoints are written in a background thread (at most one in flight)."""
+    def async_checkpoint(self) -> bool | None:
+        """True: checkpoints are written in a background thread (at most one in flight).
+
+        None (the default): the Estimator writes asynchronously when ``model_dir`` is a remote
+        URL (uploads overlap training) and synchronously for a local directory.
+        """
         return self._async_checkpoint
 
     @property

@@ -36,6 +36,7 @@ from learnrun.hooks.saver import checked_listeners
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import eval_results
 from learnrun.model_dir.lease import Lease
+from learnrun.model_dir.storage import check_access, is_url, storage_for
 from learnrun.signatures import accepted_args, call_with_accepted, required_parameters
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class Estimator:
             logger.warning("Using temporary folder as model directory: %s", chosen)
             self._config = self._config.replace(model_dir=chosen)
         chosen = os.fspath(chosen)
+        if is_url(chosen):  # never a local path: a bad URL, a missing backend, no credentials,
+            check_access(chosen)  # an unknown bucket: one line here, in every role
+            return storage_for(chosen).normpath(chosen)
         if os.path.exists(chosen) and not os.path.isdir(chosen):
             raise ValueError(f"model_dir {chosen!r} is an existing file, not a directory. Pass a "
                              "directory (it is created if missing) for checkpoints and summaries.")

@@ -15,6 +15,8 @@ from typing import Any
 from learnrun.estimator.spec import ModeKeys
 from learnrun.hooks import CheckpointSaverHook
 from learnrun.model_dir import checkpoints as ckpt
+from learnrun.model_dir import summaries
+from learnrun.model_dir.storage import is_remote
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,8 @@ class RunSession:
     def write_checkpoint(self, directory: str):
         """Write the full training state into ``directory`` (no listeners).
 
-        Returns the checkpoint's path, or with ``RunConfig(async_checkpoint=True)`` a
+        Returns the checkpoint's path, or with ``RunConfig(async_checkpoint=True)`` (the default
+        for a remote ``directory``) a
         :class:`~learnrun.model_dir.checkpoints.PendingSave` (the state is already copied to
         CPU memory; the files are written in the background). Checks the lease first.
         """
@@ -97,7 +100,11 @@ class RunSession:
         meta = {"global_step": int(self.global_step), "config_uid": self.config.uid()}
         if self.lease is not None and directory == self.model_dir:
             self.lease.check()
-        if self.config.async_checkpoint:
+        summaries.flush_remote()  # a remote model_dir gets the event files at every checkpoint
+        use_async = self.config.async_checkpoint
+        if use_async is None:  # the default: uploads to an object store overlap training
+            use_async = is_remote(directory)
+        if use_async:
             pending = manager.save_async(int(self.global_step), weights, state, meta)
             self.last_checkpoint_path = pending.path
             return pending

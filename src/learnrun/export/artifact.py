@@ -1,7 +1,9 @@
 """Writing and loading one export: a ``torch.export`` program, its weights and signature.
 
-:func:`write_export` writes ``<export_dir_base>/<10-digit unix time>/`` (as ``temp-<time>/``,
-then renamed) holding ``model.safetensors`` (the module's weights), ``program.pt2`` (a
+:func:`write_export` writes ``<export_dir_base>/<10-digit unix time>/`` (locally as
+``temp-<time>/``, then renamed; on an object store or any remote fsspec URL, which has no
+rename, the files are written straight into the version directory with ``signature.json``
+last: a version without it is incomplete, and loaders and the model server skip it) holding ``model.safetensors`` (the module's weights), ``program.pt2`` (a
 ``torch.export`` program of ``predictions_fn(module(features))`` in eval mode, with a dynamic
 batch dimension when possible), ``signature.json`` (input/output names, dtypes, shapes with the
 batch dimension as null) and ``assets.extra/``. :func:`load_export` gives a callable
@@ -17,13 +19,16 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from learnrun.clock import Clock, get_clock
+from learnrun.errors import StorageError
 from learnrun.model_dir.serialization import prepare_weights
+from learnrun.model_dir.storage import is_remote, join, storage_for
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +63,11 @@ def get_timestamped_export_dir(export_dir_base: str, clock: Clock | None = None)
     """
     clock = get_clock(clock)
     base = os.fsdecode(export_dir_base)
+    st = storage_for(base)
+    st.refresh(base)
     for attempt in range(1, MAX_DIRECTORY_CREATION_ATTEMPTS + 1):
-        result = os.path.join(base, str(int(clock.time())))
-        if not os.path.exists(result) and not os.path.exists(get_temp_export_dir(result)):
+        result = join(base, str(int(clock.time())))
+        if not st.exists(result) and not st.exists(get_temp_export_dir(result)):
             return result
         clock.sleep(1)
         logger.warning("Export directory %s already exists; retrying (attempt %d/%d)",
@@ -71,8 +78,9 @@ def get_timestamped_export_dir(export_dir_base: str, clock: Clock | None = None)
 
 def get_temp_export_dir(timestamped_export_dir: str) -> str:
     """Return the sibling ``temp-<basename>`` of a timestamped export dir (ignored by serving)."""
-    dirname, basename = os.path.split(os.fsdecode(timestamped_export_dir))
-    return os.path.join(dirname, f"temp-{basename}")
+    path = os.fsdecode(timestamped_export_dir)
+    st = storage_for(path)
+    return join(st.dirname(path), f"temp-{st.basename(path)}")
 
 
 
@@ -200,8 +208,12 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
     # Looked up in learnrun.export at call time: it owns the export-directory conventions.
 
     export_dir = get_timestamped_export_dir(export_dir_base, clock)
-    temp_dir = get_temp_export_dir(export_dir)
-    os.makedirs(temp_dir)
+    remote = is_remote(export_dir)
+    # a remote export is built in a local directory, then uploaded with signature.json last
+    temp_dir = tempfile.mkdtemp(prefix="learnrun-export-") if remote \
+        else get_temp_export_dir(export_dir)
+    if not remote:
+        os.makedirs(temp_dir)
     was_training = module.training
     try:
         module.eval()
@@ -237,13 +249,42 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
             target = os.path.join(temp_dir, ASSETS_EXTRA, dest)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(source, target)
-        os.rename(temp_dir, export_dir)
+        if remote:
+            _upload_export(temp_dir, export_dir)
+        else:
+            os.rename(temp_dir, export_dir)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     finally:
         module.train(was_training)
+    if remote:
+        shutil.rmtree(temp_dir, ignore_errors=True)
     return export_dir
+
+
+def _upload_export(local_dir: str, export_dir: str) -> None:
+    """Copy the built export to remote ``export_dir``, ``signature.json`` last (its commit).
+
+    On a failure the partial version directory (no ``signature.json``) is removed if it can
+    be; a leftover one is skipped by loaders and the model server.
+    """
+    st = storage_for(export_dir)
+    files = []
+    for root, _, names in os.walk(local_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), local_dir).replace(os.sep, "/")
+            files.append(rel)
+    files.sort(key=lambda rel: (rel == SIGNATURE_FILENAME, rel))
+    try:
+        for rel in files:
+            st.put_file(os.path.join(local_dir, rel), join(export_dir, rel))
+    except BaseException:
+        try:
+            st.rmtree(export_dir)
+        except Exception:  # noqa: BLE001 - the version has no signature.json: it stays incomplete
+            logger.warning("Could not remove the incomplete export %s.", export_dir)
+        raise
 
 
 class Predictor:
@@ -361,7 +402,6 @@ def load_export(path: Any) -> Predictor:
     pickled tensors or objects, compiled code or the old zip layout, or sample inputs that
     ``torch.load(weights_only=True)`` refuses, is refused with a :class:`ValueError`.
     """
-    import fsspec.core
     import torch
     from safetensors.torch import load as load_safetensors
 
@@ -369,18 +409,20 @@ def load_export(path: Any) -> Predictor:
     if not isinstance(path, str) or not path:
         raise TypeError(f"load_export takes a directory path or URL, got {path!r}.")
     try:
-        fs, root = fsspec.core.url_to_fs(path)
-    except (ImportError, ValueError) as exc:
-        raise ValueError(f"Cannot open {path!r}: {exc}. Install the file system's package "
-                         "(e.g. pip install 'learnrun[s3]') or pass a local directory.") from exc
+        st = storage_for(path)
+    except StorageError as exc:
+        raise ValueError(f"Cannot open {exc}") from None
+    path = st.normpath(path)
     files = {}
-    for name in (PROGRAM_FILENAME, SIGNATURE_FILENAME, WEIGHTS_FILENAME):
+    # signature.json first: it is written last, so without it the export is incomplete
+    for name in (SIGNATURE_FILENAME, PROGRAM_FILENAME, WEIGHTS_FILENAME):
         try:
-            with fs.open(f"{root.rstrip('/')}/{name}", "rb") as f:
-                files[name] = f.read()
+            files[name] = st.read_bytes(join(path, name))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            incomplete = " (an incomplete export: still being written, or its writer died)" \
+                if name == SIGNATURE_FILENAME and st.exists(join(path, WEIGHTS_FILENAME)) else ""
             raise FileNotFoundError(
-                f"{path!r} is not a learnrun export: {name} is missing. Pass a "
+                f"{path!r} is not a learnrun export: {name} is missing{incomplete}. Pass a "
                 "<export_dir_base>/<timestamp> directory (get_most_recent_export).") from None
     try:
         signature = json.loads(files[SIGNATURE_FILENAME])

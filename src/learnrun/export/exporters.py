@@ -14,12 +14,12 @@ checkpoint and its metrics; it writes ``<model_dir>/export/<exporter.name>/<time
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 from learnrun.export.gc import garbage_collect_exports
 from learnrun.model_dir import eval_results
+from learnrun.model_dir.storage import join
 from learnrun.signatures import parameter_names
 
 __all__ = ["Exporter", "LatestExporter", "BestExporter", "FinalExporter"]
@@ -180,7 +180,7 @@ class BestExporter(_SavedModelExporter):
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
         if self._model_dir != estimator.model_dir and self._event_file_pattern:
             self._model_dir = estimator.model_dir
-            pattern = os.path.join(self._model_dir, self._event_file_pattern)
+            pattern = join(self._model_dir, self._event_file_pattern)
             self._best_eval_result = self._best_recorded_result(pattern, checkpoint_path)
         if self._best_eval_result is None or self._compare_fn(
             best_eval_result=self._best_eval_result, current_eval_result=eval_result

@@ -14,8 +14,9 @@ import logging
 import math
 import os
 import re
-import shutil
 from collections.abc import Callable
+
+from learnrun.model_dir.storage import join, storage_for
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +94,21 @@ def negation(f: Callable) -> Callable[[list[Path]], list[Path]]:
 def get_paths(base_dir: str | bytes, parser: Callable[[Path], Path | None]) -> list[Path]:
     """List ``base_dir``, give each child as ``Path(path, None)`` to ``parser``, drop Nones, sort."""
     base = os.fsdecode(base_dir)
-    paths = (parser(Path(os.path.join(base, name), None)) for name in os.listdir(base))
+    st = storage_for(base)
+    st.refresh(base)
+    paths = (parser(Path(join(base, name), None)) for name in st.listdir(base))
     return sorted(p for p in paths if p is not None)
 
 
 def export_version_of(path: Path) -> Path | None:
-    name = os.path.basename(path.path)
+    name = storage_for(path.path).basename(path.path)
     return path._replace(export_version=int(name)) if _VERSION_RE.match(name) else None
 
 
 def get_most_recent_export(export_dir_base: str) -> Path | None:
     """Return ``Path(path, export_version)`` of the newest 10-digit export, or None."""
-    if not os.path.isdir(os.fsdecode(export_dir_base)):
+    base = os.fsdecode(export_dir_base)
+    if not storage_for(base).isdir(base):
         return None
     found = largest_export_versions(1)(get_paths(export_dir_base, export_version_of))
     return found[0] if found else None
@@ -116,12 +120,13 @@ def garbage_collect_exports(export_dir_base: str, exports_to_keep: int | None) -
     Only children named by exactly 10 digits are considered; None keeps everything, 0 deletes
     every export.
     """
-    if exports_to_keep is None or not os.path.isdir(os.fsdecode(export_dir_base)):
+    base = os.fsdecode(export_dir_base)
+    if exports_to_keep is None or not storage_for(base).isdir(base):
         return
     delete = negation(largest_export_versions(exports_to_keep))
     for p in delete(get_paths(export_dir_base, export_version_of)):
         try:
-            shutil.rmtree(p.path)
+            storage_for(p.path).rmtree(p.path)
         except FileNotFoundError as e:
             logger.warning("Can not delete %s recursively: %s", p.path, e)
 

@@ -10,7 +10,6 @@ old ones are deleted by :func:`learnrun.export.garbage_collect_exports`.
 from __future__ import annotations
 
 import collections
-import glob
 import logging
 import os
 import shutil
@@ -18,9 +17,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from learnrun.clock import Clock, get_clock
+from learnrun.errors import StorageError
 from learnrun.export.gc import garbage_collect_exports
 from learnrun.model_dir import eval_results
 from learnrun.model_dir.checkpoints import latest_checkpoint
+from learnrun.model_dir.storage import is_remote, is_url, join, redact, storage_for
 from learnrun.signatures import parameter_names
 
 logger = logging.getLogger(__name__)
@@ -96,11 +97,14 @@ def _read_summary_results(pattern: str) -> list[dict]:
     Uses tensorboard's EventAccumulator; without tensorboard, reads the ``results.jsonl`` of
     the matched files' directories instead.
     """
-    files = sorted(glob.glob(pattern))
+    st = storage_for(pattern)
+    files = st.glob(pattern)
     try:
+        if is_remote(pattern):  # event files stay local to the reader: use results.jsonl
+            raise ImportError
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     except ImportError:
-        dirs = dict.fromkeys(os.path.dirname(f) for f in files)
+        dirs = dict.fromkeys(st.dirname(f) for f in files)
         return [r for d in dirs for r in eval_results.read_eval_results(d)]
     results = []
     for file in files:
@@ -160,7 +164,7 @@ def make_best_model_export_strategy(serving_input_fn: Callable, exports_to_keep:
     strategy = make_export_strategy(serving_input_fn, exports_to_keep=exports_to_keep,
                                     default_output_alternative_key=default_output_alternative_key,
                                     strip_default_attrs=strip_default_attrs)
-    pattern = os.path.join(model_dir, event_file_pattern) if model_dir and event_file_pattern else None
+    pattern = join(model_dir, event_file_pattern) if model_dir and event_file_pattern else None
     selector = BestModelSelector(pattern, compare_fn)
 
     def export_fn(estimator, export_dir_base, checkpoint_path, eval_result=None):
@@ -171,7 +175,7 @@ def make_best_model_export_strategy(serving_input_fn: Callable, exports_to_keep:
                 checkpoint_path = latest_checkpoint(estimator.model_dir)
         path, result = selector.update(checkpoint_path, eval_result)
         if path and result is not None:
-            export_dir = os.path.join(export_dir_base, os.path.basename(os.path.normpath(path)))
+            export_dir = join(export_dir_base, storage_for(path).basename(path))
             return strategy.export(estimator, export_dir, path, result)
         return ""
 
@@ -190,6 +194,10 @@ def extend_export_strategy(base_export_strategy: ExportStrategy,
     clock = get_clock(clock)
 
     def export_fn(estimator, export_dir_base, checkpoint_path=None):
+        if is_url(export_dir_base):
+            raise StorageError(f"extend_export_strategy moves directories, which "
+                               f"{redact(export_dir_base)} cannot do; give it a local export "
+                               "directory.", bad_input=True)
         tmp_base = os.path.join(export_dir_base, f"temp-base-export-{int(clock.time())}")
         if os.path.exists(tmp_base):
             raise RuntimeError("Failed to obtain base export directory")

@@ -135,8 +135,15 @@ def _step_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _committed_names(st: Storage, model_dir: str) -> list[str]:
-    """``ckpt-<step>`` names under ``model_dir`` that hold a ``meta.json``, oldest first."""
+def _committed_names(st: Storage, model_dir: str, sizes: dict[str, int] | None = None) -> list[str]:
+    """``ckpt-<step>`` names under ``model_dir`` that hold a ``meta.json``, oldest first.
+
+    ``sizes`` (:meth:`Storage.file_sizes`, object stores) answers without further requests.
+    """
+    if sizes is not None:
+        found = {rel.split("/")[0] for rel in sizes
+                 if rel.count("/") == 1 and rel.endswith("/" + META_FILENAME)}
+        return sorted((n for n in found if _step_of(n) is not None), key=_step_of)
     names = [n for n in st.listdir(model_dir) if _step_of(n) is not None]
     names.sort(key=_step_of)
     return [n for n in names if st.exists(st.join(model_dir, n, META_FILENAME))]
@@ -212,11 +219,15 @@ def _recorded_files(meta: dict, meta_path: str) -> dict[str, tuple[int, str | No
     return out
 
 
-def _check_sizes(st: Storage, path: str, meta: dict) -> None:
-    """Raise DamagedCheckpointError unless every file is present with its recorded size."""
+def _check_sizes(st: Storage, path: str, meta: dict, sizes: dict[str, int] | None = None) -> None:
+    """Raise DamagedCheckpointError unless every file is present with its recorded size.
+
+    ``sizes``: the model directory's :meth:`Storage.file_sizes` (no request per file).
+    """
     recorded = _recorded_files(meta, st.join(path, META_FILENAME))
     for name in sorted(set(recorded) | set(_REQUIRED)):
-        size = st.size(st.join(path, name))
+        size = st.size(st.join(path, name)) if sizes is None else \
+            sizes.get(f"{st.basename(path)}/{name}")
         if size is None:
             raise DamagedCheckpointError(f"Checkpoint {path!r} lacks {name}.")
         if name in recorded and size != recorded[name][0]:
@@ -331,10 +342,11 @@ def latest_checkpoint(model_dir: str) -> str | None:
     """
     model_dir = str(model_dir)
     st = storage_for(model_dir)
-    for name in reversed(_committed_names(st, model_dir)):
+    sizes = st.file_sizes(model_dir)  # object stores: one listing, then the newest meta.json
+    for name in reversed(_committed_names(st, model_dir, sizes)):
         path = st.join(model_dir, name)
         try:
-            _check_sizes(st, path, _read_meta(st, path))
+            _check_sizes(st, path, _read_meta(st, path), sizes)
         except DamagedCheckpointError as e:
             logger.warning("Checkpoint %s is damaged (%s); using an earlier one.", path, e)
             continue
@@ -365,10 +377,8 @@ def resolve_checkpoint(path_or_model_dir: str) -> str | None:
     its latest checkpoint, or None when it has none. A path that does not exist raises
     :class:`~learnrun.errors.CheckpointError`. Used by warm start and the CLI.
     """
-    import os
-
-    path = os.path.normpath(str(path_or_model_dir))
-    st = storage_for(path)
+    st = storage_for(str(path_or_model_dir))
+    path = st.normpath(str(path_or_model_dir))
     if st.isfile(path) and st.basename(path) in (WEIGHTS_FILENAME, STATE_FILENAME, META_FILENAME):
         path = st.dirname(path)
     if not st.isdir(path):

@@ -1,14 +1,14 @@
 """Evaluation results: ``eval_<name>/results.jsonl``, one JSON line per evaluated checkpoint.
 
 This module is the only reader and writer of those files. :func:`append_eval_result` appends
-a record (flushed and fsynced, so a reader never sees half a record except after a crash);
+a record (flushed and fsynced, so a reader never sees half a record except after a crash; on
+an object store, which cannot append, the file is read, extended and written whole);
 :func:`read_eval_results` reads one evaluation's records and skips a line torn by a crash;
 :func:`read_all_eval_results` reads every evaluation of a model directory.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -16,6 +16,8 @@ import numbers
 import os
 from collections.abc import Mapping
 from typing import Any
+
+from learnrun.model_dir.storage import join, storage_for
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ def eval_dir(model_dir: str, name: str | None = None) -> str:
     """Return ``model_dir/eval`` (``name`` None) or ``model_dir/eval_<name>``."""
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"Evaluation name must be a non-empty string or None, got {name!r}.")
-    return os.path.join(os.fspath(model_dir), "eval" if name is None else f"eval_{name}")
+    return join(os.fspath(model_dir), "eval" if name is None else f"eval_{name}")
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -62,12 +64,11 @@ def append_eval_result(eval_dir: str, record: Mapping[str, Any]) -> str:
     if not isinstance(record, Mapping):
         raise TypeError(f"An evaluation result must be a dict, got {type(record).__name__}.")
     line = json.dumps(_jsonable(record, "record"), sort_keys=True)
-    os.makedirs(eval_dir, exist_ok=True)
-    path = os.path.join(os.fspath(eval_dir), RESULTS_FILENAME)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    eval_dir = os.fspath(eval_dir)
+    st = storage_for(eval_dir)
+    st.makedirs(eval_dir)
+    path = st.join(eval_dir, RESULTS_FILENAME)
+    st.append(path, (line + "\n").encode("utf-8"))
     return path
 
 
@@ -76,10 +77,11 @@ def read_eval_results(eval_dir: str) -> list[dict]:
 
     Unparseable lines (a record torn by a crash) are skipped with a warning.
     """
-    path = os.path.join(os.fspath(eval_dir), RESULTS_FILENAME)
+    eval_dir = os.fspath(eval_dir)
+    st = storage_for(eval_dir)
+    path = st.join(eval_dir, RESULTS_FILENAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
+        lines = st.read_bytes(path).decode("utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return []
     records = []
@@ -100,19 +102,21 @@ def read_eval_results(eval_dir: str) -> list[dict]:
 
 def results_path(eval_dir: str) -> str:
     """The ``results.jsonl`` file of an evaluation directory."""
-    return os.path.join(os.fspath(eval_dir), RESULTS_FILENAME)
+    return join(os.fspath(eval_dir), RESULTS_FILENAME)
 
 
 def eval_name_of(eval_dir: str) -> str | None:
     """The evaluation name of an ``eval``/``eval_<name>`` directory (None for plain ``eval``)."""
-    base = os.path.basename(os.path.normpath(eval_dir))
+    base = storage_for(os.fspath(eval_dir)).basename(os.fspath(eval_dir))
     return None if base == "eval" else base[len("eval_"):]
 
 
 def eval_dirs(model_dir: str) -> list[str]:
     """Every ``eval``/``eval_<name>`` directory of ``model_dir`` that has results, sorted."""
-    pattern = os.path.join(os.fspath(model_dir), "eval*", RESULTS_FILENAME)
-    return [os.path.dirname(p) for p in sorted(glob.glob(pattern))]
+    st = storage_for(os.fspath(model_dir))
+    st.refresh(os.fspath(model_dir))
+    pattern = st.join(os.fspath(model_dir), "eval*", RESULTS_FILENAME)
+    return [st.dirname(p) for p in st.glob(pattern)]
 
 
 def read_all_eval_results(model_dir: str) -> list[tuple[str, dict[str, Any]]]:
@@ -126,6 +130,7 @@ def read_all_eval_results(model_dir: str) -> list[tuple[str, dict[str, Any]]]:
 
 def read_results_matching(pattern: str) -> list[dict]:
     """The records of every ``results.jsonl`` that the glob ``pattern`` matches, file by file."""
-    return [record for path in sorted(glob.glob(os.fspath(pattern)))
-            for record in read_eval_results(os.path.dirname(path))
-            if os.path.basename(path) == RESULTS_FILENAME]
+    st = storage_for(os.fspath(pattern))
+    return [record for path in st.glob(os.fspath(pattern))
+            for record in read_eval_results(st.dirname(path))
+            if st.basename(path) == RESULTS_FILENAME]

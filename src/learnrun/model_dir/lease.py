@@ -104,13 +104,13 @@ class Lease:
                 or not heartbeat_secs > 0:
             raise ValueError(f"heartbeat_secs must be a number > 0, got {heartbeat_secs!r}.")
         self.model_dir = str(model_dir)
-        self.path = os.path.join(self.model_dir, LEASE_FILENAME)
+        self._st = storage_for(self.model_dir)
+        self.path = self._st.join(self.model_dir, LEASE_FILENAME)
         self.heartbeat_secs = float(heartbeat_secs)
         self._clock = get_clock(clock)
         self._thread_wanted = heartbeat_thread
         self.host = host or socket.gethostname()
         self.pid = os.getpid() if pid is None else pid
-        self._st = storage_for(self.model_dir)
         self._token: str | None = None
         self._start = 0.0
         self._lost: str | None = None
@@ -173,7 +173,7 @@ class Lease:
         prepare_model_dir(self.model_dir)
         for name in self._st.listdir(self.model_dir):  # what an interrupted renewal left
             if name.startswith(f"tmp-{LEASE_FILENAME}-"):
-                self._st.remove(os.path.join(self.model_dir, name))
+                self._st.remove(self._st.join(self.model_dir, name))
         self._token = secrets.token_hex(8)
         self._start = self._clock.time()
         try:

@@ -3,6 +3,12 @@
 ``get_summary_writer(logdir)`` gives one cached tensorboardX ``SummaryWriter`` per directory,
 created on first use (tensorboardX is imported then, not at import time). Only the chief
 writes training summaries; each evaluation writes into its own ``eval_dir``.
+
+A remote ``logdir`` (``s3://...``, any fsspec URL) is written through a local staging
+directory: the writer appends to event files there, and :func:`flush` / :func:`flush_all` /
+:func:`close_writer` / :func:`close_all` upload each changed event file whole to the remote
+directory. The Estimator flushes at every checkpoint and when training ends, so
+``tensorboard --logdir s3://...`` sees the scalars up to the latest checkpoint.
 """
 
 from __future__ import annotations
@@ -10,18 +16,43 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Mapping
 from typing import Any
 
+from learnrun.model_dir.storage import is_remote, is_url, storage_for
+
 logger = logging.getLogger(__name__)
 
 _writers: dict[str, Any] = {}
+#: remote logdir -> (local staging directory, {relative file: size uploaded})
+_staging: dict[str, tuple[str, dict[str, int]]] = {}
 _lock = threading.Lock()
 
 
 def _key(logdir: str) -> str:
-    return os.path.abspath(os.fspath(logdir))
+    text = os.fspath(logdir)
+    return text.rstrip("/") if is_url(text) else os.path.abspath(text)
+
+
+def _upload(key: str) -> None:
+    """Copy the staged event files of remote ``key`` that changed since the last upload."""
+    staged = _staging.get(key)
+    if staged is None:
+        return
+    local, uploaded = staged
+    st = storage_for(key)
+    for root, _, files in os.walk(local):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, local).replace(os.sep, "/")
+            size = os.path.getsize(path)
+            if uploaded.get(rel) == size:
+                continue
+            st.put_file(path, st.join(key, rel))
+            uploaded[rel] = size
 
 
 def get_summary_writer(logdir: str):
@@ -34,8 +65,14 @@ def get_summary_writer(logdir: str):
         if writer is None:
             from tensorboardX import SummaryWriter
 
-            os.makedirs(key, exist_ok=True)
-            writer = SummaryWriter(logdir=key)
+            if is_remote(key):
+                storage_for(key)  # a bad URL or a missing backend fails here, in one line
+                local = tempfile.mkdtemp(prefix="learnrun-events-")
+                _staging[key] = (local, {})
+            else:
+                local = key
+                os.makedirs(key, exist_ok=True)
+            writer = SummaryWriter(logdir=local)
             _writers[key] = writer
         return writer
 
@@ -94,30 +131,53 @@ def _drain(writer: Any) -> None:
 def flush(logdir: str) -> None:
     """Write everything written so far to ``logdir`` to disk (no-op without a writer)."""
     with _lock:
-        writer = _writers.get(_key(logdir))
+        key = _key(logdir)
+        writer = _writers.get(key)
         if writer is not None:
             _drain(writer)
+            _upload(key)
 
 
 def flush_all() -> None:
     """Write everything written so far by every cached writer to disk."""
     with _lock:
-        for writer in _writers.values():
+        for key, writer in _writers.items():
             _drain(writer)
+            _upload(key)
+
+
+def flush_remote() -> None:
+    """Upload what every writer of a remote directory wrote so far (no-op when none is remote)."""
+    if _staging:
+        flush_all()
 
 
 def close_writer(logdir: str) -> None:
     """Close and forget the writer of ``logdir`` (a later write opens a new event file)."""
+    key = _key(logdir)
     with _lock:
-        writer = _writers.pop(_key(logdir), None)
-    if writer is not None:
-        writer.close()
+        writer = _writers.pop(key, None)
+        if writer is not None:
+            writer.close()
+            _finish(key)
 
 
 def close_all() -> None:
     """Close and forget every cached writer (end of training or of the process)."""
     with _lock:
-        writers = list(_writers.values())
+        writers = list(_writers.items())
         _writers.clear()
-    for writer in writers:
-        writer.close()
+        for key, writer in writers:
+            writer.close()
+            _finish(key)
+
+
+def _finish(key: str) -> None:
+    """Upload the closed writer's staged files and remove its staging directory."""
+    if key not in _staging:
+        return
+    try:
+        _upload(key)
+    finally:
+        local, _ = _staging.pop(key)
+        shutil.rmtree(local, ignore_errors=True)

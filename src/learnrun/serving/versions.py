@@ -276,11 +276,22 @@ class VersionState:
     fingerprint: Any = None
 
 
+#: An export's commit marker, written last (``learnrun.export.write_export``).
+SIGNATURE_FILENAME = "signature.json"
+#: Version directories already seen holding ``signature.json`` (checked once each).
+_COMPLETE: set[str] = set()
+
+
 def list_versions(base_path: str) -> dict[int, str]:
-    """``{version: path}`` of the integer-named directories under ``base_path`` (local or URL)."""
+    """``{version: path}`` of the complete integer-named directories under ``base_path``.
+
+    ``base_path`` is local or any fsspec URL. A version directory without ``signature.json``
+    (written last) is incomplete: still being written, or its writer died; it is left out.
+    """
     import fsspec.core
 
     fs, root = fsspec.core.url_to_fs(base_path)
+    fs.invalidate_cache()  # object stores cache listings: a poll must see new versions
     try:
         entries = fs.ls(root, detail=True)
     except (FileNotFoundError, NotADirectoryError):
@@ -290,7 +301,12 @@ def list_versions(base_path: str) -> dict[int, str]:
     for entry in entries:
         name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
         if entry.get("type") == "directory" and name.isdigit():
-            out[int(name)] = protocol + entry["name"].rstrip("/") if protocol else entry["name"]
+            path = entry["name"].rstrip("/")
+            if path not in _COMPLETE:
+                if not fs.exists(f"{path}/{SIGNATURE_FILENAME}"):
+                    continue
+                _COMPLETE.add(path)
+            out[int(name)] = protocol + path if protocol else path
     return out
 
 

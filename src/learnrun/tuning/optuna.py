@@ -42,6 +42,7 @@ from learnrun.errors import NanLossDuringTrainingError
 from learnrun.hooks import SessionRunHook
 from learnrun.hparams import HParams
 from learnrun.model_dir import eval_results
+from learnrun.model_dir.storage import is_url, join, redact, storage_for
 from learnrun.runner import Tuner
 from learnrun.signatures import keyword_arguments
 from learnrun.tables import format_table
@@ -267,11 +268,18 @@ class OptunaTuner(Tuner):
         self.metric, self.direction, self.n_trials = metric, direction, n_trials
         self.base_model_dir = base_model_dir
         self.study_name = study_name or "learnrun"
-        if storage is None:
+        if storage is None and is_url(base_model_dir):
+            storage_for(base_model_dir)  # a bad URL or a missing backend: one line, now
+            # optuna's sqlite file cannot live on an object store: the study stays in memory
+            # (pass storage= a database URL to share or resume it); trials write there
+            logger.info("Trial directories under %s; the study is kept in memory (pass "
+                        "--storage to keep it).", redact(base_model_dir))
+        elif storage is None:
             os.makedirs(base_model_dir, exist_ok=True)
             storage = "sqlite:///" + os.path.abspath(os.path.join(base_model_dir, "study.db"))
         self.storage = storage
-        self.storage_url = storage if isinstance(storage, str) else type(storage).__name__
+        self.storage_url = storage if isinstance(storage, str) else \
+            "in memory" if storage is None else type(storage).__name__
         self.schedule = schedule or "train_and_evaluate"
         self.catch = catch
         self._pruner, self._sampler, self._seed = pruner, sampler, seed
@@ -315,7 +323,7 @@ class OptunaTuner(Tuner):
 
     def trial_model_dir(self, number: int) -> str:
         """The model_dir of trial ``number``."""
-        return os.path.join(self.base_model_dir, f"trial_{number:03d}")
+        return join(self.base_model_dir, f"trial_{number:03d}")
 
     def _print(self, text: str) -> None:
         print(text, file=self._out or sys.stdout, flush=True)

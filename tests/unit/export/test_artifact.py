@@ -154,7 +154,7 @@ def test_write_export_errors_leave_nothing(tmp_path):
         E.write_export(str(tmp_path), _mlp(), None, torch.ones(2, 3), assets_extra={"../x": "y"},
                        clock=FakeClock())
     assert os.listdir(tmp_path) == []
-    with pytest.raises(FileNotFoundError, match="is not a learnrun export: program.pt2 is missing"):
+    with pytest.raises(FileNotFoundError, match="is not a learnrun export: signature.json is missing"):
         E.load_export(str(tmp_path))
 
 
@@ -282,7 +282,7 @@ def test_not_an_archive_and_urls(export_dir, tmp_path):
         f.write(b"not a zip")
     with pytest.raises(ValueError, match="not a torch.export archive"):
         load_export(bad)
-    with pytest.raises(FileNotFoundError, match="program.pt2 is missing"):
+    with pytest.raises(FileNotFoundError, match="signature.json is missing"):
         load_export("memory://nothing/here")
     import importlib.util
 

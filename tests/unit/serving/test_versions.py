@@ -74,6 +74,7 @@ def _version(base, version, content="ok"):
     path = base / str(version)
     path.mkdir(parents=True)
     (path / "weights").write_text(content)
+    (path / "signature.json").write_text("{}")  # the commit marker, written last
     return path
 
 
@@ -94,6 +95,8 @@ def test_list_versions_takes_integer_dirs_only(tmp_path):
     _version(tmp_path, 2)
     (tmp_path / "temp-11").mkdir()
     (tmp_path / "12").write_text("a file")
+    (tmp_path / "13").mkdir()  # no signature.json: incomplete (being written, or its writer died)
+    (tmp_path / "13" / "weights").write_text("ok")
     assert sorted(list_versions(str(tmp_path))) == [2, 10]
     assert list_versions(str(tmp_path / "missing")) == {}
 
