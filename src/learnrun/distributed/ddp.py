@@ -8,8 +8,9 @@ Execution trace, as the Estimator drives :class:`DDPStrategy`::
                      TORCHELASTIC_RESTART_COUNT so that restarts never see stale keys
     prepare()        move to the device, wrap in DistributedDataParallel (averages gradients)
     after_restore()  broadcast the chief's parameters, buffers, optimizer state and step
-    should_stop()    all_reduce MAX of (0 go on, 1 stop, 2 preempted): every rank stops at
-                     the same step, and all know whether it was a preemption (exit 143)
+    should_stop()    all_reduce MAX of (0 go on, 1 stop, 2 preempted) and of the NaN-loss
+                     flag: every rank stops at the same step, all know whether it was a
+                     preemption (exit 143), and all take the same on_nan_loss decision
     apply_update()   the optimizer step on the averaged gradients; global step + 1
     reduce_sum()     all_reduce SUM (evaluation metrics over every rank's shard)
     teardown()       destroy the process group (bounded: never hangs on a dead peer)
@@ -180,12 +181,18 @@ class DDPStrategy(Strategy):
         return self._code == _PREEMPTED
 
     def should_stop(self, local_stop: bool) -> bool:
-        """Collective: all_reduce MAX of the stop flag; True on every rank if any stops."""
+        """Collective: all_reduce MAX of the stop and non-finite-loss flags.
+
+        True on every rank if any stops or saw a NaN loss (then :meth:`nan_agreed` is True on
+        every rank: they all take the same ``on_nan_loss`` decision). A stop or a preemption
+        is remembered; a NaN is not (training may go on after a rollback).
+        """
         import torch
         import torch.distributed as dist
 
         code = max(self._code, _STOP if local_stop else _GO)
-        flag = torch.tensor([code], dtype=torch.int32, device=self.device)
+        flag = torch.tensor([code, int(bool(getattr(self, "_nan", False)))], dtype=torch.int32,
+                            device=self.device)
         try:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         except Exception as err:
@@ -193,8 +200,9 @@ class DDPStrategy(Strategy):
                 f"{self.name}: agreeing on the stop step with the other {self.world_size - 1} "
                 f"trainers failed: {err}. A trainer has probably died; restart the job (it "
                 "resumes from the latest checkpoint).") from err
-        self._code = int(flag.item())
-        return self._code != _GO
+        code, nan = (int(v) for v in flag.tolist())
+        self._code, self._nan = code, bool(nan)
+        return self._code != _GO or self._nan
 
     def reduce_sum(self, value: float) -> float:
         """Collective: the sum of ``value`` over every trainer."""

@@ -24,7 +24,8 @@ class RunSession:
 
     ``estimator, module, optimizer, scheduler, strategy, scaler, mode, config, model_dir,
     is_chief, global_step, last_step, input, hooks``; ``request_stop()``,
-    ``shared_global_step()``, ``save_checkpoint()``.
+    ``shared_global_step()``, ``save_checkpoint()``; ``nan_message`` (set by ``report_nan``
+    until the loop handles it: nothing is saved meanwhile), ``nan_rollbacks`` (so far).
     """
 
     def __init__(self, estimator, module, optimizer, scheduler, strategy, mode: str,
@@ -48,6 +49,16 @@ class RunSession:
         self._stop = False
         self._managers: dict[str, ckpt.CheckpointManager] = {}
         self.lease = lease  # held by the chief while it trains (learnrun.model_dir.lease)
+        self.nan_message: str | None = None
+        self.nan_rollbacks = 0
+        self.nan_skipped_batches = 0  # by this trainer, over this run's rollbacks
+        self.nan_extra_batch = False  # fetched at the boundary where the NaN was agreed
+        self.last_restored: str | None = None  # the checkpoint restored (or rolled back to)
+
+    def report_nan(self, message: str) -> None:
+        """A loss was NaN or infinite: no checkpoint is written until the loop has handled it."""
+        logger.error("%s", message)
+        self.nan_message = message
 
     def request_stop(self) -> None:
         self._stop = True
@@ -80,7 +91,8 @@ class RunSession:
         """
         weights, opt_state = self.strategy.state_for_checkpoint(self.module, self.optimizer)
         state: dict[str, Any] = {"global_step": int(self.global_step), "optimizer": opt_state,
-                                 "rng": ckpt.capture_rng_state(), "hooks": hook_states(self.hooks)}
+                                 "rng": ckpt.capture_rng_state(), "hooks": hook_states(self.hooks),
+                                 "nan_rollbacks": int(self.nan_rollbacks)}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None:

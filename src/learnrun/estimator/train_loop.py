@@ -66,7 +66,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from learnrun.errors import PreemptedError
+from learnrun.errors import NanLossDuringTrainingError, PreemptedError
 from learnrun.estimator.preemption import PreemptionGuard, protect_dataloader, shutdown_workers
 from learnrun.estimator.session import RunSession, load_hook_states
 from learnrun.estimator.spec import ModeKeys
@@ -98,6 +98,8 @@ logger = logging.getLogger(__name__)
 
 #: What :func:`next_batch` returns when every trainer agreed to stop.
 _STOP = object()
+#: What :func:`next_batch` returns when a trainer saw a NaN or infinite loss.
+_NAN = object()
 
 
 def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, listeners,
@@ -169,7 +171,9 @@ def default_hooks(session: RunSession, steps, max_steps) -> list:
         hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
     log_every = config.log_step_count_steps
     on_cpu = session.strategy.device.type == "cpu"
-    hooks.append(NanTensorHook(every_n_iter=1 if on_cpu else (log_every or 100)))
+    # A policy other than "raise" checks every step: a checkpoint must never hold NaN weights.
+    every = 1 if on_cpu or config.on_nan_loss != "raise" else (log_every or 100)
+    hooks.append(NanTensorHook(every_n_iter=every, on_nan=session.report_nan))
     if log_every:
         hooks.append(ProgressHook(every_n_iter=log_every, clock=clock))
         if session.is_chief:
@@ -210,6 +214,7 @@ def restore(session: RunSession, spec, steps, max_steps) -> dict[str, Any]:
         session.global_step + steps if steps is not None else None)
     strategy.set_last_step(session.last_step)  # no-op for None or an unchanged value
     load_hook_states(session.hooks, state.get("hooks") or {})
+    session.nan_rollbacks = max(session.nan_rollbacks, int(state.get("nan_rollbacks", 0)))
     return state
 
 
@@ -227,6 +232,7 @@ def _restore_checkpoint(session: RunSession, spec) -> tuple[dict[str, Any], int]
             warm_start(spec.module, settings)
         return {}, 0
     latest, loaded = restored
+    session.last_restored = latest
     logger.info("Restoring parameters from %s", latest)
     load_weights(spec.module, loaded.weights, latest)
     state = loaded.state
@@ -270,6 +276,10 @@ def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGu
         batch = next_batch(session, iterator, guard)
         if batch is _STOP:
             return last_loss
+        if batch is _NAN:
+            if not handle_nan(session, spec):
+                return None
+            continue
         last_loss = run_step(session, spec, batch)
 
 
@@ -281,14 +291,21 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
     all-reduce. No batch is fetched once this process wants to stop (the input position saved
     in the checkpoint stays exact).
     """
-    local_stop = session.stop_requested or guard.triggered
+    strategy = session.strategy
+    if session.nan_message is not None:
+        strategy.notify_nan()
+    local_stop = session.stop_requested or guard.triggered or session.nan_message is not None
     batch = exhausted = None
     if not local_stop:
         try:
             batch = next(iterator)
         except StopIteration:
             exhausted = True
-    if session.strategy.should_stop(local_stop or bool(exhausted)):
+    stop = strategy.should_stop(local_stop or bool(exhausted))
+    if strategy.nan_agreed():
+        session.nan_extra_batch = batch is not None
+        return _NAN
+    if stop:
         if exhausted:
             logger.info("Input exhausted at global step %d; training stops.", session.global_step)
         return _STOP
@@ -332,6 +349,58 @@ def train_step(session: RunSession, spec, features, labels) -> tuple[Any, Any, i
     clip = spec.gradient_clip_norm or session.config.gradient_clip_norm
     return loss, outputs, session.strategy.apply_update(module, optimizer, scheduler, clip,
                                                         session.global_step, session.scaler)
+
+
+def handle_nan(session: RunSession, spec) -> bool:
+    """Apply ``RunConfig.on_nan_loss`` (every trainer at once); False: stop training.
+
+    ``raise``: ``NanLossDuringTrainingError``. ``stop``: no further step and no further save (the
+    last good checkpoint stays the latest). ``rollback``: load the newest checkpoint (weights,
+    optimizer, scheduler, scaler, global step, hook state) and go on reading the input where
+    it is, so the batches consumed since that checkpoint, the bad one included, are skipped;
+    logged, and counted in the ``nan_rollbacks`` scalar. After ``max_nan_rollbacks`` rollbacks
+    the next non-finite loss raises.
+    """
+    config = session.config
+    message = session.nan_message or "NaN loss during training (reported by another trainer)."
+    policy = config.on_nan_loss
+    if policy == "raise":
+        raise NanLossDuringTrainingError(message)
+    if policy == "stop":
+        logger.warning("%s Training stops (RunConfig(on_nan_loss='stop')); the latest checkpoint "
+                       "%s keeps the last good weights.", message,
+                       ckpt.latest_checkpoint(session.model_dir))
+        return False
+    if not session.strategy.can_roll_back:
+        raise NanLossDuringTrainingError(
+            f"{message} RunConfig(on_nan_loss='rollback') cannot roll back with parameter "
+            "servers (the parameters live on the ps tasks); use 'stop' or 'raise'.")
+    if session.nan_rollbacks >= config.max_nan_rollbacks:
+        raise NanLossDuringTrainingError(
+            f"{message} Training already rolled back {session.nan_rollbacks} time(s) "
+            f"(RunConfig(max_nan_rollbacks={config.max_nan_rollbacks})).")
+    session.wait_for_checkpoints()
+    bad_step = session.global_step
+    state, step = _restore_checkpoint(session, spec)
+    if not state:
+        raise NanLossDuringTrainingError(
+            f"{message} There is no checkpoint in {session.model_dir} to roll back to.")
+    session.nan_message = None
+    session.nan_rollbacks += 1
+    session.global_step = session.strategy.after_restore(session.module, session.optimizer, step)
+    load_hook_states(session.hooks, state.get("hooks") or {})
+    if session.saver_hook is not None:
+        session.saver_hook.restart_from(session.global_step)
+    skipped = bad_step - session.global_step + int(session.nan_extra_batch)
+    logger.warning("%s Rolled back to checkpoint %s (step %d), skipping the %d batch(es) consumed "
+                   "since; rollback %d of at most %d.", message,
+                   session.last_restored, session.global_step, skipped, session.nan_rollbacks,
+                   config.max_nan_rollbacks)
+    session.nan_skipped_batches += skipped
+    if session.is_chief:
+        summaries.write_scalars(session.model_dir, session.global_step,
+                                {"nan_rollbacks": session.nan_rollbacks})
+    return True
 
 
 # -- after the loop -----------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class CheckpointSaverHook(SessionRunHook):
     Like TF 1.15, it also saves when the session is created (the state at the starting step;
     skipped when that step is already the latest checkpoint, the listeners still being told),
     so the first ``after_save`` a listener sees is for the starting step. Saves only on the chief.
+    Nothing is saved (and no listener is called) while ``session.nan_message`` is set: the
+    weights of a step whose loss was NaN or infinite never reach a checkpoint.
 
     With ``RunConfig(async_checkpoint=True)`` ``session.write_checkpoint`` returns a pending
     save instead of a path; the trace of one save is then: wait for the save in flight and run
@@ -111,8 +113,17 @@ class CheckpointSaverHook(SessionRunHook):
         self._committed(session, wait=True)
         return session.last_checkpoint_path
 
+    def restart_from(self, step: int) -> None:
+        """The loop went back to checkpoint ``step`` (a NaN rollback): count from there."""
+        self.last_saved_step = step
+        self._timer.update_last_triggered_step(step)
+
     def _save(self, session, step: int, skip_if_exists: bool = False) -> bool:
         stop = self._committed(session, wait=True)  # at most one save in flight
+        if getattr(session, "nan_message", None):  # never a checkpoint of non-finite weights
+            logger.warning("Not saving a checkpoint at step %d: the loss was NaN or infinite.",
+                           step)
+            return stop
         for listener in self._listeners:
             listener.before_save(session, step)
         written = None
