@@ -144,3 +144,18 @@ def test_sync_evaluate_on_every_trainer_reduces_each_shard_once(tmp_path):
     assert records[0]["global_step"] == 4
     # each rank evaluated 4 of the 8 batches; the mean over all 8 equals one process's
     assert records[0]["loss"] == pytest.approx(want["loss"], rel=RTOL)
+
+
+def test_input_running_out_ends_every_role_with_exit_0_and_the_final_checkpoint_evaluated(
+        tmp_path):
+    """ps, chief, worker and evaluator; train_steps None and one epoch: the evaluator stops
+    after the final checkpoint (model_dir/final), the ps task exits 0."""
+    code, out, _ = launch_experiment(tmp_path, num_ps=1, num_workers=1, evaluator=True,
+                                     LRTEST_TRAIN_STEPS="none", LRTEST_TRAIN_EPOCHS="1")
+    assert code == 0, out.text
+    assert out.exit_codes() == {"ps:0": 0, "chief:0": 0, "worker:0": 0, "evaluator:0": 0}
+    final = json.loads((tmp_path / "final").read_text())
+    assert final["checkpoint"] == Path(latest_checkpoint(str(tmp_path))).name
+    records = [json.loads(line) for line in
+               (tmp_path / "eval_continuous" / "results.jsonl").read_text().splitlines()]
+    assert records[-1]["global_step"] == final["step"]

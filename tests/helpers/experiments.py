@@ -7,7 +7,8 @@ Every trainer reads its shard through ``input_context`` with a per-replica batch
 ``GLOBAL_BATCH``. Settings come from environment variables (the launcher passes its
 environment to every task):
 
-* ``LRTEST_TRAIN_STEPS`` (default 8). RunConfig settings come from ``--config`` (see
+* ``LRTEST_TRAIN_STEPS`` (default 8; ``none``: until the input ends), ``LRTEST_TRAIN_EPOCHS``
+  (default: endless input). RunConfig settings come from ``--config`` (see
   :func:`config_args`): the Experiment must use the RunConfig it is given.
 * ``LRTEST_DIE_AT=task@n`` SIGKILLs that task after its n-th local step (a ps task: once
   its global step reaches n); ``LRTEST_SIGTERM_AT=task@n`` sends it SIGTERM;
@@ -126,9 +127,10 @@ def train_input_fn(input_context: Any = None) -> Any:
     """This trainer's shard of the data, ``GLOBAL_BATCH / num_replicas_in_sync`` per batch."""
     x, y = make_data()
     replicas = getattr(input_context, "num_replicas_in_sync", 1) if input_context else 1
+    epochs = os.environ.get("LRTEST_TRAIN_EPOCHS")
     return learnrun.inputs.numpy_input_fn(x, y, batch_size=GLOBAL_BATCH // replicas,
-                                          num_epochs=None, shuffle=False)(
-        input_context=input_context)
+                                          num_epochs=int(epochs) if epochs else None,
+                                          shuffle=False)(input_context=input_context)
 
 
 def eval_input_fn(input_context: Any = None) -> Any:
@@ -145,6 +147,10 @@ def config_args(save_steps: int | None = None, timeout: float = 20, keep: int = 
              "log_step_count_steps": 10**9, "keep_checkpoint_max": keep,
              "distributed_timeout_secs": timeout, "device": "'cpu'"}
     return [arg for key, value in pairs.items() for arg in ("--config", f"{key}={value}")]
+
+
+def _train_steps(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
 
 
 def experiment_fn(run_config: Any, hparams: Any = None) -> learnrun.Experiment:
@@ -164,6 +170,6 @@ def experiment_fn(run_config: Any, hparams: Any = None) -> learnrun.Experiment:
     estimator = learnrun.Estimator(model_fn, config=run_config)
     return learnrun.Experiment(
         estimator, train_input_fn, eval_input_fn,
-        train_steps=int(env.get("LRTEST_TRAIN_STEPS", "8")), eval_steps=None,
+        train_steps=_train_steps(env.get("LRTEST_TRAIN_STEPS", "8")), eval_steps=None,
         train_monitors=monitors, saving_listeners=[_saving_listener()],
         eval_delay_secs=0, continuous_eval_throttle_secs=0.2, local_eval_frequency=None)

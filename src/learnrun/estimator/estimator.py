@@ -222,8 +222,12 @@ class Estimator:
         try:
             if strategy.is_chief:  # the one writer of model_dir, until training ends
                 lease = Lease(self._model_dir, clock=self.clock).acquire()
-            train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps, listeners,
-                       lease=lease)
+            last_step = train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps,
+                                   listeners, lease=lease)
+            if lease is not None:  # a normal end: evaluators stop after this checkpoint
+                lease.check()
+                ckpt.mark_final(self._model_dir, self.latest_checkpoint(), last_step,
+                                clock=self.clock)
             success = True
         except PreemptedError:
             success = True  # an agreed stop with a saved checkpoint: leave the cluster cleanly

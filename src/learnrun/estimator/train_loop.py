@@ -12,7 +12,8 @@ call (``Estimator.train`` itself does the first and the last line)::
     for hook in hooks: hook.begin()                     # model built, nothing restored yet
     restore: the newest intact checkpoint (weights, optimizer, scheduler, scaler, global
         step; damaged newer ones are moved aside by the chief, which holds the lease), or
-        warm start when there is none; strategy.after_restore(...) agrees on the global step;
+        warm start when there is none; the chief removes model_dir/final (the record of the
+        previous normal end, which Estimator.train rewrites after this run's normal end); strategy.after_restore(...) agrees on the global step;
         hook.load_state_dict(...) for hooks with saved state
     open_input: input_fn(...); its saved input position; iter(input); the saved RNG state;
         module.train()
@@ -103,10 +104,11 @@ _NAN = object()
 
 
 def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, listeners,
-               lease=None) -> None:
+               lease=None) -> int | None:
     """Run one ``Estimator.train`` call: the phases of the module's execution trace, in order.
 
-    ``lease``: the model directory's lease, held by the chief (None elsewhere).
+    ``lease``: the model directory's lease, held by the chief (None elsewhere). Returns the
+    run's step limit (None: none) after a normal end.
     """
     session = prepare_session(est, spec, strategy, lease)
     assemble_hooks(session, spec, hooks, steps, max_steps, listeners)
@@ -128,6 +130,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
     finally:
         session.wait_for_checkpoints(failing)  # a crash loses at most the uncommitted save
         close(session, iterator)
+    return session.last_step
 
 
 # -- before the loop ----------------------------------------------------------------------------
@@ -206,6 +209,8 @@ def restore(session: RunSession, spec, steps, max_steps) -> dict[str, Any]:
     Returns the checkpoint's state (``{}`` without one) for :func:`open_input`.
     """
     state, global_step = _restore_checkpoint(session, spec)
+    if session.lease is not None:  # training goes on: evaluators wait for its new end
+        ckpt.clear_final(session.model_dir)
     strategy = session.strategy
     if max_steps is not None:  # PS: travels with the initial shards, so no push overshoots
         strategy.set_last_step(max_steps)

@@ -4,6 +4,8 @@ Layout::
 
     model_dir/checkpoint          {"latest": "ckpt-N", "all": [...], "timestamps": [...], ...}
     model_dir/ckpt-<step>/        model.safetensors, state.pt, meta.json (written last)
+    model_dir/final               {"checkpoint": "ckpt-N", "step": N, "last_step": limit, "time":
+                                  t}: training ended normally there (see :func:`mark_final`)
 
 **A checkpoint exists if and only if its** ``meta.json`` **is there and its files match it.**
 ``meta.json`` records the step, the time, the config uid and versions, and every file with
@@ -72,6 +74,7 @@ from learnrun.model_dir.storage import Storage, prepare_model_dir, storage_for
 logger = logging.getLogger(__name__)
 
 INDEX_FILENAME = "checkpoint"
+FINAL_FILENAME = "final"
 WEIGHTS_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
 META_FILENAME = "meta.json"
@@ -83,7 +86,7 @@ _CHUNK = 8 << 20  # hash and write in pieces: the GIL is free between them
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
 # leftovers of interrupted writes (this version's index temp files and the old format's
 # temp/deletion directories); nothing else is ever deleted by cleanup
-_TMP_RE = re.compile(r"^tmp-(\d+|del-\d+|checkpoint)-[0-9a-f]+$")
+_TMP_RE = re.compile(r"^tmp-(\d+|del-\d+|checkpoint|final)-[0-9a-f]+$")
 _WARNED_INDEX: set[tuple[str, str]] = set()
 
 
@@ -506,8 +509,69 @@ def restore_checkpoint(model_dir: str, map_location: Any = "cpu", *, move_damage
     return None
 
 
+def training_end(model_dir: str) -> dict | None:
+    """How training last ended normally (see :func:`mark_final`), while its checkpoint is
+    committed: ``{"path", "step", "last_step"}``; else None."""
+    model_dir = str(model_dir)
+    st = storage_for(model_dir)
+    try:
+        record = _read_json(st, st.join(model_dir, FINAL_FILENAME))
+        name = str(record["checkpoint"])
+        last_step = record.get("last_step")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    path = st.join(model_dir, name)
+    if not (_CKPT_RE.match(name) and st.exists(st.join(path, META_FILENAME))):
+        return None
+    return {"path": path, "step": _step_of(name),
+            "last_step": last_step if isinstance(last_step, int) else None}
+
+
+def training_ended_with(model_dir: str, checkpoint_path: str | None,
+                        target_step: int | None = None) -> bool:
+    """True when training ended normally with ``checkpoint_path`` and no more is to come.
+
+    An evaluator waiting for ``target_step`` (None: no target) stops after evaluating that
+    checkpoint when the run that wrote it had no step limit, stopped before its limit (the
+    input ran out, a stop was requested), or aimed at ``target_step`` or beyond; a run that
+    reached a smaller limit of its own may be followed by another, so the evaluator waits.
+    """
+    end = training_end(model_dir) if checkpoint_path else None
+    if end is None or end["path"] != checkpoint_path:
+        return False
+    last = end["last_step"]
+    return (target_step is None or last is None or end["step"] < last
+            or last >= target_step)
+
+
 # --------------------------------------------------------------------------------------------
 # writing
+
+
+def mark_final(model_dir: str, checkpoint_path: str | None, last_step: int | None = None,
+               clock: Clock | None = None) -> None:
+    """Record that training ended normally with ``checkpoint_path`` (the writer, at the end).
+
+    ``last_step``: the step limit of that run (None: none). ``None`` as the path (no
+    checkpoint) only clears an earlier record. Read by :func:`training_ended_with`.
+    """
+    model_dir = str(model_dir)
+    st = storage_for(model_dir)
+    if checkpoint_path is None:
+        clear_final(model_dir)
+        return
+    name = st.basename(str(checkpoint_path).rstrip("/"))
+    record = {"checkpoint": name, "step": _step_of(name), "time": get_clock(clock).time(),
+              "last_step": None if last_step is None else int(last_step)}
+    st.put(st.join(model_dir, FINAL_FILENAME), json.dumps(record).encode("utf-8"))
+
+
+def clear_final(model_dir: str) -> None:
+    """Forget the end-of-training record (the writer, when training starts again)."""
+    model_dir = str(model_dir)
+    st = storage_for(model_dir)
+    st.remove(st.join(model_dir, FINAL_FILENAME))
+
 
 
 def cleanup_temporaries(model_dir: str) -> list[str]:
