@@ -159,3 +159,35 @@ def test_input_running_out_ends_every_role_with_exit_0_and_the_final_checkpoint_
     records = [json.loads(line) for line in
                (tmp_path / "eval_continuous" / "results.jsonl").read_text().splitlines()]
     assert records[-1]["global_step"] == final["step"]
+
+
+def _weights(model_dir: Path) -> dict:
+    return load_checkpoint(latest_checkpoint(str(model_dir))).weights
+
+
+def test_sync_restart_after_a_kill_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    """Every trainer's input position is in the checkpoint (trainer-<rank>.pt): a worker
+    killed at step 7 and restarted continues its shard where the checkpoint was."""
+    args = dict(num_workers=1, save_steps=3, LRTEST_TRAIN_STEPS="12", dist_timeout=10)
+    code, out, _ = launch_experiment(tmp_path / "ref", **args)
+    assert code == 0, out.text
+    code, out, _ = launch_experiment(tmp_path / "killed", max_restarts=1,
+                                     LRTEST_DIE_AT="worker:0@7", LRTEST_DIE_ONCE="1", **args)
+    assert code == 0, out.text
+    assert out.values("chief:0", "RESTORED")[-1] == 6, out.text
+    path = latest_checkpoint(str(tmp_path / "killed"))
+    assert sorted(p.name for p in Path(path).glob("trainer-*.pt")) == ["trainer-0.pt",
+                                                                        "trainer-1.pt"]
+    want, got = _weights(tmp_path / "ref"), _weights(tmp_path / "killed")
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+
+def test_sync_cluster_resumed_with_another_size_warns_about_input_positions(tmp_path):
+    code, out, _ = launch_experiment(tmp_path, num_workers=1, save_steps=3,
+                                     LRTEST_TRAIN_STEPS="4")
+    assert code == 0, out.text
+    code, out, _ = launch_experiment(tmp_path, num_workers=2, LRTEST_TRAIN_STEPS="6")
+    assert code == 0, out.text
+    assert "holds the input positions of 2 trainers, but this run has 3" in out.text, out.text
+    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 6

@@ -155,6 +155,28 @@ class Strategy:
         """True when this process or (after ``should_stop``) any peer was preempted."""
         return bool(getattr(self, "_local_preempted", False))
 
+    # -- checkpoints of every trainer -----------------------------------------------------
+    @property
+    def gathers_trainer_states(self) -> bool:
+        """True where every trainer's input position and RNG go into each checkpoint
+        (synchronous training with more than one trainer): saves are then agreed at step
+        boundaries (:meth:`request_save`) and the chief gathers the parts."""
+        return False
+
+    def gather_trainer_states(self, state: Any) -> list | None:
+        """Collective: every trainer's ``state``, in rank order, on the chief (None elsewhere)."""
+        return [state]
+
+    def request_save(self) -> None:
+        """The chief wants a checkpoint; the next ``should_stop`` shares it (see :meth:`save_agreed`)."""
+        self._save = True
+
+    def save_agreed(self) -> bool:
+        """After ``should_stop``: True when the chief requested a save at that boundary.
+        Reading it clears it."""
+        save, self._save = bool(getattr(self, "_save", False)), False
+        return save
+
     # -- non-finite losses ---------------------------------------------------------------
     def notify_nan(self) -> None:
         """Record that this process saw a NaN or infinite loss; the next ``should_stop`` shares it.

@@ -54,6 +54,32 @@ class RunSession:
         self.nan_skipped_batches = 0  # by this trainer, over this run's rollbacks
         self.nan_extra_batch = False  # fetched at the boundary where the NaN was agreed
         self.last_restored: str | None = None  # the checkpoint restored (or rolled back to)
+        self.restored_meta: dict = {}
+        # synchronous clusters: every trainer's part of each checkpoint (see train_loop)
+        self.defer_saves = bool(getattr(strategy, "gathers_trainer_states", False))
+        self._trainer_part: dict | None = None
+        self._gathered: tuple[int, list] | None = None
+        self._warned_parts = False
+
+    def request_save(self) -> None:
+        """Chief: ask every trainer to save at the next step boundary (``defer_saves``)."""
+        self.strategy.request_save()
+
+    def capture_trainer_state(self) -> None:
+        """Remember this trainer's input position and RNG as they are now (a step boundary,
+        before the next batch is fetched): its part of a checkpoint saved at this step."""
+        import copy
+
+        part: dict[str, Any] = {"rng": ckpt.capture_rng_state(),
+                                "input_pipeline": self.strategy.input_context().input_pipeline_id}
+        if self.input is not None and callable(getattr(self.input, "state_dict", None)):
+            part["input"] = copy.deepcopy(self.input.state_dict())
+        self._trainer_part = part
+
+    def gather_trainer_states(self) -> None:
+        """Collective: hand the captured part to the chief, which keeps every trainer's."""
+        states = self.strategy.gather_trainer_states(self._trainer_part)
+        self._gathered = (int(self.global_step), states) if states is not None else None
 
     def report_nan(self, message: str) -> None:
         """A loss was NaN or infinite: no checkpoint is written until the loop has handled it."""
@@ -97,7 +123,20 @@ class RunSession:
             state["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
-        if self.input is not None and callable(getattr(self.input, "state_dict", None)):
+        trainer_states = None
+        if self.defer_saves and self._gathered is not None \
+                and self._gathered[0] == int(self.global_step):
+            trainer_states = self._gathered[1]
+            chief = trainer_states[0]
+            state["rng"] = chief["rng"]
+            if chief.get("input") is not None:
+                state["input"], state["input_pipeline"] = chief["input"], chief["input_pipeline"]
+        elif self.input is not None and callable(getattr(self.input, "state_dict", None)):
+            if self.defer_saves and not self._warned_parts:
+                self._warned_parts = True
+                logger.warning("A checkpoint saved at step %d outside a step boundary holds the "
+                               "chief's input position only; the other trainers' restart from "
+                               "the beginning of their shards.", self.global_step)
             state["input"] = self.input.state_dict()
             state["input_pipeline"] = self.strategy.input_context().input_pipeline_id
         manager = self._managers.get(directory)
@@ -110,10 +149,12 @@ class RunSession:
         if self.lease is not None and directory == self.model_dir:
             self.lease.check()
         if self.config.async_checkpoint:
-            pending = manager.save_async(int(self.global_step), weights, state, meta)
+            pending = manager.save_async(int(self.global_step), weights, state, meta,
+                                         trainer_states=trainer_states)
             self.last_checkpoint_path = pending.path
             return pending
-        self.last_checkpoint_path = manager.save(int(self.global_step), weights, state, meta)
+        self.last_checkpoint_path = manager.save(int(self.global_step), weights, state, meta,
+                                                 trainer_states=trainer_states)
         return self.last_checkpoint_path
 
     def wait_for_checkpoints(self, failing: bool = False) -> None:

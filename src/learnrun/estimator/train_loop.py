@@ -116,6 +116,9 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
         hook.begin()
     state = restore(session, spec, steps, max_steps)
     iterator = open_input(session, input_fn, state)
+    if session.defer_saves:  # the parts of a save at the starting step
+        session.capture_trainer_state()
+        session.gather_trainer_states()
     failing = True
     try:
         with PreemptionGuard() as guard:
@@ -237,7 +240,7 @@ def _restore_checkpoint(session: RunSession, spec) -> tuple[dict[str, Any], int]
             warm_start(spec.module, settings)
         return {}, 0
     latest, loaded = restored
-    session.last_restored = latest
+    session.last_restored, session.restored_meta = latest, dict(loaded.meta)
     logger.info("Restoring parameters from %s", latest)
     load_weights(spec.module, loaded.weights, latest)
     state = loaded.state
@@ -248,11 +251,36 @@ def _restore_checkpoint(session: RunSession, spec) -> tuple[dict[str, Any], int]
     return state, int(state.get("global_step", ckpt.checkpoint_step(latest)))
 
 
+def _trainer_part(session: RunSession, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with this trainer's own input position and RNG when the checkpoint has them
+    (``trainer-<rank>.pt``, written by a cluster of as many trainers as this one)."""
+    recorded = session.restored_meta.get("num_trainers") if state else None
+    if not recorded:
+        return state
+    context = session.strategy.input_context()
+    step = ckpt.checkpoint_step(session.last_restored)
+    if int(recorded) != context.num_input_pipelines or step != session.global_step:
+        if session.is_chief:
+            logger.warning(
+                "Checkpoint %s holds the input positions of %s trainers, but this run has %d: "
+                "the input positions cannot be kept, so every trainer reads its shard from the "
+                "beginning (weights, optimizer state and global step %d are restored).",
+                session.last_restored, recorded, context.num_input_pipelines,
+                session.global_step)
+        return {k: v for k, v in state.items() if k not in ("input", "input_pipeline")}
+    part = ckpt.load_trainer_state(session.last_restored, context.input_pipeline_id)
+    if part is None:
+        return state
+    return {**state, "rng": part.get("rng"), "input": part.get("input"),
+            "input_pipeline": part.get("input_pipeline", context.input_pipeline_id)}
+
+
 def open_input(session: RunSession, input_fn, state: dict[str, Any]) -> Iterator:
     """Call ``input_fn``, restore its position and the RNG; put the module in training mode."""
     strategy = session.strategy
     iterable = call_input_fn(input_fn, ModeKeys.TRAIN, session.estimator.params, session.config,
                              strategy.input_context())
+    state = _trainer_part(session, state)
     if state.get("input") is not None and callable(getattr(iterable, "load_state_dict", None)):
         pipeline = strategy.input_context().input_pipeline_id
         if int(state.get("input_pipeline", 0)) == pipeline:
@@ -299,6 +327,8 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
     strategy = session.strategy
     if session.nan_message is not None:
         strategy.notify_nan()
+    if session.defer_saves:
+        session.capture_trainer_state()  # this trainer's part of a save agreed below
     local_stop = session.stop_requested or guard.triggered or session.nan_message is not None
     batch = exhausted = None
     if not local_stop:
@@ -307,9 +337,15 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
         except StopIteration:
             exhausted = True
     stop = strategy.should_stop(local_stop or bool(exhausted))
+    save = strategy.save_agreed()
     if strategy.nan_agreed():
         session.nan_extra_batch = batch is not None
         return _NAN
+    if session.defer_saves and (stop or save):
+        session.gather_trainer_states()  # collective: the chief gets every trainer's part
+        if save and not stop and session.saver_hook is not None and session.is_chief \
+                and session.saver_hook.save_requested(session):
+            session.request_stop()
     if stop:
         if exhausted:
             logger.info("Input exhausted at global step %d; training stops.", session.global_step)
