@@ -35,3 +35,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 def model_dir(tmp_path) -> str:
     """``<tmp_path>/model``: a model directory of this test (not created)."""
     return str(tmp_path / "model")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--fault-runs N --fault-seed S``: how long tests/faults/ runs, and its random plan."""
+    group = parser.getgroup("learnrun faults")
+    group.addoption("--fault-runs", type=int, default=1,
+                    help="scale of tests/faults/: kills per cluster test (local runs get 3x)")
+    group.addoption("--fault-seed", type=int, default=20261201,
+                    help="seed of tests/faults/'s random kill moments (printed; replay with it)")

@@ -13,6 +13,10 @@ environment to every task):
 * ``LRTEST_DIE_AT=task@n`` SIGKILLs that task after its n-th local step (a ps task: once
   its global step reaches n); ``LRTEST_SIGTERM_AT=task@n`` sends it SIGTERM;
   ``LRTEST_DIE_ONCE=1`` only while ``model_dir/died`` does not exist (then creates it).
+* ``LRTEST_FAULTS=task@n~ms:SIG,...`` (the fault-injection suite): fault k (in order) hits
+  ``task`` at its first step boundary with global step >= n, ``ms`` milliseconds later (from
+  a thread, so it may land mid-step or mid-save): ``KILL`` (SIGKILL) or ``TERM`` (a storm of
+  three SIGTERMs). ``model_dir/fault-<k>`` records that fault k was fired.
 * ``LRTEST_WAIT_FOR=task@n`` gives that task a ``GlobalStepWaiterHook(wait_until_step=n)``
   (what ``delay_workers_by_global_step`` adds with ``n = 8000 * log(task_id + 1)``).
 
@@ -92,11 +96,51 @@ class TestHook(SessionRunHook):
             os.kill(os.getpid(), signal.SIGKILL)
         if _matches(os.environ.get("LRTEST_SIGTERM_AT"), self.task) == self.local_steps:
             os.kill(os.getpid(), signal.SIGTERM)
+        if os.environ.get("LRTEST_FAULTS"):
+            fire_fault(self.model_dir, self.task, run_values.global_step,
+                       os.environ["LRTEST_FAULTS"])
 
     def end(self, session: Any) -> None:
         print(f"STOP {session.global_step}", flush=True)
         with open(os.path.join(self.model_dir, f"losses-{self.task}.json"), "w") as f:
             json.dump({"losses": self.losses, "step": session.global_step}, f)
+
+
+def parse_faults(plan: str) -> list[tuple[str, int, float, str]]:
+    """``task@n~ms:SIG,...`` -> ``[(task, n, seconds, "KILL" | "TERM")]``."""
+    faults = []
+    for entry in filter(None, plan.split(",")):
+        who, _, rest = entry.partition("@")
+        step, _, rest = rest.partition("~")
+        millis, _, sig = rest.partition(":")
+        faults.append((who, int(step), float(millis or 0) / 1000.0, sig or "KILL"))
+    return faults
+
+
+def fire_fault(model_dir: str, task: str, global_step: int, plan: str) -> None:
+    """Fire the next fault of ``plan`` when it is this task's (see the module docstring)."""
+    faults = parse_faults(plan)
+    k = sum(1 for name in os.listdir(model_dir) if name.startswith("fault-"))
+    if k >= len(faults):
+        return
+    who, step, delay, sig = faults[k]
+    if who != task or global_step < step:
+        return
+    try:
+        os.close(os.open(os.path.join(model_dir, f"fault-{k}"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+
+    def hit() -> None:
+        time.sleep(delay)
+        if sig == "TERM":
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.005)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=hit, name="lrtest-fault", daemon=True).start()
 
 
 def _saving_listener() -> Any:

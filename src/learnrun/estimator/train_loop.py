@@ -132,7 +132,7 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
             failing = False
     finally:
         session.wait_for_checkpoints(failing)  # a crash loses at most the uncommitted save
-        close(session, iterator)
+        close(session, iterator, failing)
     return session.last_step
 
 
@@ -468,11 +468,20 @@ def finish(session: RunSession, last_loss: Any) -> None:
         logger.info("Loss for final step: %s.", to_python(last_loss))
 
 
-def close(session: RunSession, iterator: Iterator) -> None:
-    """However training ended: stop DataLoader workers, close progress bars, flush summaries."""
+def close(session: RunSession, iterator: Iterator, failing: bool = False) -> None:
+    """However training ended: stop DataLoader workers, close progress bars, flush summaries.
+
+    ``failing``: an exception is on its way out; a flush error (a full disk) is logged
+    instead of replacing it.
+    """
     shutdown_workers(iterator)  # DataLoader workers stop before the process exits
     for hook in session.hooks:
         if isinstance(hook, ProgressHook):
             hook.close()
     if session.is_chief:
-        summaries.flush_all()
+        try:
+            summaries.flush_all()
+        except OSError as exc:
+            if not failing:
+                raise
+            logger.error("Flushing the summaries failed too: %s", exc)
