@@ -135,7 +135,7 @@ class RunSession:
             if self.defer_saves and not self._warned_parts:
                 self._warned_parts = True
                 logger.warning("A checkpoint saved at step %d outside a step boundary holds the "
-                               "chief's input position only; the other trainers' restart from "
+                               "chief's input position only; the other trainers restart from "
                                "the beginning of their shards.", self.global_step)
             state["input"] = self.input.state_dict()
             state["input_pipeline"] = self.strategy.input_context().input_pipeline_id

@@ -16,13 +16,29 @@ call (``Estimator.train`` itself does the first and the last line)::
         previous normal end, which Estimator.train rewrites after this run's normal end); strategy.after_restore(...) agrees on the global step;
         hook.load_state_dict(...) for hooks with saved state
     open_input: input_fn(...); its saved input position; iter(input); the saved RNG state;
-        module.train()
+        module.train() (a checkpoint of a synchronous cluster of as many trainers holds each
+        trainer's own position and RNG in trainer-<rank>.pt; of another size: a warning, and
+        every input starts from the beginning)
+    synchronous cluster (strategy.gathers_trainer_states): every trainer hands its input
+        position and RNG to the chief (Collective), for a save at the starting step
     with PreemptionGuard() as guard:                    # SIGTERM / first Ctrl-C only recorded
         for hook in hooks: hook.after_create_session(session, coord=None)
         run_steps, at every step boundary:
             if a signal came: strategy.notify_preempted()
-            next_batch: unless a stop was requested or a signal came: batch = next(input)
-            if strategy.should_stop(stop requested, signal or input exhausted): break
+            if a loss was NaN (session.nan_message): strategy.notify_nan()
+            synchronous cluster: capture this trainer's input position and RNG
+            next_batch: unless a stop was requested, a signal came or the loss was NaN:
+                batch = next(input)
+            strategy.should_stop(stop requested, signal, NaN or input exhausted) (collective
+                in a synchronous cluster; also carries the NaN flag and the chief's save request)
+            if any trainer's loss was NaN: handle_nan, per RunConfig.on_nan_loss: raise
+                NanLossDuringTrainingError | stop (break; no further save) | rollback (load the
+                newest checkpoint, keep reading the input: the batches since are skipped;
+                after max_nan_rollbacks: raise); continue
+            synchronous cluster, on a stop or an agreed save: the chief gathers every
+                trainer's captured part (Collective); on a save the chief's saver writes the
+                checkpoint of this step (trainer-<rank>.pt, then meta.json)
+            if stopping: break
             run_step:
                 ctx = RunContext(session)
                 args = [hook.before_run(ctx) for hook in hooks]   # SessionRunArgs: fetches
@@ -30,6 +46,9 @@ call (``Estimator.train`` itself does the first and the last line)::
                 train_step: forward, loss, backward, strategy.apply_update (global_step += 1)
                     (or spec.train_step_fn, then scheduler.step())
                 for hook in hooks: hook.after_run(ctx, RunValues(results, global_step, fetched))
+                    (NanTensorHook reports a non-finite loss: no checkpoint is saved until
+                    it is handled; in a synchronous cluster the saver hook only requests
+                    its save, made at the next boundary)
         if preempted (here or, through should_stop, on a peer):
             preempt: save a checkpoint (the chief, through the saver hook, whose listeners
                 run); for hook in hooks: hook.end(session); raise PreemptedError
@@ -37,7 +56,8 @@ call (``Estimator.train`` itself does the first and the last line)::
             log "Loss for final step"
     (always) wait for the asynchronous checkpoint save in flight, if any
     close (always): DataLoader workers shut down, progress bars closed, summaries flushed
-    strategy.teardown(success); the chief releases the lease
+    after a normal end the chief records the last checkpoint in model_dir/final (evaluators
+        stop after it); strategy.teardown(success); the chief releases the lease
 
 ``ctx.request_stop()`` (or ``session.request_stop()``) stops at the next boundary, before any
 further batch is fetched. In synchronous distributed training ``should_stop`` is collective,
@@ -285,7 +305,7 @@ def open_input(session: RunSession, input_fn, state: dict[str, Any]) -> Iterator
         pipeline = strategy.input_context().input_pipeline_id
         if int(state.get("input_pipeline", 0)) == pipeline:
             iterable.load_state_dict(state["input"])
-        else:  # only the chief's input position is in the checkpoint
+        else:  # a checkpoint without trainer parts holds the chief's input position only
             logger.warning("The checkpoint holds the input position of pipeline %s, not of this "
                            "trainer's pipeline %d: its input starts from the beginning.",
                            state.get("input_pipeline", 0), pipeline)
