@@ -10,7 +10,12 @@ import pytest
 import torch
 
 import learnrun
-from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint, load_checkpoint
+from learnrun.model_dir.checkpoints import (
+    checkpoint_step,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from tests.helpers import experiments
 from tests.helpers.distributed import launch_experiment
 
@@ -191,3 +196,24 @@ def test_sync_cluster_resumed_with_another_size_warns_about_input_positions(tmp_
     assert code == 0, out.text
     assert "holds the input positions of 2 trainers, but this run has 3" in out.text, out.text
     assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 6
+
+
+@pytest.mark.parametrize("policy", ["rollback", "stop"])
+def test_a_nan_loss_on_one_trainer_is_one_decision_for_every_trainer(tmp_path, policy):
+    """Only the worker's 5th loss is NaN (DDP spreads its gradient to the chief's weights):
+    every trainer rolls back to ckpt-3 (or stops) at the same step; no NaN is ever saved."""
+    code, out, _ = launch_experiment(tmp_path, num_workers=1, save_steps=3, dist_timeout=10,
+                                     extra_args=("--config", f"on_nan_loss='{policy}'"),
+                                     LRTEST_TRAIN_STEPS="12", LRTEST_NAN_AT="worker:0@5")
+    assert code == 0, out.text
+    for task in ("chief:0", "worker:0"):
+        text = out.task_text(task)
+        if policy == "rollback":
+            assert "Rolled back to checkpoint" in text and "ckpt-3 (step 3)" in text, text
+        else:
+            assert "on_nan_loss='stop'" in text, text
+    steps = [info.step for info in list_checkpoints(str(tmp_path))]
+    assert steps[-1] == (12 if policy == "rollback" else 3), steps
+    for info in list_checkpoints(str(tmp_path)):
+        weights = load_checkpoint(info.path).weights
+        assert all(torch.isfinite(t).all() for t in weights.values()), info.path

@@ -17,6 +17,7 @@ environment to every task):
   ``task`` at its first step boundary with global step >= n, ``ms`` milliseconds later (from
   a thread, so it may land mid-step or mid-save): ``KILL`` (SIGKILL) or ``TERM`` (a storm of
   three SIGTERMs). ``model_dir/fault-<k>`` records that fault k was fired.
+* ``LRTEST_NAN_AT=task@n``: that task's n-th training loss is NaN.
 * ``LRTEST_WAIT_FOR=task@n`` gives that task a ``GlobalStepWaiterHook(wait_until_step=n)``
   (what ``delay_workers_by_global_step`` adds with ``n = 8000 * log(task_id + 1)``).
 
@@ -56,8 +57,17 @@ def model_fn(params: Any, config: Any, mode: str) -> learnrun.EstimatorSpec:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.Tanh(),
                                  torch.nn.Linear(HIDDEN, 1))
+    loss_fn = torch.nn.functional.mse_loss
+    nan_at = _matches(os.environ.get("LRTEST_NAN_AT"), _task(config)) if config else None
+    if nan_at is not None:
+        calls = [0]
+
+        def loss_fn(outputs, labels):  # this task's nan_at-th training loss is NaN
+            calls[0] += 1
+            loss = torch.nn.functional.mse_loss(outputs, labels)
+            return loss * float("nan") if calls[0] == nan_at else loss
     return learnrun.EstimatorSpec(
-        module=module, loss_fn=torch.nn.functional.mse_loss,
+        module=module, loss_fn=loss_fn,
         optimizer=torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9))
 
 

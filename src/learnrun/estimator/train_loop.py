@@ -349,9 +349,9 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
         strategy.notify_nan()
     if session.defer_saves:
         session.capture_trainer_state()  # this trainer's part of a save agreed below
-    local_stop = session.stop_requested or guard.triggered or session.nan_message is not None
+    local_stop = session.stop_requested or guard.triggered
     batch = exhausted = None
-    if not local_stop:
+    if not local_stop and session.nan_message is None:  # a NaN: decided below, fetch nothing
         try:
             batch = next(iterator)
         except StopIteration:
@@ -423,7 +423,10 @@ def handle_nan(session: RunSession, spec) -> bool:
     the next non-finite loss raises.
     """
     config = session.config
-    message = session.nan_message or "NaN loss during training (reported by another trainer)."
+    message = session.nan_message or (
+        f"NaN loss during training (another trainer's loss was NaN or infinite at step "
+        f"{session.global_step}).")
+    session.nan_message = message  # on every trainer: these weights are never saved
     policy = config.on_nan_loss
     if policy == "raise":
         raise NanLossDuringTrainingError(message)
