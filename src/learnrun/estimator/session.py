@@ -66,19 +66,30 @@ class RunSession:
         self.strategy.request_save()
 
     def capture_trainer_state(self) -> None:
-        """Remember this trainer's input position and RNG as they are now (a step boundary,
-        before the next batch is fetched): its part of a checkpoint saved at this step."""
+        """Remember this trainer's input position and torch RNG as they are now (a step
+        boundary, before the next batch is fetched): its part of a checkpoint saved at this
+        step. Cheap, as it runs at every boundary: the Python and numpy RNG states, whose
+        capture is not, are taken at :meth:`gather_trainer_states`, after the fetch (an input
+        that draws from them while fetching is resumed one draw later)."""
         import copy
 
-        part: dict[str, Any] = {"rng": ckpt.capture_rng_state(),
+        import torch
+
+        part: dict[str, Any] = {"torch": torch.get_rng_state(),
                                 "input_pipeline": self.strategy.input_context().input_pipeline_id}
+        if torch.cuda.is_available():
+            part["cuda"] = torch.cuda.get_rng_state_all()
         if self.input is not None and callable(getattr(self.input, "state_dict", None)):
             part["input"] = copy.deepcopy(self.input.state_dict())
         self._trainer_part = part
 
     def gather_trainer_states(self) -> None:
         """Collective: hand the captured part to the chief, which keeps every trainer's."""
-        states = self.strategy.gather_trainer_states(self._trainer_part)
+        part = dict(self._trainer_part or {})
+        rng = ckpt.capture_rng_state()
+        rng.update((k, part.pop(k)) for k in ("torch", "cuda") if k in part)
+        part["rng"] = rng
+        states = self.strategy.gather_trainer_states(part)
         self._gathered = (int(self.global_step), states) if states is not None else None
 
     def report_nan(self, message: str) -> None:
