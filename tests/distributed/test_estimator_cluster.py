@@ -217,3 +217,16 @@ def test_a_nan_loss_on_one_trainer_is_one_decision_for_every_trainer(tmp_path, p
     for info in list_checkpoints(str(tmp_path)):
         weights = load_checkpoint(info.path).weights
         assert all(torch.isfinite(t).all() for t in weights.values()), info.path
+
+
+def test_ps_cluster_restarted_after_training_ended_exits_0_at_once(tmp_path):
+    """The trainers find train_steps already saved: they still tell the ps that training is
+    over (found by the fault suite: the ps waited for them until the launcher's timeout)."""
+    code, out, _ = launch_experiment(tmp_path, num_ps=1, num_workers=1, save_steps=5,
+                                     LRTEST_TRAIN_STEPS="10")
+    assert code == 0, out.text
+    code, out, secs = launch_experiment(tmp_path, num_ps=1, num_workers=1, save_steps=5,
+                                        timeout=60, LRTEST_TRAIN_STEPS="10")
+    assert code == 0, out.text
+    assert out.exit_codes() == {"ps:0": 0, "chief:0": 0, "worker:0": 0}, out.text
+    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 10

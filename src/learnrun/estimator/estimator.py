@@ -201,7 +201,9 @@ class Estimator:
             raise ValueError(f"Must specify steps > 0, given: {steps}")
         if max_steps is not None and max_steps <= 0:
             raise ValueError(f"Must specify max_steps > 0, given: {max_steps}")
-        if max_steps is not None:
+        # With ps tasks the trainers go through the loop (it stops at once), so that the ps
+        # tasks hear that training is over and exit instead of waiting for them.
+        if max_steps is not None and not self._config.num_ps_replicas:
             latest = self.latest_checkpoint()
             if latest is not None and ckpt.checkpoint_step(latest) >= max_steps:
                 logger.info("Skipping training since max_steps has already saved.")
