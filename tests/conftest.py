@@ -79,3 +79,12 @@ def s3_bucket(s3_server, monkeypatch, request) -> str:
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
     yield f"s3://{bucket}"
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--fault-runs N --fault-seed S``: how long tests/faults/ runs, and its random plan."""
+    group = parser.getgroup("learnrun faults")
+    group.addoption("--fault-runs", type=int, default=1,
+                    help="scale of tests/faults/: kills per cluster test (local runs get 3x)")
+    group.addoption("--fault-seed", type=int, default=20261201,
+                    help="seed of tests/faults/'s random kill moments (printed; replay with it)")

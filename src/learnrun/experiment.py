@@ -30,7 +30,7 @@ from learnrun.hooks import (
     GlobalStepWaiterHook,
     ValidationMonitor,
 )
-from learnrun.model_dir.checkpoints import latest_checkpoint
+from learnrun.model_dir.checkpoints import latest_checkpoint, training_ended_with
 from learnrun.model_dir.storage import join
 from learnrun.signatures import accepts
 
@@ -601,7 +601,9 @@ class Experiment:
 
         Trace: wait ``delay_secs`` (default ``eval_delay_secs``); then loop while the predicate
         ``fn(eval_result[, checkpoint_path=...])`` is true (first called with ``None``): return
-        once an evaluation's ``global_step >= train_steps``; evaluate the latest checkpoint
+        once an evaluation's ``global_step >= train_steps`` or once the checkpoint with which
+        training ended (recorded by the chief in the model directory, also when
+        ``train_steps`` is None or the input ran out) is evaluated; evaluate the latest checkpoint
         unless there is none or it was evaluated already (then the result is ``{}`` and a
         warning is logged at most every 600 s); export it; sleep what is left of
         ``throttle_delay_secs`` (default ``continuous_eval_throttle_secs``).
@@ -696,6 +698,10 @@ class Experiment:
                     self._maybe_export(eval_result, checkpoint_path=latest)
                 warning.reset()
                 previous_path = latest
+            if training_ended_with(self._estimator.model_dir, previous_path, self._train_steps):
+                logger.info("Exiting continuous eval: training ended with %s, which is "
+                            "evaluated.", previous_path)
+                return None
 
             duration = self._clock.time() - start
             if duration < throttle_delay_secs:

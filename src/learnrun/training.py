@@ -33,6 +33,7 @@ from learnrun.export.exporters import (
     validate_exporters,
 )
 from learnrun.hooks import CheckpointSaverListener, SessionRunHook
+from learnrun.model_dir.checkpoints import training_ended_with
 from learnrun.model_dir.storage import join
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,11 @@ class _Evaluator:
         self._previous_ckpt_path: str | None = None
         self._warning = ThrottledWarning(clock)
 
+    @property
+    def last_evaluated(self) -> str | None:
+        """The checkpoint evaluated last (None before the first evaluation)."""
+        return self._previous_ckpt_path
+
     def _log_err_msg(self, message: str) -> None:
         self._warning.warn(logger, message)
 
@@ -207,7 +213,8 @@ class _Evaluator:
             hooks=list(self._eval_spec.hooks),
         )
         eval_result = _EvalResult(_EvalStatus.EVALUATED, metrics, latest)
-        is_final = (
+        is_final = training_ended_with(self._estimator.model_dir, latest,
+                                       self._max_training_steps) or (
             self._max_training_steps is not None
             and metrics["global_step"] >= self._max_training_steps
         )
@@ -402,7 +409,9 @@ class _TrainingExecutor:
         return serve(config)
 
     def run_evaluator(self):
-        """Evaluate and export each new checkpoint until its global step reaches ``max_steps``."""
+        """Evaluate and export each new checkpoint until its global step reaches ``max_steps``
+        or the checkpoint with which training ended (recorded in the model directory by the
+        chief, also when ``max_steps`` is None or the input ran out) is evaluated."""
         self._require_eval_spec("evaluator")
         spec = self._eval_spec
         if spec.start_delay_secs:
@@ -431,6 +440,11 @@ class _TrainingExecutor:
             result, _ = evaluator.evaluate_and_export()
             if not self._listener.after_eval(result):
                 logger.info("Exiting evaluation, as requested by after_eval.")
+                return None
+            last = evaluator.last_evaluated
+            if training_ended_with(self._estimator.model_dir, last, max_steps):
+                logger.info("Exiting evaluation: training ended with %s, which is evaluated.",
+                            last)
                 return None
             difference = spec.throttle_secs - (self._clock.time() - start)
             if difference > 0:

@@ -10,7 +10,12 @@ import pytest
 import torch
 
 import learnrun
-from learnrun.model_dir.checkpoints import checkpoint_step, latest_checkpoint, load_checkpoint
+from learnrun.model_dir.checkpoints import (
+    checkpoint_step,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 from tests.helpers import experiments
 from tests.helpers.distributed import launch_experiment
 
@@ -144,3 +149,84 @@ def test_sync_evaluate_on_every_trainer_reduces_each_shard_once(tmp_path):
     assert records[0]["global_step"] == 4
     # each rank evaluated 4 of the 8 batches; the mean over all 8 equals one process's
     assert records[0]["loss"] == pytest.approx(want["loss"], rel=RTOL)
+
+
+def test_input_running_out_ends_every_role_with_exit_0_and_the_final_checkpoint_evaluated(
+        tmp_path):
+    """ps, chief, worker and evaluator; train_steps None and one epoch: the evaluator stops
+    after the final checkpoint (model_dir/final), the ps task exits 0."""
+    code, out, _ = launch_experiment(tmp_path, num_ps=1, num_workers=1, evaluator=True,
+                                     LRTEST_TRAIN_STEPS="none", LRTEST_TRAIN_EPOCHS="1")
+    assert code == 0, out.text
+    assert out.exit_codes() == {"ps:0": 0, "chief:0": 0, "worker:0": 0, "evaluator:0": 0}
+    final = json.loads((tmp_path / "final").read_text())
+    assert final["checkpoint"] == Path(latest_checkpoint(str(tmp_path))).name
+    records = [json.loads(line) for line in
+               (tmp_path / "eval_continuous" / "results.jsonl").read_text().splitlines()]
+    assert records[-1]["global_step"] == final["step"]
+
+
+def _weights(model_dir: Path) -> dict:
+    return load_checkpoint(latest_checkpoint(str(model_dir))).weights
+
+
+def test_sync_restart_after_a_kill_is_bit_identical_to_an_uninterrupted_run(tmp_path):
+    """Every trainer's input position is in the checkpoint (trainer-<rank>.pt): a worker
+    killed at step 7 and restarted continues its shard where the checkpoint was."""
+    args = dict(num_workers=1, save_steps=3, LRTEST_TRAIN_STEPS="12", dist_timeout=10)
+    code, out, _ = launch_experiment(tmp_path / "ref", **args)
+    assert code == 0, out.text
+    code, out, _ = launch_experiment(tmp_path / "killed", max_restarts=1,
+                                     LRTEST_DIE_AT="worker:0@7", LRTEST_DIE_ONCE="1", **args)
+    assert code == 0, out.text
+    assert out.values("chief:0", "RESTORED")[-1] == 6, out.text
+    path = latest_checkpoint(str(tmp_path / "killed"))
+    assert sorted(p.name for p in Path(path).glob("trainer-*.pt")) == ["trainer-0.pt",
+                                                                        "trainer-1.pt"]
+    want, got = _weights(tmp_path / "ref"), _weights(tmp_path / "killed")
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+
+
+def test_sync_cluster_resumed_with_another_size_warns_about_input_positions(tmp_path):
+    code, out, _ = launch_experiment(tmp_path, num_workers=1, save_steps=3,
+                                     LRTEST_TRAIN_STEPS="4")
+    assert code == 0, out.text
+    code, out, _ = launch_experiment(tmp_path, num_workers=2, LRTEST_TRAIN_STEPS="6")
+    assert code == 0, out.text
+    assert "holds the input positions of 2 trainers, but this run has 3" in out.text, out.text
+    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 6
+
+
+@pytest.mark.parametrize("policy", ["rollback", "stop"])
+def test_a_nan_loss_on_one_trainer_is_one_decision_for_every_trainer(tmp_path, policy):
+    """Only the worker's 5th loss is NaN (DDP spreads its gradient to the chief's weights):
+    every trainer rolls back to ckpt-3 (or stops) at the same step; no NaN is ever saved."""
+    code, out, _ = launch_experiment(tmp_path, num_workers=1, save_steps=3, dist_timeout=10,
+                                     extra_args=("--config", f"on_nan_loss='{policy}'"),
+                                     LRTEST_TRAIN_STEPS="12", LRTEST_NAN_AT="worker:0@5")
+    assert code == 0, out.text
+    for task in ("chief:0", "worker:0"):
+        text = out.task_text(task)
+        if policy == "rollback":
+            assert "Rolled back to checkpoint" in text and "ckpt-3 (step 3)" in text, text
+        else:
+            assert "on_nan_loss='stop'" in text, text
+    steps = [info.step for info in list_checkpoints(str(tmp_path))]
+    assert steps[-1] == (12 if policy == "rollback" else 3), steps
+    for info in list_checkpoints(str(tmp_path)):
+        weights = load_checkpoint(info.path).weights
+        assert all(torch.isfinite(t).all() for t in weights.values()), info.path
+
+
+def test_ps_cluster_restarted_after_training_ended_exits_0_at_once(tmp_path):
+    """The trainers find train_steps already saved: they still tell the ps that training is
+    over (found by the fault suite: the ps waited for them until the launcher's timeout)."""
+    code, out, _ = launch_experiment(tmp_path, num_ps=1, num_workers=1, save_steps=5,
+                                     LRTEST_TRAIN_STEPS="10")
+    assert code == 0, out.text
+    code, out, secs = launch_experiment(tmp_path, num_ps=1, num_workers=1, save_steps=5,
+                                        timeout=60, LRTEST_TRAIN_STEPS="10")
+    assert code == 0, out.text
+    assert out.exit_codes() == {"ps:0": 0, "chief:0": 0, "worker:0": 0}, out.text
+    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 10

@@ -7,11 +7,17 @@ Every trainer reads its shard through ``input_context`` with a per-replica batch
 ``GLOBAL_BATCH``. Settings come from environment variables (the launcher passes its
 environment to every task):
 
-* ``LRTEST_TRAIN_STEPS`` (default 8). RunConfig settings come from ``--config`` (see
+* ``LRTEST_TRAIN_STEPS`` (default 8; ``none``: until the input ends), ``LRTEST_TRAIN_EPOCHS``
+  (default: endless input). RunConfig settings come from ``--config`` (see
   :func:`config_args`): the Experiment must use the RunConfig it is given.
 * ``LRTEST_DIE_AT=task@n`` SIGKILLs that task after its n-th local step (a ps task: once
   its global step reaches n); ``LRTEST_SIGTERM_AT=task@n`` sends it SIGTERM;
   ``LRTEST_DIE_ONCE=1`` only while ``model_dir/died`` does not exist (then creates it).
+* ``LRTEST_FAULTS=task@n~ms:SIG,...`` (the fault-injection suite): fault k (in order) hits
+  ``task`` at its first step boundary with global step >= n, ``ms`` milliseconds later (from
+  a thread, so it may land mid-step or mid-save): ``KILL`` (SIGKILL) or ``TERM`` (a storm of
+  three SIGTERMs). ``model_dir/fault-<k>`` records that fault k was fired.
+* ``LRTEST_NAN_AT=task@n``: that task's n-th training loss is NaN.
 * ``LRTEST_WAIT_FOR=task@n`` gives that task a ``GlobalStepWaiterHook(wait_until_step=n)``
   (what ``delay_workers_by_global_step`` adds with ``n = 8000 * log(task_id + 1)``).
 
@@ -52,8 +58,17 @@ def model_fn(params: Any, config: Any, mode: str) -> learnrun.EstimatorSpec:
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.Tanh(),
                                  torch.nn.Linear(HIDDEN, 1))
+    loss_fn = torch.nn.functional.mse_loss
+    nan_at = _matches(os.environ.get("LRTEST_NAN_AT"), _task(config)) if config else None
+    if nan_at is not None:
+        calls = [0]
+
+        def loss_fn(outputs, labels):  # this task's nan_at-th training loss is NaN
+            calls[0] += 1
+            loss = torch.nn.functional.mse_loss(outputs, labels)
+            return loss * float("nan") if calls[0] == nan_at else loss
     return learnrun.EstimatorSpec(
-        module=module, loss_fn=torch.nn.functional.mse_loss,
+        module=module, loss_fn=loss_fn,
         optimizer=torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9))
 
 
@@ -92,12 +107,52 @@ class TestHook(SessionRunHook):
             os.kill(os.getpid(), signal.SIGKILL)
         if _matches(os.environ.get("LRTEST_SIGTERM_AT"), self.task) == self.local_steps:
             os.kill(os.getpid(), signal.SIGTERM)
+        if os.environ.get("LRTEST_FAULTS"):
+            fire_fault(self.model_dir, self.task, run_values.global_step,
+                       os.environ["LRTEST_FAULTS"])
 
     def end(self, session: Any) -> None:
         print(f"STOP {session.global_step}", flush=True)
         st = storage_for(self.model_dir)  # a local directory or a URL (s3://)
         st.put(st.join(self.model_dir, f"losses-{self.task}.json"),
                json.dumps({"losses": self.losses, "step": session.global_step}).encode())
+
+
+def parse_faults(plan: str) -> list[tuple[str, int, float, str]]:
+    """``task@n~ms:SIG,...`` -> ``[(task, n, seconds, "KILL" | "TERM")]``."""
+    faults = []
+    for entry in filter(None, plan.split(",")):
+        who, _, rest = entry.partition("@")
+        step, _, rest = rest.partition("~")
+        millis, _, sig = rest.partition(":")
+        faults.append((who, int(step), float(millis or 0) / 1000.0, sig or "KILL"))
+    return faults
+
+
+def fire_fault(model_dir: str, task: str, global_step: int, plan: str) -> None:
+    """Fire the next fault of ``plan`` when it is this task's (see the module docstring)."""
+    faults = parse_faults(plan)
+    k = sum(1 for name in os.listdir(model_dir) if name.startswith("fault-"))
+    if k >= len(faults):
+        return
+    who, step, delay, sig = faults[k]
+    if who != task or global_step < step:
+        return
+    try:
+        os.close(os.open(os.path.join(model_dir, f"fault-{k}"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+
+    def hit() -> None:
+        time.sleep(delay)
+        if sig == "TERM":
+            for _ in range(3):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.005)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=hit, name="lrtest-fault", daemon=True).start()
 
 
 def _saving_listener() -> Any:
@@ -128,9 +183,10 @@ def train_input_fn(input_context: Any = None) -> Any:
     """This trainer's shard of the data, ``GLOBAL_BATCH / num_replicas_in_sync`` per batch."""
     x, y = make_data()
     replicas = getattr(input_context, "num_replicas_in_sync", 1) if input_context else 1
+    epochs = os.environ.get("LRTEST_TRAIN_EPOCHS")
     return learnrun.inputs.numpy_input_fn(x, y, batch_size=GLOBAL_BATCH // replicas,
-                                          num_epochs=None, shuffle=False)(
-        input_context=input_context)
+                                          num_epochs=int(epochs) if epochs else None,
+                                          shuffle=False)(input_context=input_context)
 
 
 def eval_input_fn(input_context: Any = None) -> Any:
@@ -147,6 +203,10 @@ def config_args(save_steps: int | None = None, timeout: float = 20, keep: int = 
              "log_step_count_steps": 10**9, "keep_checkpoint_max": keep,
              "distributed_timeout_secs": timeout, "device": "'cpu'"}
     return [arg for key, value in pairs.items() for arg in ("--config", f"{key}={value}")]
+
+
+def _train_steps(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
 
 
 def experiment_fn(run_config: Any, hparams: Any = None) -> learnrun.Experiment:
@@ -166,6 +226,6 @@ def experiment_fn(run_config: Any, hparams: Any = None) -> learnrun.Experiment:
     estimator = learnrun.Estimator(model_fn, config=run_config)
     return learnrun.Experiment(
         estimator, train_input_fn, eval_input_fn,
-        train_steps=int(env.get("LRTEST_TRAIN_STEPS", "8")), eval_steps=None,
+        train_steps=_train_steps(env.get("LRTEST_TRAIN_STEPS", "8")), eval_steps=None,
         train_monitors=monitors, saving_listeners=[_saving_listener()],
         eval_delay_secs=0, continuous_eval_throttle_secs=0.2, local_eval_frequency=None)

@@ -271,7 +271,8 @@ def test_continuous_eval_evaluates_each_checkpoint_once(tmp_path, clock):
     assert [export_step(p) for p in exports(config.model_dir)] == [3, 6]
     # No start delay (eval_delay_secs=0); a throttle wait after every pass, including the one
     # that found no new checkpoint; the loop ends once a result reaches train_steps.
-    assert clock.sleeps == [10, 10, 10]
+    # no throttle sleep after the final checkpoint (recorded in model_dir/final): it exits at once
+    assert clock.sleeps == [10, 10]
 
 
 def test_restarted_continuous_eval_skips_recorded_checkpoints(tmp_path, clock):
@@ -289,7 +290,8 @@ def test_restarted_continuous_eval_skips_recorded_checkpoints(tmp_path, clock):
     assert run(fn, config, "continuous_eval") is None
     assert [r["global_step"] for r in read_eval_results(eval_dir)] == [6]
     assert len(exports(config.model_dir)) == 1
-    assert clock.sleeps == [10]
+    # the recorded checkpoint is the one training ended with (model_dir/final): no throttle sleep
+    assert clock.sleeps == []
 
 
 def test_continuous_eval_on_train_data(tmp_path, clock):

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 _USE_DEFAULT = 0
 _SAVE_CKPT_ERR = "`save_checkpoints_steps` and `save_checkpoints_secs` cannot be both set."
 PRECISIONS = (None, "32", "bf16-mixed", "16-mixed")
+NAN_POLICIES = ("raise", "stop", "rollback")
 _DEVICE_RE = re.compile(r"^(cpu|cuda|mps|xpu|hpu|npu|meta)(:\d+)?$")
 
 _DEFAULT_UID_WHITE_LIST = [
@@ -80,6 +81,8 @@ _DEFAULT_REPLACEABLE_LIST = [
     "compile",
     "distributed_timeout_secs",
     "async_checkpoint",
+    "on_nan_loss",
+    "max_nan_rollbacks",
     "environ",
 ]
 
@@ -167,8 +170,19 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         "async_checkpoint should be True, False or None (write checkpoints in a background "
         "thread; None: on for a remote model_dir, off for a local one)",
     ),
+    "on_nan_loss": (
+        lambda v: v in NAN_POLICIES,
+        f"on_nan_loss should be one of {', '.join(map(repr, NAN_POLICIES))} (what training does "
+        "when the loss is NaN or infinite)",
+    ),
+    "max_nan_rollbacks": (
+        lambda v: _is_int(v) and v >= 0,
+        "max_nan_rollbacks should be an integer >= 0 (rollbacks before on_nan_loss='rollback' "
+        "raises NanLossDuringTrainingError)",
+    ),
 }
-_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction", "compile")
+_NOT_NONE = ("distributed_timeout_secs", "num_cores", "gpu_memory_fraction", "compile",
+             "on_nan_loss", "max_nan_rollbacks")
 
 
 def _normalised(name: str, value: Any) -> Any:
@@ -209,8 +223,12 @@ class RunConfig:
     ``distributed_timeout_secs`` (> 0, every distributed wait), ``async_checkpoint`` (True: a
     save copies the state to CPU memory and writes it in a background thread, training goes
     on; see :mod:`learnrun.model_dir.checkpoints`; None, the default: on when ``model_dir`` is
-    a remote URL such as ``s3://``, off otherwise), ``environ`` (mapping read instead of
-    ``os.environ``).
+    a remote URL such as ``s3://``, off otherwise), ``on_nan_loss`` (what training does when
+    the loss is NaN or infinite: "raise" (default) ``NanLossDuringTrainingError``; "stop"
+    training, keeping the last good checkpoint; "rollback" to the newest checkpoint, skipping
+    the batches consumed since, the bad one included; see :mod:`learnrun.estimator.train_loop`),
+    ``max_nan_rollbacks`` (int >= 0, default 3: one more non-finite loss raises), ``environ``
+    (mapping read instead of ``os.environ``).
 
     Raises:
       ValueError: an invalid value (TF texts) or a contradictory environment.
@@ -248,6 +266,8 @@ class RunConfig:
         distributed_timeout_secs: float = 300,
         environ: Mapping[str, str] | None = None,
         async_checkpoint: bool | None = None,
+        on_nan_loss: str = "raise",
+        max_nan_rollbacks: int = 3,
     ) -> None:
         if save_checkpoints_secs == _USE_DEFAULT and not isinstance(save_checkpoints_secs, bool):
             save_checkpoints_secs = 600 if save_checkpoints_steps is None else None
@@ -277,6 +297,8 @@ class RunConfig:
         self._distributed_timeout_secs = distributed_timeout_secs
         self._environ = _normalised("environ", environ)
         self._async_checkpoint = async_checkpoint
+        self._on_nan_loss = on_nan_loss
+        self._max_nan_rollbacks = max_nan_rollbacks
         for name, value in (("master", master), ("evaluation_master", evaluation_master)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(
@@ -337,12 +359,9 @@ class RunConfig:
 
         Replaceable: TF 1.15's list (``model_dir``, ``tf_random_seed``, the save/keep/log
         settings, ``session_config``, ``train_distribute``, ``device_fn``, ``protocol``, ...)
-    "16-mixed"), ``gradient_clip_norm`` (None or > 0), ``compile`` (bool, default False:
-    ``torch.compile`` the module the training loop calls; see ``docs/benchmarks.md``),
-    ``distributed_timeout_secs`` (> 0, every distributed wait), ``async_checkpoint`` (True: a
-    save copies the state to CPU memory and writes it in a background thread, training goes
-    on; see :mod:`learnrun.model_dir.checkpoints`), ``environ`` (mapping read instead of
-    ``os.environ``).
+        plus learnrun's ``device``, ``precision``, ``gradient_clip_norm``, ``compile``,
+        ``distributed_timeout_secs``, ``async_checkpoint``, ``on_nan_loss``,
+        ``max_nan_rollbacks`` and ``environ`` (which re-reads the role).
         Replacing one save interval with a value clears the other.
 
         Raises:
@@ -626,6 +645,16 @@ class RunConfig:
         URL (uploads overlap training) and synchronously for a local directory.
         """
         return self._async_checkpoint
+
+    @property
+    def on_nan_loss(self) -> str:
+        """What training does on a NaN or infinite loss: "raise", "stop" or "rollback"."""
+        return self._on_nan_loss
+
+    @property
+    def max_nan_rollbacks(self) -> int:
+        """With ``on_nan_loss="rollback"``: rollbacks allowed before training raises."""
+        return self._max_nan_rollbacks
 
     @property
     def protocol(self) -> str | None:

@@ -58,6 +58,9 @@ class Strategy:
 
     #: True where this process writes checkpoints, summaries and exports.
     is_chief: bool = True
+    #: True where the model's state lives in this process, so that a checkpoint can be loaded
+    #: back into it mid-run (``RunConfig(on_nan_loss="rollback")``); False with parameter servers.
+    can_roll_back: bool = True
 
     def __init__(self, config: Any = None) -> None:
         self.config = config
@@ -151,6 +154,42 @@ class Strategy:
     def preempted(self) -> bool:
         """True when this process or (after ``should_stop``) any peer was preempted."""
         return bool(getattr(self, "_local_preempted", False))
+
+    # -- checkpoints of every trainer -----------------------------------------------------
+    @property
+    def gathers_trainer_states(self) -> bool:
+        """True where every trainer's input position and RNG go into each checkpoint
+        (synchronous training with more than one trainer): saves are then agreed at step
+        boundaries (:meth:`request_save`) and the chief gathers the parts."""
+        return False
+
+    def gather_trainer_states(self, state: Any) -> list | None:
+        """Collective: every trainer's ``state``, in rank order, on the chief (None elsewhere)."""
+        return [state]
+
+    def request_save(self) -> None:
+        """The chief wants a checkpoint; the next ``should_stop`` shares it (see :meth:`save_agreed`)."""
+        self._save = True
+
+    def save_agreed(self) -> bool:
+        """After ``should_stop``: True when the chief requested a save at that boundary.
+        Reading it clears it."""
+        save, self._save = bool(getattr(self, "_save", False)), False
+        return save
+
+    # -- non-finite losses ---------------------------------------------------------------
+    def notify_nan(self) -> None:
+        """Record that this process saw a NaN or infinite loss; the next ``should_stop`` shares it.
+
+        Call it at the step boundary, then ``should_stop(True)``; afterwards :meth:`nan_agreed`.
+        """
+        self._nan = True
+
+    def nan_agreed(self) -> bool:
+        """After ``should_stop``: True when this process (in synchronous training: any trainer)
+        reported a non-finite loss at that boundary. Reading it clears it."""
+        nan, self._nan = bool(getattr(self, "_nan", False)), False
+        return nan
 
     # -- evaluation -----------------------------------------------------------------------
     def reduce_sum(self, value: float) -> float:

@@ -8,8 +8,9 @@ Execution trace, as the Estimator drives :class:`DDPStrategy`::
                      TORCHELASTIC_RESTART_COUNT so that restarts never see stale keys
     prepare()        move to the device, wrap in DistributedDataParallel (averages gradients)
     after_restore()  broadcast the chief's parameters, buffers, optimizer state and step
-    should_stop()    all_reduce MAX of (0 go on, 1 stop, 2 preempted): every rank stops at
-                     the same step, and all know whether it was a preemption (exit 143)
+    should_stop()    all_reduce MAX of (0 go on, 1 stop, 2 preempted) and of the NaN-loss
+                     flag: every rank stops at the same step, all know whether it was a
+                     preemption (exit 143), and all take the same on_nan_loss decision
     apply_update()   the optimizer step on the averaged gradients; global step + 1
     reduce_sum()     all_reduce SUM (evaluation metrics over every rank's shard)
     teardown()       destroy the process group (bounded: never hangs on a dead peer)
@@ -17,19 +18,16 @@ Execution trace, as the Estimator drives :class:`DDPStrategy`::
 Losses equal single-process training on the same global batch up to float32 reduction order
 (tests/distributed/test_estimator_cluster.py checks 1e-5 relative, 1e-6 absolute).
 
-Limitation, resuming: a checkpoint holds the input position of the chief's pipeline only
-(only the chief saves, and saving is not collective). After a restart the chief resumes its
-shard of the input exactly where it was; every worker restarts its shard from the beginning
-(the Estimator logs a warning), so after a resume the workers see their first examples
-again. Weights, optimizer state and the global step are exact on every rank (they are
-broadcast from the chief). With ``num_epochs=None`` and shuffling this changes which
-examples a worker sees, not convergence; where exact per-example replay matters, train with
-one process or resume from a checkpoint at an epoch boundary. Lifting it needs the save to
-be collective (every rank's input state gathered to the chief at the same step: the same
-decision on every rank for ``save_checkpoints_steps``, the chief's decision broadcast for
-``save_checkpoints_secs`` and at preemption), a change to the Estimator's loop. After teardown a process should flush
-and leave with ``os._exit`` (:func:`learnrun.distributed.exit_process`): about 1 in 80 normal
-exits after ``destroy_process_group()`` aborted with SIGABRT on this platform.
+Resuming: every trainer's input position and RNG state are in each checkpoint
+(``trainer-<rank>.pt``). Saves are agreed at step boundaries: the chief's saver requests one,
+the request travels in ``should_stop``'s all_reduce, every rank then hands its state as it
+was before that boundary's fetch to the chief (``gather_trainer_states``), which writes every
+part before the commit marker. A restarted cluster of the same size resumes bit-identical;
+one of another size restarts every shard from its beginning, with a warning.
+
+After teardown a process should flush and leave with ``os._exit``
+(:func:`learnrun.distributed.exit_process`): about 1 in 80 normal exits after
+``destroy_process_group()`` aborted with SIGABRT on this platform.
 """
 
 from __future__ import annotations
@@ -180,12 +178,20 @@ class DDPStrategy(Strategy):
         return self._code == _PREEMPTED
 
     def should_stop(self, local_stop: bool) -> bool:
-        """Collective: all_reduce MAX of the stop flag; True on every rank if any stops."""
+        """Collective: all_reduce MAX of the stop and non-finite-loss flags.
+
+        True on every rank if any stops or saw a NaN loss (then :meth:`nan_agreed` is True on
+        every rank: they all take the same ``on_nan_loss`` decision). A stop or a preemption
+        is remembered; a NaN is not (training may go on after a rollback). The chief's save
+        request (:meth:`request_save`) travels in the same all_reduce.
+        """
         import torch
         import torch.distributed as dist
 
         code = max(self._code, _STOP if local_stop else _GO)
-        flag = torch.tensor([code], dtype=torch.int32, device=self.device)
+        flag = torch.tensor([code, int(bool(getattr(self, "_nan", False))),
+                             int(bool(getattr(self, "_save", False)))], dtype=torch.int32,
+                            device=self.device)
         try:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         except Exception as err:
@@ -193,8 +199,26 @@ class DDPStrategy(Strategy):
                 f"{self.name}: agreeing on the stop step with the other {self.world_size - 1} "
                 f"trainers failed: {err}. A trainer has probably died; restart the job (it "
                 "resumes from the latest checkpoint).") from err
-        self._code = int(flag.item())
-        return self._code != _GO
+        code, nan, save = (int(v) for v in flag.tolist())
+        self._code, self._nan, self._save = code, bool(nan), bool(save)
+        return self._code != _GO or self._nan
+
+    @property
+    def gathers_trainer_states(self) -> bool:
+        return self.world_size > 1
+
+    def gather_trainer_states(self, state: Any) -> list | None:
+        """Collective: every rank's ``state`` (a small dict), in rank order, on the chief."""
+        import torch.distributed as dist
+
+        gathered: list | None = [None] * self.world_size if self.rank == 0 else None
+        try:
+            dist.gather_object(state, gathered, dst=0)
+        except Exception as err:
+            raise DistributedError(
+                f"{self.name}: gathering the trainers' input positions for a checkpoint "
+                f"failed: {err}. A trainer has probably died; restart the job.") from err
+        return gathered
 
     def reduce_sum(self, value: float) -> float:
         """Collective: the sum of ``value`` over every trainer."""

@@ -205,7 +205,9 @@ class Estimator:
             raise ValueError(f"Must specify steps > 0, given: {steps}")
         if max_steps is not None and max_steps <= 0:
             raise ValueError(f"Must specify max_steps > 0, given: {max_steps}")
-        if max_steps is not None:
+        # With ps tasks the trainers go through the loop (it stops at once), so that the ps
+        # tasks hear that training is over and exit instead of waiting for them.
+        if max_steps is not None and not self._config.num_ps_replicas:
             latest = self.latest_checkpoint()
             if latest is not None and ckpt.checkpoint_step(latest) >= max_steps:
                 logger.info("Skipping training since max_steps has already saved.")
@@ -226,8 +228,12 @@ class Estimator:
         try:
             if strategy.is_chief:  # the one writer of model_dir, until training ends
                 lease = Lease(self._model_dir, clock=self.clock).acquire()
-            train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps, listeners,
-                       lease=lease)
+            last_step = train_loop(self, spec, strategy, input_fn, hooks, steps, max_steps,
+                                   listeners, lease=lease)
+            if lease is not None:  # a normal end: evaluators stop after this checkpoint
+                lease.check()
+                ckpt.mark_final(self._model_dir, self.latest_checkpoint(), last_step,
+                                clock=self.clock)
             success = True
         except PreemptedError:
             success = True  # an agreed stop with a saved checkpoint: leave the cluster cleanly

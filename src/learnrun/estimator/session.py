@@ -26,7 +26,8 @@ class RunSession:
 
     ``estimator, module, optimizer, scheduler, strategy, scaler, mode, config, model_dir,
     is_chief, global_step, last_step, input, hooks``; ``request_stop()``,
-    ``shared_global_step()``, ``save_checkpoint()``.
+    ``shared_global_step()``, ``save_checkpoint()``; ``nan_message`` (set by ``report_nan``
+    until the loop handles it: nothing is saved meanwhile), ``nan_rollbacks`` (so far).
     """
 
     def __init__(self, estimator, module, optimizer, scheduler, strategy, mode: str,
@@ -50,6 +51,53 @@ class RunSession:
         self._stop = False
         self._managers: dict[str, ckpt.CheckpointManager] = {}
         self.lease = lease  # held by the chief while it trains (learnrun.model_dir.lease)
+        self.nan_message: str | None = None
+        self.nan_rollbacks = 0
+        self.nan_skipped_batches = 0  # by this trainer, over this run's rollbacks
+        self.nan_extra_batch = False  # fetched at the boundary where the NaN was agreed
+        self.last_restored: str | None = None  # the checkpoint restored (or rolled back to)
+        self.restored_meta: dict = {}
+        # synchronous clusters: every trainer's part of each checkpoint (see train_loop)
+        self.defer_saves = bool(getattr(strategy, "gathers_trainer_states", False))
+        self._trainer_part: dict | None = None
+        self._gathered: tuple[int, list] | None = None
+        self._warned_parts = False
+
+    def request_save(self) -> None:
+        """Chief: ask every trainer to save at the next step boundary (``defer_saves``)."""
+        self.strategy.request_save()
+
+    def capture_trainer_state(self) -> None:
+        """Remember this trainer's input position and torch RNG as they are now (a step
+        boundary, before the next batch is fetched): its part of a checkpoint saved at this
+        step. Cheap, as it runs at every boundary: the Python and numpy RNG states, whose
+        capture is not, are taken at :meth:`gather_trainer_states`, after the fetch (an input
+        that draws from them while fetching is resumed one draw later)."""
+        import copy
+
+        import torch
+
+        part: dict[str, Any] = {"torch": torch.get_rng_state(),
+                                "input_pipeline": self.strategy.input_context().input_pipeline_id}
+        if torch.cuda.is_available():
+            part["cuda"] = torch.cuda.get_rng_state_all()
+        if self.input is not None and callable(getattr(self.input, "state_dict", None)):
+            part["input"] = copy.deepcopy(self.input.state_dict())
+        self._trainer_part = part
+
+    def gather_trainer_states(self) -> None:
+        """Collective: hand the captured part to the chief, which keeps every trainer's."""
+        part = dict(self._trainer_part or {})
+        rng = ckpt.capture_rng_state()
+        rng.update((k, part.pop(k)) for k in ("torch", "cuda") if k in part)
+        part["rng"] = rng
+        states = self.strategy.gather_trainer_states(part)
+        self._gathered = (int(self.global_step), states) if states is not None else None
+
+    def report_nan(self, message: str) -> None:
+        """A loss was NaN or infinite: no checkpoint is written until the loop has handled it."""
+        logger.error("%s", message)
+        self.nan_message = message
 
     def request_stop(self) -> None:
         self._stop = True
@@ -83,12 +131,26 @@ class RunSession:
         """
         weights, opt_state = self.strategy.state_for_checkpoint(self.module, self.optimizer)
         state: dict[str, Any] = {"global_step": int(self.global_step), "optimizer": opt_state,
-                                 "rng": ckpt.capture_rng_state(), "hooks": hook_states(self.hooks)}
+                                 "rng": ckpt.capture_rng_state(), "hooks": hook_states(self.hooks),
+                                 "nan_rollbacks": int(self.nan_rollbacks)}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
-        if self.input is not None and callable(getattr(self.input, "state_dict", None)):
+        trainer_states = None
+        if self.defer_saves and self._gathered is not None \
+                and self._gathered[0] == int(self.global_step):
+            trainer_states = self._gathered[1]
+            chief = trainer_states[0]
+            state["rng"] = chief["rng"]
+            if chief.get("input") is not None:
+                state["input"], state["input_pipeline"] = chief["input"], chief["input_pipeline"]
+        elif self.input is not None and callable(getattr(self.input, "state_dict", None)):
+            if self.defer_saves and not self._warned_parts:
+                self._warned_parts = True
+                logger.warning("A checkpoint saved at step %d outside a step boundary holds the "
+                               "chief's input position only; the other trainers restart from "
+                               "the beginning of their shards.", self.global_step)
             state["input"] = self.input.state_dict()
             state["input_pipeline"] = self.strategy.input_context().input_pipeline_id
         manager = self._managers.get(directory)
@@ -105,10 +167,12 @@ class RunSession:
         if use_async is None:  # the default: uploads to an object store overlap training
             use_async = is_remote(directory)
         if use_async:
-            pending = manager.save_async(int(self.global_step), weights, state, meta)
+            pending = manager.save_async(int(self.global_step), weights, state, meta,
+                                         trainer_states=trainer_states)
             self.last_checkpoint_path = pending.path
             return pending
-        self.last_checkpoint_path = manager.save(int(self.global_step), weights, state, meta)
+        self.last_checkpoint_path = manager.save(int(self.global_step), weights, state, meta,
+                                                 trainer_states=trainer_states)
         return self.last_checkpoint_path
 
     def wait_for_checkpoints(self, failing: bool = False) -> None:

@@ -12,16 +12,33 @@ call (``Estimator.train`` itself does the first and the last line)::
     for hook in hooks: hook.begin()                     # model built, nothing restored yet
     restore: the newest intact checkpoint (weights, optimizer, scheduler, scaler, global
         step; damaged newer ones are moved aside by the chief, which holds the lease), or
-        warm start when there is none; strategy.after_restore(...) agrees on the global step;
+        warm start when there is none; the chief removes model_dir/final (the record of the
+        previous normal end, which Estimator.train rewrites after this run's normal end); strategy.after_restore(...) agrees on the global step;
         hook.load_state_dict(...) for hooks with saved state
     open_input: input_fn(...); its saved input position; iter(input); the saved RNG state;
-        module.train()
+        module.train() (a checkpoint of a synchronous cluster of as many trainers holds each
+        trainer's own position and RNG in trainer-<rank>.pt; of another size: a warning, and
+        every input starts from the beginning)
+    synchronous cluster (strategy.gathers_trainer_states): every trainer hands its input
+        position and RNG to the chief (Collective), for a save at the starting step
     with PreemptionGuard() as guard:                    # SIGTERM / first Ctrl-C only recorded
         for hook in hooks: hook.after_create_session(session, coord=None)
         run_steps, at every step boundary:
             if a signal came: strategy.notify_preempted()
-            next_batch: unless a stop was requested or a signal came: batch = next(input)
-            if strategy.should_stop(stop requested, signal or input exhausted): break
+            if a loss was NaN (session.nan_message): strategy.notify_nan()
+            synchronous cluster: capture this trainer's input position and RNG
+            next_batch: unless a stop was requested, a signal came or the loss was NaN:
+                batch = next(input)
+            strategy.should_stop(stop requested, signal, NaN or input exhausted) (collective
+                in a synchronous cluster; also carries the NaN flag and the chief's save request)
+            if any trainer's loss was NaN: handle_nan, per RunConfig.on_nan_loss: raise
+                NanLossDuringTrainingError | stop (break; no further save) | rollback (load the
+                newest checkpoint, keep reading the input: the batches since are skipped;
+                after max_nan_rollbacks: raise); continue
+            synchronous cluster, on a stop or an agreed save: the chief gathers every
+                trainer's captured part (Collective); on a save the chief's saver writes the
+                checkpoint of this step (trainer-<rank>.pt, then meta.json)
+            if stopping: break
             run_step:
                 ctx = RunContext(session)
                 args = [hook.before_run(ctx) for hook in hooks]   # SessionRunArgs: fetches
@@ -29,6 +46,9 @@ call (``Estimator.train`` itself does the first and the last line)::
                 train_step: forward, loss, backward, strategy.apply_update (global_step += 1)
                     (or spec.train_step_fn, then scheduler.step())
                 for hook in hooks: hook.after_run(ctx, RunValues(results, global_step, fetched))
+                    (NanTensorHook reports a non-finite loss: no checkpoint is saved until
+                    it is handled; in a synchronous cluster the saver hook only requests
+                    its save, made at the next boundary)
         if preempted (here or, through should_stop, on a peer):
             preempt: save a checkpoint (the chief, through the saver hook, whose listeners
                 run); for hook in hooks: hook.end(session); raise PreemptedError
@@ -36,7 +56,8 @@ call (``Estimator.train`` itself does the first and the last line)::
             log "Loss for final step"
     (always) wait for the asynchronous checkpoint save in flight, if any
     close (always): DataLoader workers shut down, progress bars closed, summaries flushed
-    strategy.teardown(success); the chief releases the lease
+    after a normal end the chief records the last checkpoint in model_dir/final (evaluators
+        stop after it); strategy.teardown(success); the chief releases the lease
 
 ``ctx.request_stop()`` (or ``session.request_stop()``) stops at the next boundary, before any
 further batch is fetched. In synchronous distributed training ``should_stop`` is collective,
@@ -66,7 +87,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from learnrun.errors import PreemptedError
+from learnrun.errors import NanLossDuringTrainingError, PreemptedError
 from learnrun.estimator.preemption import PreemptionGuard, protect_dataloader, shutdown_workers
 from learnrun.estimator.session import RunSession, load_hook_states
 from learnrun.estimator.spec import ModeKeys
@@ -98,13 +119,16 @@ logger = logging.getLogger(__name__)
 
 #: What :func:`next_batch` returns when every trainer agreed to stop.
 _STOP = object()
+#: What :func:`next_batch` returns when a trainer saw a NaN or infinite loss.
+_NAN = object()
 
 
 def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, listeners,
-               lease=None) -> None:
+               lease=None) -> int | None:
     """Run one ``Estimator.train`` call: the phases of the module's execution trace, in order.
 
-    ``lease``: the model directory's lease, held by the chief (None elsewhere).
+    ``lease``: the model directory's lease, held by the chief (None elsewhere). Returns the
+    run's step limit (None: none) after a normal end.
     """
     session = prepare_session(est, spec, strategy, lease)
     assemble_hooks(session, spec, hooks, steps, max_steps, listeners)
@@ -112,6 +136,9 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
         hook.begin()
     state = restore(session, spec, steps, max_steps)
     iterator = open_input(session, input_fn, state)
+    if session.defer_saves:  # the parts of a save at the starting step
+        session.capture_trainer_state()
+        session.gather_trainer_states()
     failing = True
     try:
         with PreemptionGuard() as guard:
@@ -125,7 +152,8 @@ def train_loop(est, spec, strategy, input_fn, hooks: list, steps, max_steps, lis
             failing = False
     finally:
         session.wait_for_checkpoints(failing)  # a crash loses at most the uncommitted save
-        close(session, iterator)
+        close(session, iterator, failing)
+    return session.last_step
 
 
 # -- before the loop ----------------------------------------------------------------------------
@@ -169,7 +197,9 @@ def default_hooks(session: RunSession, steps, max_steps) -> list:
         hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
     log_every = config.log_step_count_steps
     on_cpu = session.strategy.device.type == "cpu"
-    hooks.append(NanTensorHook(every_n_iter=1 if on_cpu else (log_every or 100)))
+    # A policy other than "raise" checks every step: a checkpoint must never hold NaN weights.
+    every = 1 if on_cpu or config.on_nan_loss != "raise" else (log_every or 100)
+    hooks.append(NanTensorHook(every_n_iter=every, on_nan=session.report_nan))
     if log_every:
         hooks.append(ProgressHook(every_n_iter=log_every, clock=clock))
         if session.is_chief:
@@ -202,6 +232,8 @@ def restore(session: RunSession, spec, steps, max_steps) -> dict[str, Any]:
     Returns the checkpoint's state (``{}`` without one) for :func:`open_input`.
     """
     state, global_step = _restore_checkpoint(session, spec)
+    if session.lease is not None:  # training goes on: evaluators wait for its new end
+        ckpt.clear_final(session.model_dir)
     strategy = session.strategy
     if max_steps is not None:  # PS: travels with the initial shards, so no push overshoots
         strategy.set_last_step(max_steps)
@@ -210,6 +242,7 @@ def restore(session: RunSession, spec, steps, max_steps) -> dict[str, Any]:
         session.global_step + steps if steps is not None else None)
     strategy.set_last_step(session.last_step)  # no-op for None or an unchanged value
     load_hook_states(session.hooks, state.get("hooks") or {})
+    session.nan_rollbacks = max(session.nan_rollbacks, int(state.get("nan_rollbacks", 0)))
     return state
 
 
@@ -227,6 +260,7 @@ def _restore_checkpoint(session: RunSession, spec) -> tuple[dict[str, Any], int]
             warm_start(spec.module, settings)
         return {}, 0
     latest, loaded = restored
+    session.last_restored, session.restored_meta = latest, dict(loaded.meta)
     logger.info("Restoring parameters from %s", latest)
     load_weights(spec.module, loaded.weights, latest)
     state = loaded.state
@@ -237,16 +271,41 @@ def _restore_checkpoint(session: RunSession, spec) -> tuple[dict[str, Any], int]
     return state, int(state.get("global_step", ckpt.checkpoint_step(latest)))
 
 
+def _trainer_part(session: RunSession, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with this trainer's own input position and RNG when the checkpoint has them
+    (``trainer-<rank>.pt``, written by a cluster of as many trainers as this one)."""
+    recorded = session.restored_meta.get("num_trainers") if state else None
+    if not recorded:
+        return state
+    context = session.strategy.input_context()
+    step = ckpt.checkpoint_step(session.last_restored)
+    if int(recorded) != context.num_input_pipelines or step != session.global_step:
+        if session.is_chief:
+            logger.warning(
+                "Checkpoint %s holds the input positions of %s trainers, but this run has %d: "
+                "the input positions cannot be kept, so every trainer reads its shard from the "
+                "beginning (weights, optimizer state and global step %d are restored).",
+                session.last_restored, recorded, context.num_input_pipelines,
+                session.global_step)
+        return {k: v for k, v in state.items() if k not in ("input", "input_pipeline")}
+    part = ckpt.load_trainer_state(session.last_restored, context.input_pipeline_id)
+    if part is None:
+        return state
+    return {**state, "rng": part.get("rng"), "input": part.get("input"),
+            "input_pipeline": part.get("input_pipeline", context.input_pipeline_id)}
+
+
 def open_input(session: RunSession, input_fn, state: dict[str, Any]) -> Iterator:
     """Call ``input_fn``, restore its position and the RNG; put the module in training mode."""
     strategy = session.strategy
     iterable = call_input_fn(input_fn, ModeKeys.TRAIN, session.estimator.params, session.config,
                              strategy.input_context())
+    state = _trainer_part(session, state)
     if state.get("input") is not None and callable(getattr(iterable, "load_state_dict", None)):
         pipeline = strategy.input_context().input_pipeline_id
         if int(state.get("input_pipeline", 0)) == pipeline:
             iterable.load_state_dict(state["input"])
-        else:  # only the chief's input position is in the checkpoint
+        else:  # a checkpoint without trainer parts holds the chief's input position only
             logger.warning("The checkpoint holds the input position of pipeline %s, not of this "
                            "trainer's pipeline %d: its input starts from the beginning.",
                            state.get("input_pipeline", 0), pipeline)
@@ -270,6 +329,10 @@ def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGu
         batch = next_batch(session, iterator, guard)
         if batch is _STOP:
             return last_loss
+        if batch is _NAN:
+            if not handle_nan(session, spec):
+                return None
+            continue
         last_loss = run_step(session, spec, batch)
 
 
@@ -281,14 +344,29 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
     all-reduce. No batch is fetched once this process wants to stop (the input position saved
     in the checkpoint stays exact).
     """
+    strategy = session.strategy
+    if session.nan_message is not None:
+        strategy.notify_nan()
+    if session.defer_saves:
+        session.capture_trainer_state()  # this trainer's part of a save agreed below
     local_stop = session.stop_requested or guard.triggered
     batch = exhausted = None
-    if not local_stop:
+    if not local_stop and session.nan_message is None:  # a NaN: decided below, fetch nothing
         try:
             batch = next(iterator)
         except StopIteration:
             exhausted = True
-    if session.strategy.should_stop(local_stop or bool(exhausted)):
+    stop = strategy.should_stop(local_stop or bool(exhausted))
+    save = strategy.save_agreed()
+    if strategy.nan_agreed():
+        session.nan_extra_batch = batch is not None
+        return _NAN
+    if session.defer_saves and (stop or save):
+        session.gather_trainer_states()  # collective: the chief gets every trainer's part
+        if save and not stop and session.saver_hook is not None and session.is_chief \
+                and session.saver_hook.save_requested(session):
+            session.request_stop()
+    if stop:
         if exhausted:
             logger.info("Input exhausted at global step %d; training stops.", session.global_step)
         return _STOP
@@ -334,6 +412,61 @@ def train_step(session: RunSession, spec, features, labels) -> tuple[Any, Any, i
                                                         session.global_step, session.scaler)
 
 
+def handle_nan(session: RunSession, spec) -> bool:
+    """Apply ``RunConfig.on_nan_loss`` (every trainer at once); False: stop training.
+
+    ``raise``: ``NanLossDuringTrainingError``. ``stop``: no further step and no further save (the
+    last good checkpoint stays the latest). ``rollback``: load the newest checkpoint (weights,
+    optimizer, scheduler, scaler, global step, hook state) and go on reading the input where
+    it is, so the batches consumed since that checkpoint, the bad one included, are skipped;
+    logged, and counted in the ``nan_rollbacks`` scalar. After ``max_nan_rollbacks`` rollbacks
+    the next non-finite loss raises.
+    """
+    config = session.config
+    message = session.nan_message or (
+        f"NaN loss during training (another trainer's loss was NaN or infinite at step "
+        f"{session.global_step}).")
+    session.nan_message = message  # on every trainer: these weights are never saved
+    policy = config.on_nan_loss
+    if policy == "raise":
+        raise NanLossDuringTrainingError(message)
+    if policy == "stop":
+        logger.warning("%s Training stops (RunConfig(on_nan_loss='stop')); the latest checkpoint "
+                       "%s keeps the last good weights.", message,
+                       ckpt.latest_checkpoint(session.model_dir))
+        return False
+    if not session.strategy.can_roll_back:
+        raise NanLossDuringTrainingError(
+            f"{message} RunConfig(on_nan_loss='rollback') cannot roll back with parameter "
+            "servers (the parameters live on the ps tasks); use 'stop' or 'raise'.")
+    if session.nan_rollbacks >= config.max_nan_rollbacks:
+        raise NanLossDuringTrainingError(
+            f"{message} Training already rolled back {session.nan_rollbacks} time(s) "
+            f"(RunConfig(max_nan_rollbacks={config.max_nan_rollbacks})).")
+    session.wait_for_checkpoints()
+    bad_step = session.global_step
+    state, step = _restore_checkpoint(session, spec)
+    if not state:
+        raise NanLossDuringTrainingError(
+            f"{message} There is no checkpoint in {session.model_dir} to roll back to.")
+    session.nan_message = None
+    session.nan_rollbacks += 1
+    session.global_step = session.strategy.after_restore(session.module, session.optimizer, step)
+    load_hook_states(session.hooks, state.get("hooks") or {})
+    if session.saver_hook is not None:
+        session.saver_hook.restart_from(session.global_step)
+    skipped = bad_step - session.global_step + int(session.nan_extra_batch)
+    logger.warning("%s Rolled back to checkpoint %s (step %d), skipping the %d batch(es) consumed "
+                   "since; rollback %d of at most %d.", message,
+                   session.last_restored, session.global_step, skipped, session.nan_rollbacks,
+                   config.max_nan_rollbacks)
+    session.nan_skipped_batches += skipped
+    if session.is_chief:
+        summaries.write_scalars(session.model_dir, session.global_step,
+                                {"nan_rollbacks": session.nan_rollbacks})
+    return True
+
+
 # -- after the loop -----------------------------------------------------------------------------
 def preempt(session: RunSession, guard: PreemptionGuard) -> NoReturn:
     """Save a checkpoint (the chief), run every ``end``, raise ``PreemptedError``."""
@@ -358,11 +491,20 @@ def finish(session: RunSession, last_loss: Any) -> None:
         logger.info("Loss for final step: %s.", to_python(last_loss))
 
 
-def close(session: RunSession, iterator: Iterator) -> None:
-    """However training ended: stop DataLoader workers, close progress bars, flush summaries."""
+def close(session: RunSession, iterator: Iterator, failing: bool = False) -> None:
+    """However training ended: stop DataLoader workers, close progress bars, flush summaries.
+
+    ``failing``: an exception is on its way out; a flush error (a full disk) is logged
+    instead of replacing it.
+    """
     shutdown_workers(iterator)  # DataLoader workers stop before the process exits
     for hook in session.hooks:
         if isinstance(hook, ProgressHook):
             hook.close()
     if session.is_chief:
-        summaries.flush_all()
+        try:
+            summaries.flush_all()
+        except OSError as exc:
+            if not failing:
+                raise
+            logger.error("Flushing the summaries failed too: %s", exc)

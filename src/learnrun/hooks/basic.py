@@ -123,10 +123,13 @@ class NanTensorHook(SessionRunHook):
     The finiteness check accumulates on the device and is read back every ``every_n_iter``
     steps (default 1: every step) and at ``end``, so ``every_n_iter > 1`` avoids a host sync
     per step at the price of noticing a NaN up to ``every_n_iter - 1`` steps late.
+
+    ``on_nan``: called with the message instead of raising or requesting stop; the Estimator
+    passes its ``RunConfig(on_nan_loss=...)`` policy this way (applied at the next step boundary).
     """
 
     def __init__(self, loss_tensor: str = "loss", fail_on_nan_loss: bool = True,
-                 every_n_iter: int = 1) -> None:
+                 every_n_iter: int = 1, *, on_nan=None) -> None:
         if every_n_iter <= 0:
             raise ValueError(f"NanTensorHook every_n_iter must be > 0, got {every_n_iter!r}.")
         self._name = loss_tensor
@@ -135,6 +138,7 @@ class NanTensorHook(SessionRunHook):
         self._bad = None
         self._count = 0
         self._first_step: int | None = None
+        self._on_nan = on_nan
 
     def after_run(self, run_context, run_values) -> None:
         import torch
@@ -161,6 +165,9 @@ class NanTensorHook(SessionRunHook):
             return
         where = f"at step {step}" if first == step else f"between steps {first} and {step}"
         message = f"NaN loss during training ({self._name} was NaN or infinite {where})."
+        if self._on_nan is not None:
+            self._on_nan(message)
+            return
         if self._fail:
             logger.error(message)
             raise NanLossDuringTrainingError(message)

@@ -43,6 +43,11 @@ class CheckpointSaverHook(SessionRunHook):
     Like TF 1.15, it also saves when the session is created (the state at the starting step;
     skipped when that step is already the latest checkpoint, the listeners still being told),
     so the first ``after_save`` a listener sees is for the starting step. Saves only on the chief.
+    With ``session.defer_saves`` (synchronous clusters) a due save is requested with
+    ``session.request_save()`` and made at the next step boundary, once every trainer agreed
+    (:meth:`save_requested`), for the same step.
+    Nothing is saved (and no listener is called) while ``session.nan_message`` is set: the
+    weights of a step whose loss was NaN or infinite never reach a checkpoint.
 
     With ``RunConfig(async_checkpoint=True)`` ``session.write_checkpoint`` returns a pending
     save instead of a path; the trace of one save is then: wait for the save in flight and run
@@ -90,7 +95,10 @@ class CheckpointSaverHook(SessionRunHook):
         stop = self._committed(run_context.session, wait=False)
         if self._timer.should_trigger_for_step(step):
             self._timer.update_last_triggered_step(step)
-            if run_context.session.is_chief and self._save(run_context.session, step):
+            session = run_context.session
+            if session.is_chief and getattr(session, "defer_saves", False):
+                session.request_save()  # saved at the next step boundary: save_requested()
+            elif session.is_chief and self._save(session, step):
                 stop = True
         if stop:
             run_context.request_stop()
@@ -111,8 +119,25 @@ class CheckpointSaverHook(SessionRunHook):
         self._committed(session, wait=True)
         return session.last_checkpoint_path
 
+    def save_requested(self, session) -> bool:
+        """Save the step a deferred request was made for (``session.defer_saves``: every
+        trainer's state is gathered at a step boundary first); True when a listener requested
+        stop."""
+        if session.global_step == self.last_saved_step:
+            return False
+        return self._save(session, session.global_step)
+
+    def restart_from(self, step: int) -> None:
+        """The loop went back to checkpoint ``step`` (a NaN rollback): count from there."""
+        self.last_saved_step = step
+        self._timer.update_last_triggered_step(step)
+
     def _save(self, session, step: int, skip_if_exists: bool = False) -> bool:
         stop = self._committed(session, wait=True)  # at most one save in flight
+        if getattr(session, "nan_message", None):  # never a checkpoint of non-finite weights
+            logger.warning("Not saving a checkpoint at step %d: the loss was NaN or infinite.",
+                           step)
+            return stop
         for listener in self._listeners:
             listener.before_save(session, step)
         written = None

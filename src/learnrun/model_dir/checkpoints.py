@@ -3,7 +3,10 @@
 Layout::
 
     model_dir/checkpoint          {"latest": "ckpt-N", "all": [...], "timestamps": [...], ...}
-    model_dir/ckpt-<step>/        model.safetensors, state.pt, meta.json (written last)
+    model_dir/ckpt-<step>/        model.safetensors, state.pt, [trainer-<rank>.pt ...],
+                                  meta.json (written last)
+    model_dir/final               {"checkpoint": "ckpt-N", "step": N, "last_step": limit, "time":
+                                  t}: training ended normally there (see :func:`mark_final`)
 
 **A checkpoint exists if and only if its** ``meta.json`` **is there and its files match it.**
 ``meta.json`` records the step, the time, the config uid and versions, and every file with
@@ -72,18 +75,21 @@ from learnrun.model_dir.storage import Storage, prepare_model_dir, storage_for
 logger = logging.getLogger(__name__)
 
 INDEX_FILENAME = "checkpoint"
+FINAL_FILENAME = "final"
 WEIGHTS_FILENAME = "model.safetensors"
 STATE_FILENAME = "state.pt"
 META_FILENAME = "meta.json"
+TRAINER_FILENAME = "trainer-{rank}.pt"  # each trainer's input position and RNG (sync clusters)
 FORMAT_VERSION = 2
 CHECKSUM = "xxh3_64"
 _REQUIRED = (WEIGHTS_FILENAME, STATE_FILENAME)
 _CHUNK = 8 << 20  # hash and write in pieces: the GIL is free between them
 
 _CKPT_RE = re.compile(r"^ckpt-(\d+)$")
+_TRAINER_RE = re.compile(r"^trainer-(\d+)\.pt$")
 # leftovers of interrupted writes (this version's index temp files and the old format's
 # temp/deletion directories); nothing else is ever deleted by cleanup
-_TMP_RE = re.compile(r"^tmp-(\d+|del-\d+|checkpoint)-[0-9a-f]+$")
+_TMP_RE = re.compile(r"^tmp-(\d+|del-\d+|checkpoint|final)-[0-9a-f]+$")
 _WARNED_INDEX: set[tuple[str, str]] = set()
 
 
@@ -422,6 +428,9 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Checkpoint:
             raise DamagedCheckpointError(f"Checkpoint {path!r} lacks {', '.join(missing)}.")
         weights_bytes = _verified_bytes(st, path, WEIGHTS_FILENAME, recorded)
         state_bytes = _verified_bytes(st, path, STATE_FILENAME, recorded)
+        for name in sorted(recorded):  # small: a damaged one makes the checkpoint damaged
+            if _TRAINER_RE.match(name):
+                _verified_bytes(st, path, name, recorded)
     except DamagedCheckpointError as e:
         raise DamagedCheckpointError(f"{e} {_HINT}") from e
     weights_path = st.join(path, WEIGHTS_FILENAME)
@@ -443,6 +452,26 @@ def load_checkpoint(path: str, map_location: Any = "cpu") -> Checkpoint:
         raise DamagedCheckpointError(f"{state_path} holds a {type(state).__name__}, expected a "
                                      f"dict. {_HINT}")
     return Checkpoint(weights, state, meta)
+
+
+def load_trainer_state(path: str, rank: int) -> dict | None:
+    """Trainer ``rank``'s part of checkpoint ``path`` (input position, RNG), verified; None
+    when the checkpoint has no such part. The number of parts is ``meta["num_trainers"]``."""
+    import torch
+
+    path = str(path)
+    st = storage_for(path)
+    meta = _read_meta(st, path)
+    recorded = _recorded_files(meta, st.join(path, META_FILENAME))
+    name = TRAINER_FILENAME.format(rank=int(rank))
+    if name not in recorded:
+        return None
+    data = _verified_bytes(st, path, name, recorded)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # as for state.pt
+        raise DamagedCheckpointError(f"Cannot read {st.join(path, name)}: {e}. {_HINT}") from e
+    return state if isinstance(state, dict) else None
 
 
 def _damaged_name(st: Storage, model_dir: str, name: str, now: float) -> str:
@@ -516,8 +545,69 @@ def restore_checkpoint(model_dir: str, map_location: Any = "cpu", *, move_damage
     return None
 
 
+def training_end(model_dir: str) -> dict | None:
+    """How training last ended normally (see :func:`mark_final`), while its checkpoint is
+    committed: ``{"path", "step", "last_step"}``; else None."""
+    model_dir = str(model_dir)
+    st = storage_for(model_dir)
+    try:
+        record = _read_json(st, st.join(model_dir, FINAL_FILENAME))
+        name = str(record["checkpoint"])
+        last_step = record.get("last_step")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    path = st.join(model_dir, name)
+    if not (_CKPT_RE.match(name) and st.exists(st.join(path, META_FILENAME))):
+        return None
+    return {"path": path, "step": _step_of(name),
+            "last_step": last_step if isinstance(last_step, int) else None}
+
+
+def training_ended_with(model_dir: str, checkpoint_path: str | None,
+                        target_step: int | None = None) -> bool:
+    """True when training ended normally with ``checkpoint_path`` and no more is to come.
+
+    An evaluator waiting for ``target_step`` (None: no target) stops after evaluating that
+    checkpoint when the run that wrote it had no step limit, stopped before its limit (the
+    input ran out, a stop was requested), or aimed at ``target_step`` or beyond; a run that
+    reached a smaller limit of its own may be followed by another, so the evaluator waits.
+    """
+    end = training_end(model_dir) if checkpoint_path else None
+    if end is None or end["path"] != checkpoint_path:
+        return False
+    last = end["last_step"]
+    return (target_step is None or last is None or end["step"] < last
+            or last >= target_step)
+
+
 # --------------------------------------------------------------------------------------------
 # writing
+
+
+def mark_final(model_dir: str, checkpoint_path: str | None, last_step: int | None = None,
+               clock: Clock | None = None) -> None:
+    """Record that training ended normally with ``checkpoint_path`` (the writer, at the end).
+
+    ``last_step``: the step limit of that run (None: none). ``None`` as the path (no
+    checkpoint) only clears an earlier record. Read by :func:`training_ended_with`.
+    """
+    model_dir = str(model_dir)
+    st = storage_for(model_dir)
+    if checkpoint_path is None:
+        clear_final(model_dir)
+        return
+    name = st.basename(str(checkpoint_path).rstrip("/"))
+    record = {"checkpoint": name, "step": _step_of(name), "time": get_clock(clock).time(),
+              "last_step": None if last_step is None else int(last_step)}
+    st.put(st.join(model_dir, FINAL_FILENAME), json.dumps(record).encode("utf-8"))
+
+
+def clear_final(model_dir: str) -> None:
+    """Forget the end-of-training record (the writer, when training starts again)."""
+    model_dir = str(model_dir)
+    st = storage_for(model_dir)
+    st.remove(st.join(model_dir, FINAL_FILENAME))
+
 
 
 def cleanup_temporaries(model_dir: str) -> list[str]:
@@ -562,6 +652,7 @@ class _Job(NamedTuple):
     weights: dict
     state: Any
     meta: dict
+    trainers: tuple = ()  # serialized trainer-<rank>.pt contents
 
 
 class PendingSave:
@@ -652,7 +743,7 @@ class CheckpointManager:
 
     # -- saving ----------------------------------------------------------------------------------
     def _job(self, step: Any, weights: Mapping, state: Mapping, meta: Mapping | None,
-             stage: bool) -> _Job:
+             stage: bool, trainer_states: Any = None) -> _Job:
         given = step
         try:
             step = -1 if isinstance(step, bool) else operator.index(step)
@@ -668,28 +759,37 @@ class CheckpointManager:
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"meta must be a JSON-serialisable dict: {e}.") from e
         state = to_weights_only_safe(dict(state), "state")
+        trainers = tuple(_torch_bytes(to_weights_only_safe(dict(t), f"trainer {i} state"))
+                         for i, t in enumerate(trainer_states or ()))
+        if trainers:
+            meta["num_trainers"] = len(trainers)
         if stage:  # the stager's buffers are CPU, contiguous and unshared: what the files need
             check_weights(weights)
             weights, state = self._stager.stage((dict(weights), state))
         else:
             weights = _prepare_weights(weights)
-        return _Job(step, weights, state, meta)
+        return _Job(step, weights, state, meta, trainers)
 
-    def save(self, step: int, weights: Mapping, state: Mapping, meta: Mapping | None = None) -> str:
+    def save(self, step: int, weights: Mapping, state: Mapping, meta: Mapping | None = None,
+             trainer_states: Any = None) -> str:
         """Write and commit checkpoint ``step``, update the index, apply retention; return its path.
 
         ``weights``: name -> tensor (e.g. ``module.state_dict()``); ``state``: a dict of plain
         containers, numbers, strings, tensors and numpy arrays (optimizer, scheduler, RNG,
         hooks, input position); ``meta``: JSON-serialisable extras for ``meta.json`` (e.g.
-        ``config_uid``). Waits for a save in flight first. On failure nothing of this save is
+        ``config_uid``); ``trainer_states``: one small dict per trainer of a synchronous
+        cluster (input position, RNG), written as ``trainer-<rank>.pt`` before the commit
+        marker. Waits for a save in flight first. On failure nothing of this save is
         left and a :class:`~learnrun.errors.CheckpointError` names the path.
         """
         self.wait()
-        return self._commit(self._job(step, weights, state, meta, stage=False))
+        return self._commit(self._job(step, weights, state, meta, stage=False,
+                                      trainer_states=trainer_states))
 
     def save_async(self, step: int, weights: Mapping, state: Mapping,
                    meta: Mapping | None = None,
-                   on_commit: Callable[[PendingSave], None] | None = None) -> PendingSave:
+                   on_commit: Callable[[PendingSave], None] | None = None,
+                   trainer_states: Any = None) -> PendingSave:
         """Copy the state to CPU memory now; write and commit it in a background thread.
 
         Trace: wait for the save in flight (re-raising its error), copy ``weights`` and
@@ -699,7 +799,7 @@ class CheckpointManager:
         this returns.
         """
         self.wait()
-        job = self._job(step, weights, state, meta, stage=True)
+        job = self._job(step, weights, state, meta, stage=True, trainer_states=trainer_states)
         pending = PendingSave(job.step, self._st.join(self.model_dir, f"ckpt-{job.step}"))
 
         def write() -> None:
@@ -762,6 +862,9 @@ class CheckpointManager:
                 STATE_FILENAME: self._write_parts(st.join(final, STATE_FILENAME),
                                                   [_torch_bytes(job.state)]),
             }
+            for rank, data in enumerate(job.trainers):
+                name_r = TRAINER_FILENAME.format(rank=rank)
+                files[name_r] = self._write_parts(st.join(final, name_r), [data])
             record = dict(job.meta)
             record.update(step=job.step, time=now, learnrun_version=__version__,
                           torch_version=_torch_version(), format_version=FORMAT_VERSION,

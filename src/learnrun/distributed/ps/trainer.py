@@ -55,6 +55,8 @@ def plan_shards(sizes: dict[str, int], num_ps: int) -> dict[str, int]:
 class ParameterServerStrategy(Strategy):
     """Asynchronous training against the ps tasks of ``config.cluster_spec``."""
 
+    can_roll_back = False  # the parameters live on the ps tasks
+
     def __init__(self, config: Any, transport: Any = None) -> None:
         super().__init__(config)
         self.is_chief = bool(config.is_chief)
