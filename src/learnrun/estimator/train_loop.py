@@ -110,7 +110,7 @@ from learnrun.hooks import (
     StopAtStepHook,
     SummarySaverHook,
 )
-from learnrun.hooks.base import fetch_values, to_python
+from learnrun.hooks.base import SessionRunHook, fetch_values, to_python
 from learnrun.hooks.progress import ProgressHook
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import summaries
@@ -322,6 +322,7 @@ def open_input(session: RunSession, input_fn, state: dict[str, Any]) -> Iterator
 def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGuard) -> Any:
     """Step until every trainer agrees to stop; returns the last step's loss (None if none ran)."""
     strategy = session.strategy
+    dispatch = hook_dispatch(session.hooks)
     last_loss = None
     while True:
         if guard.triggered and not strategy.preempted:
@@ -333,7 +334,22 @@ def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGu
             if not handle_nan(session, spec):
                 return None
             continue
-        last_loss = run_step(session, spec, batch)
+        last_loss = run_step(session, spec, batch, dispatch)
+
+
+def hook_dispatch(hooks: list) -> tuple[list, list]:
+    """``(hooks with a before_run, hooks with an after_run)``, each in ``hooks``' order.
+
+    A hook that keeps ``SessionRunHook``'s no-op method (neither its class nor the instance
+    overrides it) is left out of that list: calling it would do nothing, so the trace is the
+    same without the per-step call.
+    """
+    def overrides(hook, name: str) -> bool:
+        return (name in getattr(hook, "__dict__", {})
+                or getattr(type(hook), name, None) is not getattr(SessionRunHook, name))
+
+    return ([h for h in hooks if overrides(h, "before_run")],
+            [h for h in hooks if overrides(h, "after_run")])
 
 
 def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) -> Any:
@@ -373,20 +389,29 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
     return batch
 
 
-def run_step(session: RunSession, spec, batch) -> Any:
-    """One step between ``before_run`` and ``after_run``; returns its (detached) loss."""
+def run_step(session: RunSession, spec, batch, dispatch: tuple[list, list] | None = None) -> Any:
+    """One step between ``before_run`` and ``after_run``; returns its (detached) loss.
+
+    ``dispatch``: :func:`hook_dispatch` of ``session.hooks`` (computed here when None).
+    """
+    before, after = dispatch if dispatch is not None else hook_dispatch(session.hooks)
     features, labels = split_batch(batch, "train")
     device = session.strategy.device
     features, labels = to_device(features, device), to_device(labels, device)
     ctx = RunContext(session)
-    fetches = [n for h in session.hooks for n in getattr(h.before_run(ctx), "fetches", ())]
+    fetches: list = []
+    for hook in before:
+        args = hook.before_run(ctx)
+        if args is not None:
+            fetches.extend(getattr(args, "fetches", ()))
     session.strategy.before_step(session.module)
     loss, outputs, session.global_step = train_step(session, spec, features, labels)
     loss = loss.detach() if torch.is_tensor(loss) else loss
     results = {"loss": loss, "outputs": outputs, "features": features, "labels": labels}
-    fetched = fetch_values(fetches, session, RunValues(results, session.global_step))
-    values = RunValues(results, session.global_step, fetched)
-    for hook in session.hooks:
+    values = RunValues(results, session.global_step)
+    if fetches:  # host values (device syncs) only when a hook asked for them
+        values.fetched = fetch_values(fetches, session, values)
+    for hook in after:
         hook.after_run(ctx, values)
     return loss
 
