@@ -1,9 +1,8 @@
 """Dynamic batching: concurrent requests to one model version run as one call.
 
-Two batchers share the batching rules: :class:`LoopBatcher` lives on the server's asyncio
-event loop (what the model server uses) and :class:`Batcher` owns a worker thread (for
-callers without an event loop). Both take a request's converted inputs (``{name: tensor}``,
-first dimension = rows) and give its own rows of every output.
+:class:`LoopBatcher` lives on the server's asyncio event loop. It takes a request's converted
+inputs (``{name: tensor}``, first dimension = rows) and gives back its own rows of every
+output.
 
 The rules: a batch starts with the oldest waiting request and closes when it holds
 ``max_batch_size`` rows or ``batch_timeout_micros`` have passed since its first request
@@ -17,9 +16,8 @@ alone, so that one bad request fails alone; a request that fails alone gets its 
 
 :class:`LoopBatcher` hands nothing to another thread per request: :meth:`LoopBatcher.submit`
 returns a future of the loop, a ``loop.call_later`` timer closes a partial batch, and the
-model call runs on the loop itself: no thread switch at all. (Measured on the digits export,
-a ~0.7 ms call: a worker thread, even one per batch, costs more in GIL hand-offs than it
-gains by parsing requests while the model runs.)
+model call runs on the loop itself: no thread switch at all (on a small model a worker thread
+costs more in GIL hand-offs than it gains; ``docs/benchmarks.md`` has the figures).
 """
 
 from __future__ import annotations
@@ -27,11 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -100,110 +95,6 @@ def run_batch(fn: Callable[[dict], Mapping[str, Any]],
         except Exception as exc:  # noqa: BLE001 - this request's own error
             results.append((None, exc))
     return results
-
-
-class _Item:
-    __slots__ = ("features", "rows", "future")
-
-    def __init__(self, features: Mapping[str, Any]) -> None:
-        self.features = features
-        self.rows = rows_of(features)
-        self.future: Future = Future()
-
-
-_STOP = object()
-
-
-class Batcher:
-    """Batches calls of ``fn({name: tensor}) -> {name: tensor}`` (see the module docstring)."""
-
-    def __init__(self, fn: Callable[[dict], Mapping[str, Any]], max_batch_size: int = 32,
-                 batch_timeout_micros: int = 1000, name: str = "batcher",
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        if batch_timeout_micros < 0:
-            raise ValueError(f"batch_timeout_micros must be >= 0, got {batch_timeout_micros}")
-        self.fn = fn
-        self.max_batch_size = int(max_batch_size)
-        self.timeout_s = batch_timeout_micros / 1e6
-        self._monotonic = monotonic
-        self._queue: queue.Queue = queue.Queue()
-        self._closed = False
-        self._close_lock = threading.Lock()
-        self.batch_sizes: list[int] = []  # rows of the latest batches, for tests and logs
-        self._thread = threading.Thread(target=self._run, name=f"learnrun-{name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, features: Mapping[str, Any]) -> Future:
-        """Queue one request; its future gives its outputs ``{name: tensor}``."""
-        item = _Item(features)
-        with self._close_lock:
-            if self._closed:
-                raise BatcherClosed("this model version is unloading")
-            self._queue.put(item)
-        return item.future
-
-    def close(self, timeout: float | None = 30.0) -> None:
-        """Finish the queued requests, then stop the worker."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._queue.put(_STOP)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        carry: _Item | None = None
-        stopping = False
-        while True:
-            first = carry if carry is not None else self._queue.get()
-            carry = None
-            if first is _STOP:
-                return
-            batch, rows = [first], first.rows
-            deadline = self._monotonic() + self.timeout_s
-            while rows < self.max_batch_size and not stopping:
-                remaining = deadline - self._monotonic()
-                try:
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 \
-                        else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stopping = True
-                    break
-                if plan_batch([rows, nxt.rows], self.max_batch_size) < 2:
-                    carry = nxt
-                    break
-                batch.append(nxt)
-                rows += nxt.rows
-            self._execute(batch)
-            if stopping and carry is None:
-                self._drain()
-                return
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _STOP:
-                self._execute([item])
-
-    def _execute(self, batch: list[_Item]) -> None:
-        sizes = [item.rows for item in batch]
-        self.batch_sizes = (self.batch_sizes + [sum(sizes)])[-1000:]
-        try:
-            results = run_batch(self.fn, [item.features for item in batch], sizes)
-        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
-            results = [(None, exc)] * len(batch)
-        for item, (result, exc) in zip(batch, results, strict=True):
-            if exc is None:
-                item.future.set_result(result)
-            else:
-                item.future.set_exception(exc)
 
 
 class _Waiting:
