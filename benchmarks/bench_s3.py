@@ -30,6 +30,7 @@ import time
 import uuid
 
 import torch
+from bench_checkpoint import build  # the same model of square Linear layers
 
 
 class RequestCounter(logging.Handler):
@@ -55,16 +56,6 @@ def start_endpoint() -> tuple[object, str]:
                       AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=endpoint,
                       AWS_EC2_METADATA_DISABLED="true")
     return server, endpoint
-
-
-def build(mb: float, width: int = 1024):
-    per_layer = width * width * 4 + width * 4
-    layers = max(1, round(mb * 1e6 / per_layer))
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(*[torch.nn.Linear(width, width) for _ in range(layers)])
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    return model, opt, size, width
 
 
 def run(mode: str, model_dir: str, model, opt, width: int, steps: int, every: int
@@ -121,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-        model, opt, size, width = build(args.mb)
+        model, opt, size, width = build(args.mb, width=1024)
         steps = args.every * args.saves
         print(f"endpoint: moto on {endpoint}; model: {size / 1e6:.0f} MB of weights; "
               f"{steps} steps, a save every {args.every}; torch threads 1")

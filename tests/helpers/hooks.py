@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from learnrun.hooks import RunContext, RunValues
+from learnrun.hooks import RunContext, RunValues, SessionRunHook
 from learnrun.model_dir import eval_results
 
 
@@ -80,3 +80,13 @@ class FakeEstimator:
     def evaluate(self, input_fn, steps=None, hooks=None, checkpoint_path=None, name=None):
         self.evaluations.append(self.checkpoint)
         return {"loss": 1.0 / len(self.evaluations), "global_step": len(self.evaluations)}
+
+
+class StartStep(SessionRunHook):
+    """Records the global step training starts from (after the restore)."""
+
+    def __init__(self) -> None:
+        self.start = None
+
+    def after_create_session(self, session, coord=None) -> None:
+        self.start = session.global_step

@@ -19,8 +19,9 @@ import torch
 import learnrun
 from learnrun.errors import PREEMPTED_EXIT_CODE
 from learnrun.estimator.spec import EstimatorSpec
-from learnrun.hooks import CheckpointSaverListener, SessionRunHook
+from learnrun.hooks import CheckpointSaverListener
 from learnrun.model_dir import checkpoints as ckpt
+from tests.helpers.hooks import StartStep
 
 
 def model_fn():
@@ -35,15 +36,6 @@ def input_fn():
         x = torch.randn(8, 4, generator=g)
         yield x, x.sum(1, keepdim=True)
 
-
-class StartStep(SessionRunHook):
-    """Records the global step training starts from."""
-
-    def __init__(self) -> None:
-        self.start = None
-
-    def after_create_session(self, session, coord=None) -> None:
-        self.start = session.global_step
 
 
 def _estimator(model_dir, **config) -> learnrun.Estimator:

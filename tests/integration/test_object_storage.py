@@ -23,12 +23,12 @@ import learnrun
 from learnrun.cli.main import main as cli_main
 from learnrun.estimator.spec import EstimatorSpec
 from learnrun.export import load_export
-from learnrun.hooks import SessionRunHook
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import eval_results
 from learnrun.model_dir.storage import storage_for
 from tests.conftest import s3_environ
 from tests.helpers import REPO_ROOT
+from tests.helpers.hooks import StartStep
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,13 +52,6 @@ def eval_input_fn():
         x = torch.randn(8, 4, generator=g)
         yield x, x.sum(1, keepdim=True)
 
-
-class StartStep(SessionRunHook):
-    def __init__(self) -> None:
-        self.start = None
-
-    def after_create_session(self, session, coord=None) -> None:
-        self.start = session.global_step
 
 
 def _estimator(model_dir: str, **config) -> learnrun.Estimator:
