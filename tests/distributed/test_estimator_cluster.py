@@ -100,8 +100,11 @@ def test_two_ps_shards_and_a_worker_waiting_for_the_global_step(tmp_path):
     assert worker_steps and worker_steps[0] > 12, out.text
     ckpt = load_checkpoint(latest_checkpoint(str(tmp_path)))
     assert sorted(ckpt.weights) == ["0.bias", "0.weight", "2.bias", "2.weight"]
-    # both shards counted 20 pushes: none past train_steps on either
-    assert ckpt.state["optimizer"]["learnrun_ps_versions"] == [20, 20]
+    # ps 0 (the global step's owner) counted 20 pushes and the final save names step 20 even
+    # when the worker's push, not the chief's, reached it; ps 1 may still be applying that
+    # push when the chief gathers the shards, but neither counts one past train_steps
+    versions = ckpt.state["optimizer"]["learnrun_ps_versions"]
+    assert versions[0] == 20 and versions[1] in (19, 20), versions
     assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 20
 
 

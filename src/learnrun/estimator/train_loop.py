@@ -383,6 +383,10 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
                 and session.saver_hook.save_requested(session):
             session.request_stop()
     if stop:
+        # With parameter servers another trainer's push (or a heartbeat's stop code) may have
+        # moved the shared step past the chief's last answer: its final save names that step.
+        if session.is_chief:
+            session.global_step = max(session.global_step, session.shared_global_step())
         if exhausted:
             logger.info("Input exhausted at global step %d; training stops.", session.global_step)
         return _STOP
