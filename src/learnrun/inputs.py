@@ -125,6 +125,7 @@ class ArrayBatches:
         self._n = num_input_pipelines
         self._id = input_pipeline_id
         self._num_examples = len(next(iter(self._columns.values())))
+        self._shard_size = len(range(self._id, self._num_examples, self._n))
         self.epoch = 0
         self.position = 0
         self._order_cache: tuple[int, np.ndarray] | None = None
@@ -134,7 +135,7 @@ class ArrayBatches:
     @property
     def shard_size(self) -> int:
         """Examples this pipeline reads per epoch."""
-        return len(range(self._id, self._num_examples, self._n))
+        return self._shard_size
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._order_cache is not None and self._order_cache[0] == epoch:
@@ -148,7 +149,7 @@ class ArrayBatches:
         return order
 
     def _exhausted(self) -> bool:
-        return self.shard_size == 0 or (
+        return self._shard_size == 0 or (
             self._num_epochs is not None and self.epoch >= self._num_epochs
         )
 
@@ -166,15 +167,24 @@ class ArrayBatches:
         return self._torch_order[1]
 
     def __next__(self) -> tuple[Any, Any]:
+        position, wanted = self.position, self._batch_size
+        cached = self._torch_order
+        if (cached is not None and cached[0] == self.epoch and position + wanted < self._shard_size
+                and (self._num_epochs is None or self.epoch < self._num_epochs)):
+            # the common case, a batch inside the epoch of tensor columns: one slice of the
+            # epoch's order and one index_select per column, nothing else
+            self.position = position + wanted
+            return self._make_batch(cached[1][position:position + wanted])
         picked: list[Any] = []
         wanted = self._batch_size
+        size = self._shard_size  # every epoch's order has this length
         while wanted > 0 and not self._exhausted():
             order = self._epoch_order(self.epoch)
-            take = order[self.position:self.position + wanted]
-            picked.append(take)
-            wanted -= len(take)
-            self.position += len(take)
-            if self.position >= len(order):
+            count = min(wanted, size - self.position)
+            picked.append(order[self.position:self.position + count])
+            wanted -= count
+            self.position += count
+            if self.position >= size:
                 self.epoch += 1
                 self.position = 0
         if not picked:
@@ -193,19 +203,23 @@ class ArrayBatches:
         column = self._columns[key]
         if isinstance(column, np.ndarray):  # strings / objects: numpy indexing
             return column[np.asarray(idx)]
-        return column[idx]
+        if isinstance(idx, np.ndarray):  # a tensor column among numpy ones
+            return column[idx]
+        return column.index_select(0, idx)  # a third cheaper than column[idx] (same copy)
 
     def _make_batch(self, idx: Any) -> tuple[Any, Any]:
+        take = self._take
         if self._feature_keys == [_DIRECT_KEY]:
-            features: Any = self._take(_DIRECT_KEY, idx)
+            features: Any = take(_DIRECT_KEY, idx)
         else:
-            features = {k: self._take(k, idx) for k in self._feature_keys}
-        if self._target is None:
+            features = {k: take(k, idx) for k in self._feature_keys}
+        target = self._target
+        if target is None:
             labels = None
-        elif isinstance(self._target, str):
-            labels = self._take(self._target, idx)
+        elif isinstance(target, str):
+            labels = take(target, idx)
         else:
-            labels = {k: self._take(k, idx) for k in self._target}
+            labels = {k: take(k, idx) for k in target}
         return features, labels
 
     def state_dict(self) -> dict[str, int]:

@@ -76,15 +76,23 @@ def test_stop_keeps_the_last_good_checkpoint(tmp_path, caplog):
     assert all(np.isfinite(v).all() for v in weights(est).values())
 
 
-def test_rollback_skips_exactly_the_batches_since_the_checkpoint(tmp_path, caplog):
+@pytest.mark.parametrize("bad", [12, 18])
+def test_rollback_skips_exactly_the_batches_since_the_checkpoint(tmp_path, caplog, bad):
+    """The losses are checked before each save (every 5 steps here): the NaN of batch ``bad``
+    is found at the next save, which is skipped; training rolls back to the checkpoint before
+    it and skips every batch consumed since (5), the NaN one included. With bad=18 the NaN is
+    found at the last step's save, after max_steps asked to stop: training still goes on to
+    step 20 from the rolled-back checkpoint."""
     est = estimator(tmp_path / "m", on_nan_loss="rollback")
     with caplog.at_level(logging.WARNING):
-        est.train(lambda: Batches(bad={12}), max_steps=20)
+        est.train(lambda: Batches(bad={bad}), max_steps=20)
     assert ckpt.checkpoint_step(est.latest_checkpoint()) == 20
-    assert "ckpt-10 (step 10), skipping the 3 batch(es)" in caplog.text
-    # the same as a run that never saw batches 10, 11 and 12
+    start = bad // 5 * 5
+    assert f"at step {bad + 1})" in caplog.text
+    assert f"ckpt-{start} (step {start}), skipping the 5 batch(es)" in caplog.text
+    # the same as a run that never saw the 5 batches from the checkpoint on
     ref = estimator(tmp_path / "ref")
-    ref.train(lambda: Batches(drop={10, 11, 12}), max_steps=20)
+    ref.train(lambda: Batches(drop=set(range(start, start + 5))), max_steps=20)
     got, want = weights(est), weights(ref)
     for name in want:
         assert np.isfinite(got[name]).all()
@@ -92,6 +100,13 @@ def test_rollback_skips_exactly_the_batches_since_the_checkpoint(tmp_path, caplo
     assert ckpt.load_checkpoint(est.latest_checkpoint()).state["nan_rollbacks"] == 1
     events = list((tmp_path / "m").glob("events.out.tfevents.*"))
     assert events and any(b"nan_rollbacks" in p.read_bytes() for p in events)
+
+
+def test_a_nan_in_the_last_unchecked_steps_is_found_before_the_final_save(tmp_path):
+    est = estimator(tmp_path / "m", save_checkpoints_steps=100)
+    with pytest.raises(NanLossDuringTrainingError, match="at step 19"):
+        est.train(lambda: Batches(bad={18}), max_steps=20)
+    assert ckpt.checkpoint_step(est.latest_checkpoint()) == 0
 
 
 def test_rollback_gives_up_after_max_nan_rollbacks(tmp_path):

@@ -67,12 +67,14 @@ class CannedModule(nn.Module):
         self.weight_key = weight_key
 
     def forward(self, features: Any) -> dict[str, torch.Tensor]:
-        logits = None
-        for part in self.parts.values():
-            out = part(features)
-            logits = out if logits is None else logits + out
+        first, *rest = self.parts.values()
+        logits = first(features)
+        for part in rest:
+            logits = logits + part(features)
         result = {"logits": logits}
-        if self.weight_key is not None and isinstance(features, Mapping) and self.weight_key in features:
+        if self.weight_key is None:
+            return result
+        if isinstance(features, Mapping) and self.weight_key in features:
             w = features[self.weight_key]
             if not isinstance(w, torch.Tensor):
                 arr = np.asarray(w)

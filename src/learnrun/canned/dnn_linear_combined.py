@@ -17,12 +17,7 @@ from learnrun.canned.dnn import (
 )
 from learnrun.canned.heads import Head, RegressionHead, classification_head
 from learnrun.canned.linear import default_linear_learning_rate
-from learnrun.canned.optimizers import (
-    MultiOptimizer,
-    check_learning_rate,
-    check_optimizer,
-    make_optimizer,
-)
+from learnrun.canned.optimizers import check_learning_rate, check_optimizer, make_part_optimizers
 from learnrun.feature_column import LinearModel
 
 #: TF's defaults for the combined model.
@@ -70,15 +65,15 @@ class _Combined(CannedEstimator):
         build_module()  # validate columns now rather than at train time
 
         def build_optimizer(module: CannedModule, device_type: str | None = None) -> torch.optim.Optimizer:
-            optimizers = []
+            parts = []
             if "dnn" in module.parts:
-                optimizers.append(make_optimizer(dnn_optimizer, module.parts["dnn"].parameters(),
-                                                 dnn_learning_rate, DNN_LEARNING_RATE, device_type))
+                parts.append((dnn_optimizer, module.parts["dnn"].parameters(), dnn_learning_rate,
+                              DNN_LEARNING_RATE))
             if "linear" in module.parts:
                 lr = default_linear_learning_rate(len(linear_cols), LINEAR_LEARNING_RATE)
-                optimizers.append(make_optimizer(linear_optimizer, module.parts["linear"].parameters(),
-                                                 linear_learning_rate, lr, device_type))
-            return optimizers[0] if len(optimizers) == 1 else MultiOptimizer(optimizers)
+                parts.append((linear_optimizer, module.parts["linear"].parameters(),
+                              linear_learning_rate, lr))
+            return make_part_optimizers(parts, device_type)
 
         super().__init__(head, build_module, build_optimizer, model_dir, config, warm_start_from)
 
@@ -89,9 +84,10 @@ class DNNLinearCombinedClassifier(_Combined):
     The linear part reads ``linear_feature_columns`` with ``linear_optimizer`` (default
     ``'Ftrl'``, run as Adagrad, learning rate ``min(0.005, 1/sqrt(n_columns))``); the DNN part
     reads ``dnn_feature_columns`` with ``dnn_optimizer`` (default ``'Adagrad'``, 0.001). Both
-    step together (one :class:`~learnrun.canned.optimizers.MultiOptimizer`). Other args as
-    :class:`~learnrun.canned.DNNClassifier`; ``linear_learning_rate`` / ``dnn_learning_rate``
-    override the defaults for names and classes.
+    step together: one optimizer with a parameter group per part when both name the same
+    class, as the defaults do (:func:`~learnrun.canned.optimizers.make_part_optimizers`).
+    Other args as :class:`~learnrun.canned.DNNClassifier`; ``linear_learning_rate`` /
+    ``dnn_learning_rate`` override the defaults for names and classes.
     """
 
     def __init__(self, model_dir: str | None = None, linear_feature_columns: Iterable[Any] | None = None,

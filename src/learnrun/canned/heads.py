@@ -31,6 +31,11 @@ LOSS_REDUCTIONS = ("sum_over_batch_size", "sum")
 _LOSS_REDUCTION_ALIASES = {"weighted_sum_over_batch_size": "sum_over_batch_size", "weighted_sum": "sum"}
 
 
+#: ``ignore_index`` for cross-entropy: the smallest int64, which no valid class id is (torch's
+#: default, -100, would silently skip a label of -100 instead of reporting it).
+_NO_IGNORED_ID = -(2**63)
+
+
 class HeadMetric(torchmetrics.Metric):
     """A torchmetrics ``Metric`` fed ``(outputs, labels)``: ``transform`` maps them to ``inner``'s inputs.
 
@@ -201,8 +206,17 @@ class _ClassificationHead(Head):
         self.n_classes = n_classes
         self.label_vocabulary = None if label_vocabulary is None else [str(v) for v in label_vocabulary]
 
-    def class_ids(self, labels: Any, device: torch.device) -> torch.Tensor:
-        """Labels as int64 ids ``(batch,)``, checked against the classes."""
+    def class_ids(self, labels: Any, device: torch.device, check_range: bool = True) -> torch.Tensor:
+        """Labels as int64 ids ``(batch,)``, checked against the classes.
+
+        ``check_range=False`` leaves out the range check (one reduction and a host sync) for a
+        caller whose next op checks the range itself (cross-entropy on the CPU).
+        """
+        if (type(labels) is torch.Tensor and labels.dtype == torch.int64 and labels.dim() == 1
+                and labels.device == device and self.label_vocabulary is None):
+            if check_range:
+                self._check_range(labels)
+            return labels  # the common case: ids already (batch,) on the device
         if isinstance(labels, Mapping) or labels is None:
             raise ValueError(
                 f"labels must be a tensor or an array of one label per example, got "
@@ -240,13 +254,18 @@ class _ClassificationHead(Head):
         if labels.dtype.is_floating_point and not torch.equal(labels, labels.round()):
             raise ValueError(f"Labels must be integer class ids; got {labels[labels != labels.round()][0].item()}.")
         labels = labels.to(torch.int64)
-        if labels.numel():
-            low, high = torch.stack(torch.aminmax(labels)).tolist()  # one host sync for both checks
+        if check_range:
+            self._check_range(labels)
+        return labels
+
+    def _check_range(self, ids: torch.Tensor) -> None:
+        """ValueError unless every id is in ``[0, n_classes)``."""
+        if ids.numel():
+            low, high = torch.stack(torch.aminmax(ids)).tolist()  # one host sync for both checks
             if high > self.n_classes - 1:
                 raise ValueError(f"Labels must <= n_classes - 1; got {high} with n_classes={self.n_classes}.")
             if low < 0:
                 raise ValueError(f"Labels must >= 0; got {low}.")
-        return labels
 
     def _classes(self, class_ids: torch.Tensor) -> Any:
         if self.label_vocabulary is None:
@@ -361,11 +380,29 @@ class MultiClassHead(_ClassificationHead):
         self.logits_dimension = n_classes
 
     def unreduced_loss(self, logits, labels):
-        ids = self.class_ids(labels, logits.device)
-        return F.cross_entropy(logits, ids, reduction="none")[:, None]
+        return self._cross_entropy(logits, labels, "none")[:, None]
 
     def mean_loss(self, logits, labels):
-        return F.cross_entropy(logits, self.class_ids(labels, logits.device))
+        return self._cross_entropy(logits, labels, "mean")
+
+    def _cross_entropy(self, logits: torch.Tensor, labels: Any, reduction: str) -> torch.Tensor:
+        """Cross-entropy of the class ids of ``labels``, whose range is checked once.
+
+        On the CPU torch's kernel checks every target itself (IndexError "Target 12 is out of
+        bounds"), so no separate check runs: an out-of-range label is reported with this
+        head's message when the kernel refuses it. ``ignore_index`` is set to the one int64
+        value no label takes, so that no label (say -100, torch's default) is skipped
+        silently. On other devices an out-of-range target is a device-side assert, so the ids
+        are checked first.
+        """
+        if logits.device.type != "cpu":
+            return F.cross_entropy(logits, self.class_ids(labels, logits.device), reduction=reduction)
+        ids = self.class_ids(labels, logits.device, check_range=False)
+        try:
+            return F.cross_entropy(logits, ids, reduction=reduction, ignore_index=_NO_IGNORED_ID)
+        except IndexError:
+            self._check_range(ids)  # raises this head's message
+            raise
 
     def predicted_ids(self, logits):
         return logits.argmax(dim=1)

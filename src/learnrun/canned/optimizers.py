@@ -124,6 +124,84 @@ def make_optimizer(optimizer: Any, params: Iterable[torch.nn.Parameter],
     return built
 
 
+def optimizer_class(optimizer: Any) -> type[torch.optim.Optimizer] | None:
+    """The class a name or class builds (``'Ftrl'``: Adagrad); None for a factory."""
+    if isinstance(optimizer, str):
+        return _NAMES[optimizer.lower()]
+    if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
+        return optimizer
+    return None
+
+
+def make_part_optimizers(parts: Sequence[tuple[Any, Iterable[torch.nn.Parameter], float | None, float]],
+                         device_type: str | None = None) -> torch.optim.Optimizer:
+    """One optimizer for the parts of a model (the DNN and linear parts of a combined model).
+
+    ``parts``: ``(optimizer, params, learning_rate, default_learning_rate)`` per part, as
+    :func:`make_optimizer` takes them. When every part names the same class (``'Ftrl'`` and
+    ``'Adagrad'`` both build Adagrad, as TF's defaults for the combined models), the result
+    is one optimizer of that class with one parameter group per learning rate (the parts'
+    groups in order, consecutive parts with the same rate in one group): the same update as
+    one optimizer per part, with one ``step`` call and one fused kernel launch per group
+    instead of one optimizer, its hooks and its kernels per part. Otherwise (different
+    classes, factories) each part gets its own, stepped together by :class:`MultiOptimizer`.
+    A checkpoint written with another grouping of the same parameters (one optimizer per
+    part, or other learning rates) loads into it.
+    """
+    if not parts:
+        raise ValueError("make_part_optimizers needs at least one part.")
+    classes = {optimizer_class(optimizer) for optimizer, *_ in parts}
+    if len(parts) == 1 or None in classes or len(classes) != 1:
+        built = [make_optimizer(opt, params, lr, default, device_type)
+                 for opt, params, lr, default in parts]
+        return built[0] if len(built) == 1 else MultiOptimizer(built)
+    cls = classes.pop()
+    groups: list[dict[str, Any]] = []
+    for _, params, learning_rate, default in parts:
+        learning_rate = check_learning_rate(learning_rate)
+        lr = default if learning_rate is None else learning_rate
+        if groups and groups[-1]["lr"] == lr:
+            groups[-1]["params"].extend(params)
+        else:
+            groups.append({"params": list(params), "lr": lr})
+    every = [p for group in groups for p in group["params"]]
+    shared = cls(groups, lr=groups[0]["lr"], **fast_options(cls, every, device_type))
+    shared.register_load_state_dict_pre_hook(_regroup_state)
+    return shared
+
+
+def _regroup_state(optimizer: torch.optim.Optimizer, state_dict: Any) -> Any:
+    """Load pre-hook: a state of the same parameters in the same order, grouped differently
+    (a :class:`MultiOptimizer` state with one optimizer per part, or other groups), as a state
+    with ``optimizer``'s groups; each group takes the saved options of its first parameter.
+    Any other state is returned as it is (torch then reports what does not match).
+    """
+    if not isinstance(state_dict, dict):
+        return state_dict
+    saved = state_dict.get("optimizers") if "param_groups" not in state_dict else [state_dict]
+    if not isinstance(saved, list) or not all(isinstance(s, dict) and "param_groups" in s for s in saved):
+        return state_dict
+    options: list[dict[str, Any]] = []  # per parameter, in order
+    states: list[Any] = []
+    for part in saved:
+        by_id = {int(k): v for k, v in part.get("state", {}).items()}
+        for group in part["param_groups"]:
+            for pid in group["params"]:
+                options.append({k: v for k, v in group.items() if k != "params"})
+                states.append(by_id.get(int(pid)))
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    same = len(saved) == 1 and [len(g["params"]) for g in saved[0]["param_groups"]] == sizes
+    if same or len(options) != sum(sizes):
+        return state_dict
+    regrouped: dict[str, Any] = {"state": {}, "param_groups": []}
+    start = 0
+    for size in sizes:
+        regrouped["param_groups"].append({**options[start], "params": list(range(start, start + size))})
+        start += size
+    regrouped["state"] = {i: st for i, st in enumerate(states) if st is not None}
+    return regrouped
+
+
 class MultiOptimizer(torch.optim.Optimizer):
     """Several optimizers stepped as one (the linear and DNN parts of a combined model).
 

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from learnrun.estimator.spec import ModeKeys
-from learnrun.hooks import CheckpointSaverHook
+from learnrun.hooks import CheckpointSaverHook, NanTensorHook
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import summaries
 from learnrun.model_dir.storage import is_remote
@@ -26,8 +26,9 @@ class RunSession:
 
     ``estimator, module, optimizer, scheduler, strategy, scaler, mode, config, model_dir,
     is_chief, global_step, last_step, input, hooks``; ``request_stop()``,
-    ``shared_global_step()``, ``save_checkpoint()``; ``nan_message`` (set by ``report_nan``
-    until the loop handles it: nothing is saved meanwhile), ``nan_rollbacks`` (so far).
+    ``shared_global_step()``, ``save_checkpoint()``, ``check_losses()``; ``nan_message`` (set
+    by ``report_nan`` until the loop handles it: nothing is saved meanwhile),
+    ``nan_rollbacks`` (so far).
     """
 
     def __init__(self, estimator, module, optimizer, scheduler, strategy, mode: str,
@@ -93,6 +94,20 @@ class RunSession:
         part["rng"] = rng
         states = self.strategy.gather_trainer_states(part)
         self._gathered = (int(self.global_step), states) if states is not None else None
+
+    def check_losses(self) -> None:
+        """Check now the losses every :class:`NanTensorHook` kept since its last check.
+
+        Called before every checkpoint save and before training stops, so that a non-finite
+        loss is reported (``nan_message``) before its weights could be saved.
+        """
+        for hook in self.hooks:
+            if isinstance(hook, NanTensorHook):
+                hook.flush(self)
+
+    def cancel_stop_request(self) -> None:
+        """Forget ``request_stop()`` (a NaN rollback went back to before the request)."""
+        self._stop = False
 
     def report_nan(self, message: str) -> None:
         """A loss was NaN or infinite: no checkpoint is written until the loop has handled it."""

@@ -111,13 +111,15 @@ def describe(obj: Any) -> str:
     return f"{type(obj).__name__}"
 
 
-def forward(module, features: Any, what: str) -> Any:
-    """``module(features)``; a dtype/shape error names ``what`` (mode and step) and the input."""
+def forward(module, features: Any, what: str, step: int | None = None) -> Any:
+    """``module(features)``; a dtype/shape error names ``what`` (and ``step``) and the input."""
     try:
         return module(features)
     except (RuntimeError, TypeError, ValueError) as exc:
         if type(exc) not in (RuntimeError, TypeError, ValueError):
             raise
+        if step is not None:
+            what = f"{what} {step}"
         raise type(exc)(f"{what}: the model failed on the features of this batch, "
                         f"received {describe(features)}: {exc}. Check that input_fn yields "
                         "features of the dtype and shape the model expects.") from exc

@@ -81,12 +81,14 @@ Hook state (``state_dict``/``load_state_dict``) travels in checkpoints as descri
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import torch
 
+from learnrun.distributed.base import Strategy
 from learnrun.errors import NanLossDuringTrainingError, PreemptedError
 from learnrun.estimator.preemption import PreemptionGuard, protect_dataloader, shutdown_workers
 from learnrun.estimator.session import RunSession, load_hook_states
@@ -196,9 +198,11 @@ def default_hooks(session: RunSession, steps, max_steps) -> list:
     if steps is not None or max_steps is not None:
         hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
     log_every = config.log_step_count_steps
-    on_cpu = session.strategy.device.type == "cpu"
-    # A policy other than "raise" checks every step: a checkpoint must never hold NaN weights.
-    every = 1 if on_cpu or config.on_nan_loss != "raise" else (log_every or 100)
+    # The losses are checked together every log_step_count_steps (100 without it), before
+    # every checkpoint save and before training stops (session.check_losses), so a
+    # checkpoint never holds the weights of a non-finite loss and the report names its step.
+    # A cluster checks every step: each trainer's NaN must be agreed on before a save.
+    every = 1 if config.is_distributed_trainer else (log_every or 100)
     hooks.append(NanTensorHook(every_n_iter=every, on_nan=session.report_nan))
     if log_every:
         hooks.append(ProgressHook(every_n_iter=log_every, clock=clock))
@@ -322,7 +326,7 @@ def open_input(session: RunSession, input_fn, state: dict[str, Any]) -> Iterator
 def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGuard) -> Any:
     """Step until every trainer agrees to stop; returns the last step's loss (None if none ran)."""
     strategy = session.strategy
-    dispatch = hook_dispatch(session.hooks)
+    plan = StepPlan(session, spec)
     last_loss = None
     while True:
         if guard.triggered and not strategy.preempted:
@@ -334,7 +338,7 @@ def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGu
             if not handle_nan(session, spec):
                 return None
             continue
-        last_loss = run_step(session, spec, batch, dispatch)
+        last_loss = run_step(session, spec, batch, plan)
 
 
 def hook_dispatch(hooks: list) -> tuple[list, list]:
@@ -344,12 +348,33 @@ def hook_dispatch(hooks: list) -> tuple[list, list]:
     overrides it) is left out of that list: calling it would do nothing, so the trace is the
     same without the per-step call.
     """
-    def overrides(hook, name: str) -> bool:
-        return (name in getattr(hook, "__dict__", {})
-                or getattr(type(hook), name, None) is not getattr(SessionRunHook, name))
+    return ([h for h in hooks if _overrides(h, "before_run", SessionRunHook)],
+            [h for h in hooks if _overrides(h, "after_run", SessionRunHook)])
 
-    return ([h for h in hooks if overrides(h, "before_run")],
-            [h for h in hooks if overrides(h, "after_run")])
+
+def _overrides(obj: Any, name: str, base: type) -> bool:
+    """True when ``obj`` (its class or the instance) replaces ``base``'s method ``name``."""
+    return name in getattr(obj, "__dict__", {}) or getattr(type(obj), name, None) is not getattr(base, name)
+
+
+class StepPlan:
+    """What every step of one ``train`` call needs, looked up once instead of per step.
+
+    ``before``/``after``: :func:`hook_dispatch`; ``device``; ``autocast``: the
+    ``torch.autocast`` factory of ``RunConfig.precision`` (None: full precision); ``clip``:
+    the gradient-clipping norm (the spec's, else the RunConfig's); ``before_step``: the
+    strategy's, when it does something (parameter servers load the shards' values).
+    """
+
+    def __init__(self, session: RunSession, spec) -> None:
+        self.before, self.after = hook_dispatch(session.hooks)
+        strategy, config = session.strategy, session.config
+        self.device = strategy.device
+        mixed = config.precision not in (None, "32", "32-true", 32)
+        self.autocast = functools.partial(autocast_context, config, self.device) if mixed else None
+        self.clip = spec.gradient_clip_norm or config.gradient_clip_norm
+        self.before_step = strategy.before_step if _overrides(strategy, "before_step", Strategy) \
+            else None
 
 
 def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) -> Any:
@@ -361,8 +386,6 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
     in the checkpoint stays exact).
     """
     strategy = session.strategy
-    if session.nan_message is not None:
-        strategy.notify_nan()
     if session.defer_saves:
         session.capture_trainer_state()  # this trainer's part of a save agreed below
     local_stop = session.stop_requested or guard.triggered
@@ -372,6 +395,10 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
             batch = next(iterator)
         except StopIteration:
             exhausted = True
+    if local_stop or exhausted:
+        session.check_losses()  # a NaN not checked yet is handled before the stop and its save
+    if session.nan_message is not None:
+        strategy.notify_nan()
     stop = strategy.should_stop(local_stop or bool(exhausted))
     save = strategy.save_agreed()
     if strategy.nan_agreed():
@@ -393,35 +420,39 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
     return batch
 
 
-def run_step(session: RunSession, spec, batch, dispatch: tuple[list, list] | None = None) -> Any:
+def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> Any:
     """One step between ``before_run`` and ``after_run``; returns its (detached) loss.
 
-    ``dispatch``: :func:`hook_dispatch` of ``session.hooks`` (computed here when None).
+    ``plan``: the :class:`StepPlan` of this ``train`` call (made here when None).
     """
-    before, after = dispatch if dispatch is not None else hook_dispatch(session.hooks)
+    plan = plan if plan is not None else StepPlan(session, spec)
     features, labels = split_batch(batch, "train")
-    device = session.strategy.device
+    device = plan.device
     features, labels = to_device(features, device), to_device(labels, device)
     ctx = RunContext(session)
     fetches: list = []
-    for hook in before:
+    for hook in plan.before:
         args = hook.before_run(ctx)
         if args is not None:
             fetches.extend(getattr(args, "fetches", ()))
-    session.strategy.before_step(session.module)
-    loss, outputs, session.global_step = train_step(session, spec, features, labels)
-    loss = loss.detach() if torch.is_tensor(loss) else loss
-    results = {"loss": loss, "outputs": outputs, "features": features, "labels": labels}
-    values = RunValues(results, session.global_step)
+    if plan.before_step is not None:
+        plan.before_step(session.module)
+    loss, outputs, session.global_step = train_step(session, spec, features, labels, plan)
+    if isinstance(loss, torch.Tensor):
+        loss = loss.detach()
+    values = RunValues({"loss": loss, "outputs": outputs, "features": features, "labels": labels},
+                       session.global_step)
     if fetches:  # host values (device syncs) only when a hook asked for them
         values.fetched = fetch_values(fetches, session, values)
-    for hook in after:
+    for hook in plan.after:
         hook.after_run(ctx, values)
     return loss
 
 
-def train_step(session: RunSession, spec, features, labels) -> tuple[Any, Any, int]:
+def train_step(session: RunSession, spec, features, labels,
+               plan: StepPlan | None = None) -> tuple[Any, Any, int]:
     """Forward, loss, backward and update (or ``spec.train_step_fn``): ``(loss, outputs, step)``."""
+    plan = plan if plan is not None else StepPlan(session, spec)
     module, optimizer, scheduler = session.module, session.optimizer, session.scheduler
     if spec.train_step_fn is not None:
         loss = spec.train_step_fn(module, features, labels, optimizer)
@@ -429,15 +460,18 @@ def train_step(session: RunSession, spec, features, labels) -> tuple[Any, Any, i
             scheduler.step()
         return loss, None, session.global_step + 1
     optimizer.zero_grad(set_to_none=True)
-    with autocast_context(session.config, session.strategy.device):
-        outputs = forward(module, features, f"train step {session.global_step + 1}")
+    if plan.autocast is None:
+        outputs = forward(module, features, "train step", session.global_step + 1)
         loss = spec.loss_fn(outputs, labels)
-    if not torch.is_tensor(loss) or loss.numel() != 1:
+    else:
+        with plan.autocast():
+            outputs = forward(module, features, "train step", session.global_step + 1)
+            loss = spec.loss_fn(outputs, labels)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
                         f"{tuple(loss.shape) if torch.is_tensor(loss) else ''}.")
     (session.scaler.scale(loss) if session.scaler is not None else loss).backward()
-    clip = spec.gradient_clip_norm or session.config.gradient_clip_norm
-    return loss, outputs, session.strategy.apply_update(module, optimizer, scheduler, clip,
+    return loss, outputs, session.strategy.apply_update(module, optimizer, scheduler, plan.clip,
                                                         session.global_step, session.scaler)
 
 
@@ -479,6 +513,7 @@ def handle_nan(session: RunSession, spec) -> bool:
         raise NanLossDuringTrainingError(
             f"{message} There is no checkpoint in {session.model_dir} to roll back to.")
     session.nan_message = None
+    session.cancel_stop_request()  # made after the checkpoint (the last step reached): redone
     session.nan_rollbacks += 1
     session.global_step = session.strategy.after_restore(session.module, session.optimizer, step)
     load_hook_states(session.hooks, state.get("hooks") or {})

@@ -51,11 +51,6 @@ def _module_key(name: str) -> str:
     return name.replace(".", "_")
 
 
-def _table(tables: nn.ModuleDict, column: FeatureColumn) -> nn.Module | None:
-    key = _module_key(column.name)
-    return tables[key] if key in tables else None  # noqa: SIM401 (ModuleDict has no get)
-
-
 class DenseFeatures(nn.Module):
     """Input layer: the dense columns of a features dict, concatenated in column-name order.
 
@@ -71,6 +66,9 @@ class DenseFeatures(nn.Module):
             module = c.make_module()
             if module is not None:
                 self.tables[_module_key(c.name)] = module
+        # (column, key of its table or None), in column order: no name mangling per batch
+        self._plan = [(c, _module_key(c.name) if _module_key(c.name) in self.tables else None)
+                      for c in self.columns or ()]
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     @property
@@ -88,7 +86,9 @@ class DenseFeatures(nn.Module):
             tensor = torch.as_tensor(features, device=device).to(torch.float32)
             return tensor.reshape(tensor.shape[0], -1)
         feats = _as_feature_dict(features, self.columns)
-        parts = [c.dense(feats, _table(self.tables, c), device) for c in self.columns]
+        tables = self.tables
+        parts = [c.dense(feats, None if key is None else tables[key], device)
+                 for c, key in self._plan]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
@@ -116,17 +116,20 @@ class LinearModel(nn.Module):
             if module is not None:
                 self.tables[key] = module
         self.bias = nn.Parameter(torch.zeros(units))
+        # (column, key, categorical, has a table) per column: no name mangling per batch
+        self._plan = [(c, _module_key(c.name), isinstance(c, CategoricalColumn),
+                       _module_key(c.name) in self.tables) for c in self.columns]
 
     def forward(self, features: Any) -> torch.Tensor:
         feats = _as_feature_dict(features, self.columns)
-        total = None
-        for c in self.columns:
-            key = _module_key(c.name)
-            weight = self.weights[key]
-            if isinstance(c, CategoricalColumn):
+        weights, tables = self.weights, self.tables
+        total = self.bias  # (units,): broadcast over the batch by the first part
+        for c, key, categorical, has_table in self._plan:
+            weight = weights[key]
+            if categorical:
                 ids = ids_tensor(c, feats, weight.device)
-                part = combine(weight[ids], self.sparse_combiner)
-            else:
-                part = c.dense(feats, _table(self.tables, c), weight.device) @ weight
-            total = part if total is None else total + part
-        return total + self.bias
+                total = total + combine(weight[ids], self.sparse_combiner)
+            else:  # total + values @ weight in one op (addmm), as nn.Linear does
+                values = c.dense(feats, tables[key] if has_table else None, weight.device)
+                total = torch.addmm(total, values, weight)
+        return total

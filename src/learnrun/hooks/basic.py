@@ -120,13 +120,19 @@ class LoggingTensorHook(SessionRunHook):
 class NanTensorHook(SessionRunHook):
     """Stop (or raise ``NanLossDuringTrainingError``) when the loss is NaN or infinite.
 
-    The finiteness check accumulates on the device and is read back every ``every_n_iter``
-    steps (default 1: every step) and at ``end``, so ``every_n_iter > 1`` avoids a host sync
-    per step at the price of noticing a NaN up to ``every_n_iter - 1`` steps late.
+    Every step's loss is kept as it is (a reference: no device op, no host sync) and the kept
+    losses are checked together, with one host sync, every ``every_n_iter`` steps (default 1:
+    every step), when :meth:`flush` is called (the Estimator's session calls it before every
+    checkpoint save and before training stops) and at ``end``. A non-finite loss is reported
+    with its own step, at most ``every_n_iter - 1`` steps late. At most ``MAX_KEPT`` losses
+    are kept between checks.
 
     ``on_nan``: called with the message instead of raising or requesting stop; the Estimator
     passes its ``RunConfig(on_nan_loss=...)`` policy this way (applied at the next step boundary).
     """
+
+    #: the most losses kept between two checks (a larger ``every_n_iter`` checks this often)
+    MAX_KEPT = 1024
 
     def __init__(self, loss_tensor: str = "loss", fail_on_nan_loss: bool = True,
                  every_n_iter: int = 1, *, on_nan=None) -> None:
@@ -134,37 +140,32 @@ class NanTensorHook(SessionRunHook):
             raise ValueError(f"NanTensorHook every_n_iter must be > 0, got {every_n_iter!r}.")
         self._name = loss_tensor
         self._fail = fail_on_nan_loss
-        self._every = int(every_n_iter)
-        self._bad = None
-        self._count = 0
-        self._first_step: int | None = None
+        self._every = min(int(every_n_iter), self.MAX_KEPT)
+        self._kept: list[tuple[int, Any]] = []  # (global step, loss) not checked yet
         self._on_nan = on_nan
 
     def after_run(self, run_context, run_values) -> None:
-        import torch
-
         loss = run_values.results.get(self._name)
         if loss is None:
             return
-        bad = ~torch.isfinite(torch.as_tensor(loss).detach()).all()
-        self._bad = bad if self._bad is None else (self._bad | bad)
-        if self._first_step is None:
-            self._first_step = run_values.global_step
-        self._count += 1
-        if self._count % self._every == 0:
-            self._check(run_context.session, run_values.global_step, run_context)
+        self._kept.append((run_values.global_step, loss))
+        if len(self._kept) >= self._every:
+            self._check(run_context.session, run_context)
+
+    def flush(self, session) -> None:
+        """Check the losses kept so far now (before a checkpoint save or the end)."""
+        if self._kept:
+            self._check(session, None)
 
     def end(self, session) -> None:
-        if self._bad is not None:
-            self._check(session, session.global_step, None)
+        self.flush(session)
 
-    def _check(self, session, step: int, run_context) -> None:
-        bad, first = bool(self._bad), self._first_step
-        self._bad, self._first_step = None, None
-        if not bad:
+    def _check(self, session, run_context) -> None:
+        kept, self._kept = self._kept, []
+        step = _first_non_finite(kept)
+        if step is None:
             return
-        where = f"at step {step}" if first == step else f"between steps {first} and {step}"
-        message = f"NaN loss during training ({self._name} was NaN or infinite {where})."
+        message = f"NaN loss during training ({self._name} was NaN or infinite at step {step})."
         if self._on_nan is not None:
             self._on_nan(message)
             return
@@ -173,6 +174,30 @@ class NanTensorHook(SessionRunHook):
             raise NanLossDuringTrainingError(message)
         logger.warning("%s Requesting stop.", message)
         (run_context or session).request_stop()
+
+
+def _first_non_finite(kept: list[tuple[int, Any]]) -> int | None:
+    """The step of the first NaN or infinite value among ``(step, loss)`` pairs, else None.
+
+    Scalar tensors (the usual loss) are checked together: a stack, one ``isfinite`` and one
+    host sync for the whole list; anything else (floats, non-scalar tensors) one by one.
+    """
+    import torch
+
+    values = [torch.as_tensor(loss).detach() for _, loss in kept]
+    if len(values) > 1 and all(v.dim() == 0 for v in values):
+        try:
+            finite = torch.isfinite(torch.stack(values))
+        except RuntimeError:  # tensors on several devices: one at a time below
+            pass
+        else:
+            if bool(finite.all()):
+                return None
+            return kept[int((~finite).nonzero()[0, 0])][0]
+    for (step, _), value in zip(kept, values, strict=True):
+        if not bool(torch.isfinite(value).all()):
+            return step
+    return None
 
 
 class StepCounterHook(SessionRunHook):

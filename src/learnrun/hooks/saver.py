@@ -46,6 +46,7 @@ class CheckpointSaverHook(SessionRunHook):
     With ``session.defer_saves`` (synchronous clusters) a due save is requested with
     ``session.request_save()`` and made at the next step boundary, once every trainer agreed
     (:meth:`save_requested`), for the same step.
+    Before each save the session checks the losses its NaN hooks kept (``check_losses``).
     Nothing is saved (and no listener is called) while ``session.nan_message`` is set: the
     weights of a step whose loss was NaN or infinite never reach a checkpoint.
 
@@ -134,6 +135,9 @@ class CheckpointSaverHook(SessionRunHook):
 
     def _save(self, session, step: int, skip_if_exists: bool = False) -> bool:
         stop = self._committed(session, wait=True)  # at most one save in flight
+        check_losses = getattr(session, "check_losses", None)
+        if check_losses is not None:  # losses a NanTensorHook kept unchecked: now
+            check_losses()
         if getattr(session, "nan_message", None):  # never a checkpoint of non-finite weights
             logger.warning("Not saving a checkpoint at step %d: the loss was NaN or infinite.",
                            step)

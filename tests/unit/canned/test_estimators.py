@@ -126,12 +126,23 @@ def test_weight_column_excludes_zero_weight_examples(tmp_path):
     assert "class_ids" in preds  # prediction needs no weight
 
 
-def test_combined_uses_one_optimizer_per_part(tmp_path):
+def test_combined_parts_share_one_optimizer_when_they_name_the_same_class(tmp_path):
+    # TF's defaults, Ftrl (run as Adagrad) and Adagrad: one Adagrad, a group per part
     est = DNNLinearCombinedClassifier(str(tmp_path), linear_feature_columns=[COLOR],
                                       dnn_feature_columns=[X_COL], dnn_hidden_units=[4])
     spec = est.model_fn(config=None)
+    assert type(spec.optimizer) is torch.optim.Adagrad
+    assert [g["lr"] for g in spec.optimizer.param_groups] == [0.001, 0.005]
+    module = spec.module
+    assert [set(map(id, g["params"])) for g in spec.optimizer.param_groups] == [
+        set(map(id, module.parts["dnn"].parameters())), set(map(id, module.parts["linear"].parameters()))]
+    # different classes: one optimizer per part
+    est = DNNLinearCombinedClassifier(str(tmp_path), linear_feature_columns=[COLOR],
+                                      dnn_feature_columns=[X_COL], dnn_hidden_units=[4],
+                                      dnn_optimizer="Adam")
+    spec = est.model_fn(config=None)
     assert isinstance(spec.optimizer, MultiOptimizer)
-    assert [type(o) for o in spec.optimizer.optimizers] == [torch.optim.Adagrad, torch.optim.Adagrad]
+    assert [type(o) for o in spec.optimizer.optimizers] == [torch.optim.Adam, torch.optim.Adagrad]
     assert [o.param_groups[0]["lr"] for o in spec.optimizer.optimizers] == [0.001, 0.005]
 
 

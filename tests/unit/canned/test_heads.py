@@ -86,6 +86,11 @@ def test_label_vocabulary_and_label_errors():
         plain.loss({"logits": logits}, torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="Labels must >= 0"):
         plain.loss({"logits": logits}, torch.tensor([0, -1]))
+    # -100 is torch's default ignore_index: reported, not skipped (the CPU kernel checks it)
+    with pytest.raises(ValueError, match="Labels must >= 0; got -100"):
+        plain.loss({"logits": logits}, torch.tensor([0, -100]))
+    with pytest.raises(ValueError, match="Labels must <= n_classes - 1; got 7"):
+        plain.unreduced_loss(logits, torch.tensor([[7], [0]]))
     with pytest.raises(ValueError, match="labels are strings .* no label_vocabulary"):
         plain.loss({"logits": logits}, ["a", "b"])
     assert _run_metrics(head, {"logits": logits}, ["b", "c"])["accuracy"] == pytest.approx(0.5)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
-from learnrun.canned.optimizers import MultiOptimizer, make_optimizer
+from learnrun.canned.optimizers import MultiOptimizer, make_optimizer, make_part_optimizers
 
 
 def _params():
@@ -81,3 +83,74 @@ def test_fused_adam_takes_the_same_steps_as_the_default_one():
             p.grad = torch.full_like(p, float(step) - 2.0)
             opt.step()
     torch.testing.assert_close(a[0], b[0])
+
+
+def test_part_optimizers_share_one_when_the_class_is_the_same_and_load_a_per_part_state():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+
+    def loss():
+        x = torch.randn(4, 3)
+        return b(torch.relu(a(x))).pow(2).mean()
+
+    parts = [("Adam", a.parameters(), 0.01, 0.1), ("adam", b.parameters(), None, 0.2)]
+    shared = make_part_optimizers(parts)
+    assert type(shared) is torch.optim.Adam
+    assert [g["lr"] for g in shared.param_groups] == [0.01, 0.2]
+    # the earlier layout: one optimizer per part, stepped together
+    per_part = MultiOptimizer([torch.optim.Adam(a.parameters(), lr=0.01),
+                               torch.optim.Adam(b.parameters(), lr=0.2)])
+    for _ in range(3):
+        per_part.zero_grad()
+        loss().backward()
+        per_part.step()
+    start = [copy.deepcopy(a.state_dict()), copy.deepcopy(b.state_dict())]
+    shared.load_state_dict(copy.deepcopy(per_part.state_dict()))  # a checkpoint of the earlier layout
+    torch.manual_seed(1)
+    per_part.zero_grad()
+    loss().backward()
+    per_part.step()
+    want = [p.detach().clone() for p in (*a.parameters(), *b.parameters())]
+    a.load_state_dict(start[0])  # back to the start, then one step of the shared optimizer
+    b.load_state_dict(start[1])
+    torch.manual_seed(1)
+    shared.zero_grad()
+    loss().backward()
+    shared.step()
+    got = [p.detach() for p in (*a.parameters(), *b.parameters())]
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-6)
+    # a factory or different classes: one optimizer per part
+    mixed = make_part_optimizers([("Adam", a.parameters(), None, 0.1), ("SGD", b.parameters(), None, 0.2)])
+    assert isinstance(mixed, MultiOptimizer)
+    single = make_part_optimizers([(lambda params: torch.optim.SGD(params, lr=0.3), a.parameters(), None, 0.1)])
+    assert type(single) is torch.optim.SGD
+
+
+def test_part_optimizers_group_parts_by_learning_rate_and_load_any_grouping():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(2, 1)
+
+    def train(opt, steps=2):
+        for _ in range(steps):
+            opt.zero_grad()
+            b(torch.relu(a(torch.randn(4, 3)))).pow(2).mean().backward()
+            opt.step()
+
+    one = make_part_optimizers([("Adagrad", a.parameters(), 0.1, 1.0), ("Ftrl", b.parameters(), 0.1, 1.0)])
+    assert type(one) is torch.optim.Adagrad and len(one.param_groups) == 1
+    assert len(one.param_groups[0]["params"]) == 4
+    two = make_part_optimizers([("Adagrad", a.parameters(), 0.1, 1.0), ("Adagrad", b.parameters(), 0.2, 1.0)])
+    assert [g["lr"] for g in two.param_groups] == [0.1, 0.2]
+    train(two)
+    saved = copy.deepcopy(two.state_dict())
+    one.load_state_dict(copy.deepcopy(saved))  # 2 groups -> 1: each parameter keeps its state
+    assert one.param_groups[0]["lr"] == 0.1  # the saved options of the group's first parameter
+    for p in (*a.parameters(), *b.parameters()):
+        assert torch.equal(one.state[p]["sum"], two.state[p]["sum"])
+    train(one)
+    two.load_state_dict(copy.deepcopy(one.state_dict()))  # and 1 -> 2
+    for p in (*a.parameters(), *b.parameters()):
+        assert torch.equal(one.state[p]["sum"], two.state[p]["sum"])
+    with pytest.raises(ValueError):  # other parameters: torch's own error, unchanged
+        make_part_optimizers([("Adagrad", a.parameters(), 0.1, 1.0)]).load_state_dict(saved)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+import torch
 
 from learnrun.clock import FakeClock
 from learnrun.errors import NanLossDuringTrainingError
@@ -12,6 +13,8 @@ from learnrun.hooks import (
     GlobalStepWaiterHook,
     LoggingTensorHook,
     NanTensorHook,
+    RunContext,
+    RunValues,
     StepCounterHook,
     StopAtStepHook,
 )
@@ -45,10 +48,31 @@ def test_nan_hook_can_request_stop_and_check_every_n(caplog):
     assert run_steps([NanTensorHook(fail_on_nan_loss=False)], session, 5, loss=float("inf")) == 1
     assert session.stop_requested
     session = FakeSession()
-    with pytest.raises(NanLossDuringTrainingError, match="between steps 1 and 3"):
+    with pytest.raises(NanLossDuringTrainingError, match="at step 1[)]"):  # checked at step 3
         run_steps([NanTensorHook(every_n_iter=3)], session, 5, loss=float("nan"))
+    assert session.global_step == 3
     with pytest.raises(ValueError, match="every_n_iter must be > 0"):
         NanTensorHook(every_n_iter=0)
+
+
+@pytest.mark.parametrize("losses, want", [
+    ([1.0, 2.0, 3.0], None),
+    ([1.0, float("inf"), float("nan")], 2),
+    ([torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(2.0)], 2),
+    ([torch.tensor(1.0), torch.tensor([1.0, float("-inf")])], 2),  # not scalar: one by one
+    ([torch.tensor(float("nan"))], 1),
+])
+def test_nan_hook_reports_the_step_of_the_first_bad_loss_among_those_kept(losses, want):
+    hook = NanTensorHook(every_n_iter=10, on_nan=lambda message: reported.append(message))
+    reported: list[str] = []
+    session = FakeSession()
+    for step, loss in enumerate(losses, start=1):
+        hook.after_run(RunContext(session), RunValues({"loss": loss}, step))
+    assert reported == []  # nothing checked before the 10th step or a flush
+    hook.flush(session)
+    hook.flush(session)  # nothing kept any more: no second report
+    assert reported == ([] if want is None else [
+        f"NaN loss during training (loss was NaN or infinite at step {want})."])
 
 
 def test_global_step_waiter_polls_through_clock():
