@@ -10,7 +10,8 @@ A canned module returns ``outputs = {"logits": (batch, logits_dimension)}`` plus
   ``classes`` is a numpy array of those strings (left out while ``torch.export`` traces);
   without one it is the int64 class-id tensor (TF gives the id as a string), so the model
   exports: exported programs return tensors only;
-* ``metrics()``: torchmetrics objects updated as ``update(outputs, labels)``, each a small
+* ``metrics()``: torchmetrics objects (from :mod:`learnrun.canned.metrics`, imported on first
+  use) updated as ``update(outputs, labels)``, each a small
   wrapper that maps logits and labels to what the wrapped metric needs. Weighted like TF,
   except ``auc_precision_recall``, which ignores example weights. ``auc`` is the exact
   weighted ROC AUC (TF approximates it over 200 thresholds).
@@ -18,12 +19,11 @@ A canned module returns ``outputs = {"logits": (batch, logits_dimension)}`` plus
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torchmetrics
 from torch.nn import functional as F
 
 LOSS_REDUCTIONS = ("sum_over_batch_size", "sum")
@@ -34,70 +34,6 @@ _LOSS_REDUCTION_ALIASES = {"weighted_sum_over_batch_size": "sum_over_batch_size"
 #: ``ignore_index`` for cross-entropy: the smallest int64, which no valid class id is (torch's
 #: default, -100, would silently skip a label of -100 instead of reporting it).
 _NO_IGNORED_ID = -(2**63)
-
-
-class HeadMetric(torchmetrics.Metric):
-    """A torchmetrics ``Metric`` fed ``(outputs, labels)``: ``transform`` maps them to ``inner``'s inputs.
-
-    ``post`` (optional) maps the inner result (e.g. ``sqrt`` for rmse).
-    """
-
-    full_state_update = False
-
-    def __init__(self, inner: torchmetrics.Metric, transform: Callable[[Any, Any], tuple],
-                 post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
-        super().__init__()
-        self.inner = inner
-        self.transform = transform
-        self.post = post
-
-    def update(self, outputs: Any, labels: Any) -> None:
-        self.inner.update(*self.transform(outputs, labels))
-
-    def compute(self) -> torch.Tensor:
-        value = self.inner.compute()
-        return self.post(value) if self.post is not None else value
-
-    def reset(self) -> None:
-        super().reset()
-        self.inner.reset()
-
-
-class WeightedBinaryAUROC(torchmetrics.Metric):
-    """Exact ROC AUC with example weights: ``update(scores, labels, weights)``.
-
-    The weighted probability that a positive scores above a negative (ties count half);
-    0.0 when the labels hold only one class (TF's value for an undefined AUC).
-    """
-
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        for name in ("scores", "labels", "weights"):
-            self.add_state(name, default=[], dist_reduce_fx="cat")
-
-    def update(self, scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> None:
-        self.scores.append(scores.detach().reshape(-1).to(torch.float64))
-        self.labels.append(labels.detach().reshape(-1).to(torch.float64))
-        self.weights.append(weights.detach().reshape(-1).to(torch.float64))
-
-    def compute(self) -> torch.Tensor:
-        def cat(x: Any) -> torch.Tensor:
-            return torch.cat(x) if isinstance(x, list) else x
-
-        if isinstance(self.scores, list) and not self.scores:
-            return torch.tensor(0.0)
-        scores, labels, weights = cat(self.scores), cat(self.labels), cat(self.weights)
-        pos_w, neg_w = weights * labels, weights * (1 - labels)
-        values, inverse = torch.unique(scores, sorted=True, return_inverse=True)
-        pos = torch.zeros(len(values), dtype=torch.float64, device=scores.device).index_add_(0, inverse, pos_w)
-        neg = torch.zeros(len(values), dtype=torch.float64, device=scores.device).index_add_(0, inverse, neg_w)
-        neg_below = torch.cumsum(neg, 0) - neg  # negative weight strictly below each score
-        total = pos.sum() * neg.sum()
-        if total <= 0:
-            return torch.tensor(0.0)
-        return ((pos * (neg_below + 0.5 * neg)).sum() / total).to(torch.float32)
 
 
 def _nan_to_zero(value: torch.Tensor) -> torch.Tensor:
@@ -343,22 +279,22 @@ class BinaryClassHead(_ClassificationHead):
         scores, ids = self._scores(outputs, labels)
         return scores, ids, self.weights(outputs, ids.shape[0], ids.device, True)
 
-    def metrics(self) -> dict[str, torchmetrics.Metric]:
+    def metrics(self) -> dict[str, Any]:
         """accuracy, accuracy_baseline, auc, auc_precision_recall, average_loss, label/mean,
         precision, prediction/mean, recall."""
-        from torchmetrics.classification import BinaryAveragePrecision
+        from learnrun.canned import metrics as m  # reason: torchmetrics loads only for evaluation
 
-        mean = torchmetrics.MeanMetric
+        mean = m.MeanMetric
         return {
-            "accuracy": HeadMetric(mean(), self._accuracy),
-            "accuracy_baseline": HeadMetric(mean(), self._label_float, _baseline),
-            "auc": HeadMetric(WeightedBinaryAUROC(), self._weighted_scores),
-            "auc_precision_recall": HeadMetric(BinaryAveragePrecision(), self._scores),
-            "average_loss": HeadMetric(mean(), self._average_loss),
-            "label/mean": HeadMetric(mean(), self._label_float),
-            "precision": HeadMetric(mean(), self._precision, _nan_to_zero),
-            "prediction/mean": HeadMetric(mean(), self._prob_mean),
-            "recall": HeadMetric(mean(), self._recall, _nan_to_zero),
+            "accuracy": m.HeadMetric(mean(), self._accuracy),
+            "accuracy_baseline": m.HeadMetric(mean(), self._label_float, _baseline),
+            "auc": m.HeadMetric(m.WeightedBinaryAUROC(), self._weighted_scores),
+            "auc_precision_recall": m.HeadMetric(m.binary_average_precision(), self._scores),
+            "average_loss": m.HeadMetric(mean(), self._average_loss),
+            "label/mean": m.HeadMetric(mean(), self._label_float),
+            "precision": m.HeadMetric(mean(), self._precision, _nan_to_zero),
+            "prediction/mean": m.HeadMetric(mean(), self._prob_mean),
+            "recall": m.HeadMetric(mean(), self._recall, _nan_to_zero),
         }
 
 
@@ -417,10 +353,12 @@ class MultiClassHead(_ClassificationHead):
             preds["classes"] = classes
         return preds
 
-    def metrics(self) -> dict[str, torchmetrics.Metric]:
+    def metrics(self) -> dict[str, Any]:
         """accuracy and average_loss."""
-        return {"accuracy": HeadMetric(torchmetrics.MeanMetric(), self._accuracy),
-                "average_loss": HeadMetric(torchmetrics.MeanMetric(), self._average_loss)}
+        from learnrun.canned import metrics as m  # reason: torchmetrics loads only for evaluation
+
+        return {"accuracy": m.HeadMetric(m.MeanMetric(), self._accuracy),
+                "average_loss": m.HeadMetric(m.MeanMetric(), self._average_loss)}
 
 
 class RegressionHead(Head):
@@ -481,16 +419,18 @@ class RegressionHead(Head):
         logits = self.logits(outputs).detach()
         return logits, self.weights(outputs, logits.shape[0], logits.device, True)[:, None].expand_as(logits)
 
-    def metrics(self) -> dict[str, torchmetrics.Metric]:
+    def metrics(self) -> dict[str, Any]:
         """average_loss, label/mean, prediction/mean, mse, rmse, mae."""
-        mean = torchmetrics.MeanMetric
+        from learnrun.canned import metrics as m  # reason: torchmetrics loads only for evaluation
+
+        mean = m.MeanMetric
         return {
-            "average_loss": HeadMetric(mean(), self._average_loss),
-            "label/mean": HeadMetric(mean(), self._label_mean),
-            "prediction/mean": HeadMetric(mean(), self._prediction_mean),
-            "mse": HeadMetric(mean(), self._squared),
-            "rmse": HeadMetric(mean(), self._squared, torch.sqrt),
-            "mae": HeadMetric(mean(), self._absolute),
+            "average_loss": m.HeadMetric(mean(), self._average_loss),
+            "label/mean": m.HeadMetric(mean(), self._label_mean),
+            "prediction/mean": m.HeadMetric(mean(), self._prediction_mean),
+            "mse": m.HeadMetric(mean(), self._squared),
+            "rmse": m.HeadMetric(mean(), self._squared, torch.sqrt),
+            "mae": m.HeadMetric(mean(), self._absolute),
         }
 
 

@@ -136,7 +136,7 @@ def _pairwise_weighted_auc(labels, scores, weights):
 
 
 def test_weighted_auc_matches_pairwise_definition_with_ties_and_batches():
-    from learnrun.canned.heads import WeightedBinaryAUROC
+    from learnrun.canned.metrics import WeightedBinaryAUROC
 
     rng = np.random.default_rng(0)
     scores = np.round(rng.random(200), 1)  # many ties
