@@ -71,6 +71,8 @@ def make_grad_scaler(config: Any, device):
 
 def to_device(obj: Any, device) -> Any:
     """Move tensors (also inside dicts, lists and tuples) to ``device``."""
+    if type(obj) is torch.Tensor:  # the common case first
+        return obj if obj.device == device else obj.to(device, non_blocking=True)
     if hasattr(obj, "to") and hasattr(obj, "device"):
         return obj.to(device, non_blocking=True) if obj.device != device else obj
     if isinstance(obj, dict):

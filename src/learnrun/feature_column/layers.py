@@ -86,10 +86,13 @@ class DenseFeatures(nn.Module):
             tensor = torch.as_tensor(features, device=device).to(torch.float32)
             return tensor.reshape(tensor.shape[0], -1)
         feats = _as_feature_dict(features, self.columns)
+        if len(self._plan) == 1:  # one column: its values as they are, no concatenation
+            column, key = self._plan[0]
+            return column.dense(feats, None if key is None else self.tables[key], device)
         tables = self.tables
         parts = [c.dense(feats, None if key is None else tables[key], device)
                  for c, key in self._plan]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1)
 
 
 class LinearModel(nn.Module):
