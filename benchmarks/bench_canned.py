@@ -20,6 +20,10 @@ timed in process CPU time by default (``--clock wall`` for wall-clock time): eve
 uses one thread, and CPU time stays meaningful on a machine shared with other jobs.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_canned.py [--quick] [--repeats 3] [--tf-venv DIR]
+    OMP_NUM_THREADS=1 python benchmarks/bench_canned.py --lockstep 3000 [--workloads digits]
+
+``--lockstep STEPS`` measures differently (see :func:`run_lockstep`): one raw step after each
+learnrun step, both timed; the steadiest ratio on a shared machine.
 """
 
 from __future__ import annotations
@@ -103,32 +107,47 @@ class _RawModel(torch.nn.Module):
         return self.dnn(x) if self.linear is None else self.dnn(x) + self.linear(x)
 
 
-def run_raw(data: dict, model: str, workload: str, steps: int) -> dict[str, float]:
-    """The best eager loop: tensors indexed directly, fused Adam, loss read once at the end."""
-    spec = WORKLOADS[workload]
-    torch.manual_seed(0)
-    start = CLOCK[0]()
-    x = torch.from_numpy(data["x_train"])
-    y = torch.from_numpy(data["y_train"])
-    net = _RawModel(model, x.shape[1], spec["hidden"], spec["classes"])
-    opt = torch.optim.Adam(net.parameters(), lr=LR, fused=True)
-    batch, n = spec["batch"], len(x)
-    g = torch.Generator().manual_seed(0)
-    perm, pos = torch.randperm(n, generator=g), 0
-    for _ in range(steps):
-        if pos + batch > n:
-            perm, pos = torch.randperm(n, generator=g), 0
-        idx = perm[pos:pos + batch]
-        pos += batch
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+class RawLoop:
+    """The best eager loop: tensors indexed directly, fused Adam, one step per :meth:`step`."""
+
+    def __init__(self, data: dict, model: str, workload: str) -> None:
+        spec = WORKLOADS[workload]
+        torch.manual_seed(0)
+        self.x = torch.from_numpy(data["x_train"])
+        self.y = torch.from_numpy(data["y_train"])
+        self.net = _RawModel(model, self.x.shape[1], spec["hidden"], spec["classes"])
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, fused=True)
+        self.batch = spec["batch"]
+        self.generator = torch.Generator().manual_seed(0)
+        self.perm, self.pos = torch.randperm(len(self.x), generator=self.generator), 0
+
+    def step(self) -> torch.Tensor:
+        batch, n = self.batch, len(self.x)
+        if self.pos + batch > n:
+            self.perm, self.pos = torch.randperm(n, generator=self.generator), 0
+        idx = self.perm[self.pos:self.pos + batch]
+        self.pos += batch
+        self.opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(self.net(self.x[idx]), self.y[idx])
         loss.backward()
-        opt.step()
+        self.opt.step()
+        return loss
+
+    def accuracy(self, data: dict) -> float:
+        with torch.no_grad():
+            pred = self.net(torch.from_numpy(data["x_test"])).argmax(1).numpy()
+        return float((pred == data["y_test"]).mean())
+
+
+def run_raw(data: dict, model: str, workload: str, steps: int) -> dict[str, float]:
+    """``steps`` of :class:`RawLoop`, timed from building the model; the loss read once at the end."""
+    start = CLOCK[0]()
+    loop = RawLoop(data, model, workload)
+    for _ in range(steps):
+        loss = loop.step()
     loss.item()
     seconds = CLOCK[0]() - start
-    with torch.no_grad():
-        pred = net(torch.from_numpy(data["x_test"])).argmax(1).numpy()
-    return {"seconds": seconds, "accuracy": float((pred == data["y_test"]).mean())}
+    return {"seconds": seconds, "accuracy": loop.accuracy(data)}
 
 
 # -- learnrun's canned estimators -------------------------------------------------------------
@@ -169,6 +188,50 @@ def run_learnrun(data: dict, model: str, workload: str, steps: int, **config_kw:
         pred = np.concatenate([p["class_ids"].reshape(-1) for p in
                                est.predict(test_fn, predict_keys=["class_ids"], yield_single_examples=False)])
     return {"seconds": seconds, "accuracy": float((pred == data["y_test"]).mean())}
+
+
+def run_lockstep(data: dict, model: str, workload: str, steps: int, warmup: int = 50,
+                 **config_kw: Any) -> dict[str, float]:
+    """Per-step CPU time of the canned estimator and of :class:`RawLoop`, in lockstep.
+
+    A hook runs one raw step after each of the estimator's steps and times both with the
+    thread's CPU clock: the estimator's step is the time from the end of one such hook call to
+    the start of the next (its input, hooks, forward, backward and update), the raw step the
+    time inside the hook. Both see the machine in the same state at nearly the same moment,
+    so their ratio stays steady on a machine shared with other jobs, where separate runs
+    swing by 10% or more. Returns the medians past ``warmup`` steps (``learnrun_us``,
+    ``raw_us``) and their ratio.
+    """
+    from learnrun.hooks import SessionRunHook
+    from learnrun.inputs import numpy_input_fn
+
+    class Lockstep(SessionRunHook):
+        def __init__(self) -> None:
+            self.raw = RawLoop(data, model, workload)
+            self.learnrun: list[float] = []
+            self.raw_times: list[float] = []
+            self.last: float | None = None
+
+        def after_run(self, run_context, run_values) -> None:
+            now = time.thread_time()
+            if self.last is not None:
+                self.learnrun.append(now - self.last)
+            self.raw.step()
+            done = time.thread_time()
+            self.raw_times.append(done - now)
+            self.last = time.thread_time()
+
+    spec = WORKLOADS[workload]
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as model_dir:
+        est = make_estimator(model, workload, model_dir, **config_kw)
+        train_fn = numpy_input_fn({"x": data["x_train"]}, data["y_train"], batch_size=spec["batch"],
+                                  num_epochs=None, shuffle=True)
+        hook = Lockstep()
+        est.train(train_fn, steps=steps + warmup, hooks=[hook])
+    ours = statistics.median(hook.learnrun[warmup:]) * 1e6
+    raw = statistics.median(hook.raw_times[warmup:]) * 1e6
+    return {"learnrun_us": ours, "raw_us": raw, "ratio": ours / raw}
 
 
 # -- TensorFlow (a subprocess in its own venv) ------------------------------------------------
@@ -275,10 +338,26 @@ def main() -> None:
     parser.add_argument("--runners", default="raw,learnrun,compile,tf")
     parser.add_argument("--tf-venv", default=None, help="venv with tensorflow-cpu 2.15 (or LEARNRUN_TF_VENV)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--lockstep", type=int, default=0, metavar="STEPS",
+                        help="instead: per-step medians of learnrun and the raw loop in lockstep "
+                             "(run_lockstep), STEPS steps per model and workload, each repeat")
     args = parser.parse_args()
     set_clock(args.clock)
     torch.set_num_threads(1)
     logging.getLogger("learnrun").setLevel(logging.WARNING)
+    if args.lockstep:
+        print("| workload | model | raw us/step | learnrun us/step | learnrun / raw (median of repeats) |")
+        print("|---|---|---|---|---|")
+        for workload in args.workloads.split(","):
+            data = load_workload(workload)
+            for model in args.models.split(","):
+                got = [run_lockstep(data, model, workload, args.lockstep) for _ in range(args.repeats)]
+                ratios = sorted(g["ratio"] for g in got)
+                print(f"| {workload} | {model} | {statistics.median(g['raw_us'] for g in got):.1f} | "
+                      f"{statistics.median(g['learnrun_us'] for g in got):.1f} | "
+                      f"{statistics.median(ratios):.3f}x ({', '.join(f'{r:.3f}' for r in ratios)}) |",
+                      flush=True)
+        return
     rows = measure(args.workloads.split(","), args.models.split(","), args.runners.split(","),
                    1 if args.quick else args.repeats, args.quick, args.tf_venv,
                    log=lambda s: print(s, file=sys.stderr, flush=True))
