@@ -391,7 +391,7 @@ class HttpServer:
         if self.connections:
             try:
                 await asyncio.wait_for(self._all_closed.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning("%d connections still busy after the %g s drain timeout; closing "
                                "them", len(self.connections), timeout)
         self.abort()

@@ -151,6 +151,34 @@ def test_kserve_v2_with_tritonclient(server):
     client.close()
 
 
+@pytest.mark.parametrize("batching", [False, True])
+def test_model_calls_in_threads(exports, batching):
+    srv = _server([ModelConfig("m", os.path.dirname(exports["classifier"]))],
+                  enable_batching=batching, num_batch_threads=2)
+    try:
+        runner = srv.manager.get("m").runner
+        assert runner is not None and runner.executor is not None
+        expected = load_export(exports["classifier"])({"x": ROWS})["probabilities"].numpy()
+        results = []
+
+        def client():
+            with httpx.Client(base_url=srv.url, timeout=30) as http:
+                for _ in range(5):
+                    res = http.post("/v1/models/m:predict", json={"inputs": {"x": ROWS}})
+                    results.append((res.status_code, res.json()))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 20 and all(code == 200 for code, _ in results)
+        for _, doc in results:
+            assert np.allclose(doc["outputs"]["probabilities"], expected, atol=1e-6)
+    finally:
+        srv.stop()
+
+
 @pytest.mark.slow
 def test_fuzzed_bodies_get_4xx_never_5xx(server):
     from hypothesis import HealthCheck, given, settings
