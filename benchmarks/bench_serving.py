@@ -88,6 +88,14 @@ def run_clients(port: int, clients: int, seconds: float, warmup: float,
                b"Content-Type: application/json\r\nContent-Length: "
                + str(len(body)).encode() + b"\r\n\r\n" + body)
     cpu0 = time.process_time()
+
+    def send(sock: socket.socket, data: bytes) -> None:
+        sent = sock.send(data)  # non-blocking: a small request fits the empty send buffer
+        if sent < len(data):
+            sock.setblocking(True)
+            sock.sendall(data[sent:])
+            sock.setblocking(False)
+
     sel = selectors.DefaultSelector()
     latencies: list[float] = []
     failures: list[str] = []
@@ -98,8 +106,8 @@ def run_clients(port: int, clients: int, seconds: float, warmup: float,
     for _ in range(clients):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(request)
         sock.setblocking(False)
+        send(sock, request)
         sel.register(sock, selectors.EVENT_READ, [bytearray(), time.perf_counter()])
     open_conns = clients
     while open_conns and time.perf_counter() < hard_stop:
@@ -134,9 +142,7 @@ def run_clients(port: int, clients: int, seconds: float, warmup: float,
                 latencies.append(now - state[1])
             if now < stop_at and answered < max_requests:
                 state[1] = now
-                sock.setblocking(True)
-                sock.sendall(request)
-                sock.setblocking(False)
+                send(sock, request)
             else:
                 sel.unregister(sock)
                 sock.close()

@@ -30,7 +30,12 @@ def test_concat_and_split_round_trip():
     batch = concat_features([a, b])
     assert batch["x"].shape == (3, 3)
     parts = split_outputs({"out": batch["x"] * 2}, [2, 1])
-    assert torch.equal(parts[0]["out"], a["x"] * 2) and torch.equal(parts[1]["out"], b["x"] * 2)
+    assert torch.equal(torch.as_tensor(parts[0]["out"]), a["x"] * 2)
+    assert torch.equal(torch.as_tensor(parts[1]["out"]), b["x"] * 2)
+    bf16 = split_outputs({"out": torch.ones(3, 1, dtype=torch.bfloat16)}, [1, 2])
+    assert bf16[1]["out"].dtype == torch.bfloat16 and bf16[1]["out"].shape == (2, 1)
+    with pytest.raises(ValueError, match="no batch dimension of 3 rows"):
+        split_outputs({"out": torch.ones(2, 1)}, [1, 2])
 
 
 # ------------------------------------------------------------------ LoopBatcher (asyncio)
@@ -57,7 +62,7 @@ def test_loop_batcher_full_batch_runs_at_once_in_order():
     outs = asyncio.run(main())
     assert calls == [4]
     for i, out in enumerate(outs):
-        assert torch.equal(out["y"], torch.full((1, 2), i + 1.0))
+        assert torch.equal(torch.as_tensor(out["y"]), torch.full((1, 2), i + 1.0))
 
 
 def test_loop_batcher_timeout_closes_a_partial_batch():
@@ -73,7 +78,7 @@ def test_loop_batcher_timeout_closes_a_partial_batch():
 
     (a, b), waited = asyncio.run(main())
     assert calls == [3] and batcher.batch_sizes == [3]
-    assert a["y"].shape == (2, 1) and torch.equal(b["y"], torch.full((1, 1), 2.0))
+    assert a["y"].shape == (2, 1) and torch.equal(torch.as_tensor(b["y"]), torch.full((1, 1), 2.0))
     assert 0.015 <= waited < 5
 
 
@@ -91,7 +96,7 @@ def test_loop_batcher_max_batch_size_splits_and_oversized_runs_alone():
     # 3 | 2 (3+2 > 4) | 9 alone | 1+1+2
     assert calls == [3, 2, 9, 4]
     for n, out in zip(sizes, outs, strict=True):
-        assert torch.equal(out["y"], torch.full((n, 1), n + 1.0))
+        assert torch.equal(torch.as_tensor(out["y"]), torch.full((n, 1), n + 1.0))
 
 
 def test_loop_batcher_one_bad_request_fails_alone():
@@ -107,8 +112,8 @@ def test_loop_batcher_one_bad_request_fails_alone():
         return await asyncio.gather(*futures, return_exceptions=True)
 
     good, bad, other = asyncio.run(main())
-    assert torch.equal(good["y"], torch.full((1, 1), 2.0))
-    assert torch.equal(other["y"], torch.full((1, 1), 6.0))
+    assert torch.equal(torch.as_tensor(good["y"]), torch.full((1, 1), 2.0))
+    assert torch.equal(torch.as_tensor(other["y"]), torch.full((1, 1), 6.0))
     assert isinstance(bad, ValueError) and "negative" in str(bad)
 
 
@@ -172,7 +177,7 @@ def test_loop_batcher_close_finishes_waiting_requests_from_another_thread():
             batcher.submit({"x": torch.zeros(1, 1)})
         return out
 
-    assert torch.equal(asyncio.run(main())["y"], torch.ones(1, 1))
+    assert torch.equal(torch.as_tensor(asyncio.run(main())["y"]), torch.ones(1, 1))
     assert calls == [1]
 
 
