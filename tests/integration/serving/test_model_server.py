@@ -22,6 +22,7 @@ from learnrun.serving.server import ModelServer, ServingOptions, runner_factory
 from learnrun.serving.versions import ModelConfig, ModelManager, ServedModel, VersionPolicy
 
 COLUMN = None
+VOCAB = ["ant", "bee", "cat"]
 
 
 def _train_export(kind, model_dir, export_base):
@@ -35,6 +36,10 @@ def _train_export(kind, model_dir, export_base):
     if kind == "classifier":
         est = DNNClassifier([8], col, n_classes=3, model_dir=str(model_dir))
         y = np.arange(40) % 3
+    elif kind == "vocab":
+        est = DNNClassifier([8], col, n_classes=3, model_dir=str(model_dir),
+                            label_vocabulary=VOCAB)
+        y = np.array(VOCAB)[np.arange(40) % 3]
     else:
         est = DNNRegressor([8], col, model_dir=str(model_dir))
         y = x.sum(axis=1)
@@ -46,7 +51,7 @@ def _train_export(kind, model_dir, export_base):
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     return {kind: _train_export(kind, root / f"{kind}_model", root / kind)
-            for kind in ("classifier", "regressor")}
+            for kind in ("classifier", "regressor", "vocab")}
 
 
 def _server(configs, **options):
@@ -99,6 +104,18 @@ def test_classify_and_regress(http):
     single = http.post("/v1/models/regressor:predict", json={"instances": ROWS}).json()
     assert np.allclose(np.asarray(single["predictions"]).reshape(-1), reg.json()["results"])
     assert http.post("/v1/models/regressor:classify", json={"examples": [{"x": ROWS[0]}]}).status_code == 400
+
+
+def test_classify_answers_with_the_label_vocabulary(http, exports):
+    assert load_export(exports["vocab"]).signature["label_vocabulary"] == VOCAB
+    assert "label_vocabulary" not in load_export(exports["classifier"]).signature
+    res = http.post("/v1/models/vocab:classify", json={"examples": [{"x": r} for r in ROWS]})
+    assert res.status_code == 200, res.text
+    results = res.json()["results"]
+    probs = http.post("/v1/models/vocab:predict", json={"instances": ROWS}).json()["predictions"]
+    for result, pred in zip(results, probs, strict=True):
+        assert [label for label, _ in result] == VOCAB
+        assert np.allclose([score for _, score in result], pred["probabilities"], atol=1e-6)
 
 
 def test_status_and_metadata(http, exports):

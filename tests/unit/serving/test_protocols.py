@@ -66,6 +66,11 @@ def test_examples_classify_and_regress():
     assert tf_rest.format_regress({"predictions": torch.tensor([[1.5], [2.0]])}) == {"results": [1.5, 2.0]}
     with pytest.raises(RequestError, match="cannot classify"):
         tf_rest.format_classify({"y": torch.zeros(1, 1)})
+    probs = {"probabilities": np.array([[0.25, 0.75]], dtype=np.float32)}
+    assert tf_rest.format_classify(probs, {"label_vocabulary": ["no", "yes"]}) == \
+        {"results": [[["no", 0.25], ["yes", 0.75]]]}
+    assert tf_rest.format_classify(probs, {"label_vocabulary": ["one"]}) == \
+        {"results": [[["0", 0.25], ["1", 0.75]]]}  # not one label per class: the ids
 
 
 def test_metadata_and_status_shapes():
