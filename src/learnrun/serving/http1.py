@@ -13,9 +13,11 @@ body bytes)``. What it does, per connection:
   answers ready at one time going out in one write;
 * **errors**: unparsable HTTP gets a 400 and the connection closes; every error is JSON
   ``{"error": ...}``;
+* **HEAD** gets the head of the handler's answer without its body; an ``Upgrade`` request
+  (e.g. h2c) is answered as HTTP/1.1 and the connection closes (one with a body gets a 400);
 * **flow control**: reading pauses while ``MAX_PIPELINE`` requests wait for their answers
   or while the client does not read its answers (the transport's high-water mark), so a
-  connection buffers a bounded amount;
+  connection buffers at most the answers to one read's worth of requests beyond that;
 * **idle connections** close after ``keepalive_timeout`` seconds without a byte received
   and with nothing to answer (as uvicorn's default, 5 s).
 
@@ -84,6 +86,7 @@ class _Request:
                  "http10", "expect_continue", "response", "coro", "gone")
 
     def __init__(self) -> None:
+        self.method = ""
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
@@ -141,11 +144,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except self.server.httptools.HttpParserUpgrade:
-            # an Upgrade request (e.g. h2c): answered as plain HTTP/1.1 if complete, then closed
-            if self.current is not None:
-                self._refuse(400, "malformed HTTP request: protocol upgrades are not supported")
-            else:
-                self._stop_reading()
+            # after an Upgrade request (e.g. h2c), answered as plain HTTP/1.1: read no more
+            self._stop_reading()
         except self.server.httptools.HttpParserError as exc:
             if not self.closing:  # else a callback stopped the parser on purpose
                 reason = str(exc.__context__ or exc) or type(exc).__name__
@@ -189,6 +189,13 @@ class HttpProtocol(asyncio.Protocol):
         request.headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                            for k, v in request.headers}
         self.pending.append(request)
+        if parser.should_upgrade():  # answered as plain HTTP/1.1, then the connection closes
+            request.keep_alive = False
+            if request.headers.get("content-length", "0") != "0" or \
+                    "transfer-encoding" in request.headers:
+                self._refuse(400, "protocol upgrades are not supported; send the request "
+                             "without an Upgrade header")
+                raise _Stop
         limit = self.server.max_request_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -255,7 +262,8 @@ class HttpProtocol(asyncio.Protocol):
             head += "connection: close\r\n"
         elif request.http10:
             head += "connection: keep-alive\r\n"
-        request.response = head.encode("latin-1") + b"\r\n" + body
+        request.response = head.encode("latin-1") + b"\r\n" + (
+            body if request.method != "HEAD" else b"")  # HEAD: the length, not the body
         if self.pending and request is self.pending[0]:
             self._flush()
         # else an earlier request is still being answered: this one goes out after it

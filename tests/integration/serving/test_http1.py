@@ -20,11 +20,14 @@ class Served:
     ``/boom`` raises; ``/slow/N`` answers after N ms.
     """
 
-    def __init__(self, max_request_bytes: int = 1000, keepalive_timeout: float = 5.0) -> None:
+    def __init__(self, max_request_bytes: int = 1000, keepalive_timeout: float = 5.0,
+                 send_buffer: int | None = None) -> None:
         self.loop = new_event_loop()
         self.gate: asyncio.Future | None = None
         self.http = HttpServer(self.handle, max_request_bytes, keepalive_timeout)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        if send_buffer:  # accepted connections inherit it
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
@@ -167,6 +170,53 @@ def test_pipelined_requests_are_answered_in_order(served):
         sock.sendall(b"".join(request(f"/slow/{i % 3}?n={i}", b"%d" % i) for i in range(n)))
         bodies = [json.loads(reader.response()[2])["body"] for _ in range(n)]
         assert bodies == [str(i) for i in range(n)]
+
+
+def test_a_client_that_does_not_read_its_answers_stops_the_reading():
+    srv = Served(max_request_bytes=10_000, send_buffer=4096)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", srv.port))
+        sock.settimeout(20)
+        n = 600
+        sender = threading.Thread(target=sock.sendall, daemon=True,
+                                  args=(b"".join(request(f"/r{i}", b"y" * 900) for i in range(n)),))
+        sender.start()
+        deadline = time.monotonic() + 20
+        conn = None
+        while time.monotonic() < deadline and not (conn and conn.write_paused and conn.read_paused):
+            conn = next(iter(srv.http.connections), None)
+            time.sleep(0.01)
+        assert conn.write_paused and conn.read_paused  # answers back up: no more is read
+        assert conn.transport.get_write_buffer_size() < 1_000_000
+        reader = Reader(sock)
+        assert [json.loads(reader.response()[2])["path"] for _ in range(n)] == [f"/r{i}" for i in range(n)]
+        sender.join(20)
+        sock.close()
+    finally:
+        srv.close()
+
+
+def test_head_gets_no_body_and_upgrade_requests_close(served):
+    with connect(served) as sock:
+        reader = Reader(sock)
+        sock.sendall(b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n" + request("/after"))
+        while reader.buf.count(b"HTTP/1.1 200") < 2 or not reader.buf.endswith(b"}"):
+            assert reader._fill()
+        head, rest = reader.buf.split(b"\r\n\r\n", 1)
+        assert b"content-length: " in head and rest.startswith(b"HTTP/1.1 200")  # no body
+    with connect(served) as sock:
+        reader = Reader(sock)
+        sock.sendall(b"GET /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+        status, headers, _ = reader.response()
+        assert status == 200 and headers["connection"] == "close" and reader.closed()
+    with connect(served) as sock:
+        reader = Reader(sock)
+        sock.sendall(b"POST /u HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+                     b"Content-Length: 4\r\n\r\nbody")
+        status, _, body = reader.response()
+        assert status == 400 and "Upgrade" in json.loads(body)["error"] and reader.closed()
 
 
 def test_chunked_request_body(served):
