@@ -16,6 +16,11 @@ little CPU (it shares the machine's cores with the server). Every run is bounded
 ``--seconds`` (after a 0.5 s warm-up) and by ``--max-requests``. Besides requests/s and
 p50/p99 latency, each row gives the server's and the client's CPU time per request (from
 ``/proc`` and ``time.process_time``). Exits 1 when a request fails.
+
+``--breakdown`` prints where a request's CPU goes instead: each step of the handler timed
+alone in this process (best of several repeats), and the HTTP layer's CPU per request with
+a handler that does nothing, measured like the servers above (``--null-server``: the same
+HTTP server in a subprocess).
 """
 
 from __future__ import annotations
@@ -88,6 +93,14 @@ def run_clients(port: int, clients: int, seconds: float, warmup: float,
                b"Content-Type: application/json\r\nContent-Length: "
                + str(len(body)).encode() + b"\r\n\r\n" + body)
     cpu0 = time.process_time()
+
+    def send(sock: socket.socket, data: bytes) -> None:
+        sent = sock.send(data)  # non-blocking: a small request fits the empty send buffer
+        if sent < len(data):
+            sock.setblocking(True)
+            sock.sendall(data[sent:])
+            sock.setblocking(False)
+
     sel = selectors.DefaultSelector()
     latencies: list[float] = []
     failures: list[str] = []
@@ -98,8 +111,8 @@ def run_clients(port: int, clients: int, seconds: float, warmup: float,
     for _ in range(clients):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(request)
         sock.setblocking(False)
+        send(sock, request)
         sel.register(sock, selectors.EVENT_READ, [bytearray(), time.perf_counter()])
     open_conns = clients
     while open_conns and time.perf_counter() < hard_stop:
@@ -134,9 +147,7 @@ def run_clients(port: int, clients: int, seconds: float, warmup: float,
                 latencies.append(now - state[1])
             if now < stop_at and answered < max_requests:
                 state[1] = now
-                sock.setblocking(True)
-                sock.sendall(request)
-                sock.setblocking(False)
+                send(sock, request)
             else:
                 sel.unregister(sock)
                 sock.close()
@@ -165,6 +176,94 @@ def measure(proc: subprocess.Popen, port: int, clients: int, seconds: float,
             "server_us": server_cpu / answered * 1e6, "client_us": result["cpu"] / answered * 1e6}
 
 
+def null_server() -> int:
+    """learnrun's HTTP server with a handler that answers a fixed body (for ``--breakdown``)."""
+    import asyncio
+    import signal
+
+    from learnrun.serving.http1 import HttpServer, new_event_loop
+
+    answer = b'{"predictions":[]}'
+
+    async def handle(method, path, headers, body):
+        return 200, answer
+
+    async def serve() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
+        http = HttpServer(handle, 1 << 20)
+        await http.serve(sock)
+        print(f"serving at http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        http.abort()
+
+    new_event_loop().run_until_complete(serve())
+    return 0
+
+
+def breakdown(base: str, seconds: float) -> None:
+    """Print the CPU of each step of a request (see the module docstring)."""
+    import timeit
+
+    import torch
+
+    from learnrun.export import load_export
+    from learnrun.serving import tf_rest
+    from learnrun.serving.batching import concat_features, split_outputs
+    from learnrun.serving.tensors import convert_features, dumps, parse_json_object
+    from learnrun.serving.versions import list_versions
+
+    torch.set_num_threads(1)
+    predictor = load_export(list_versions(base)[max(list_versions(base))])
+    sig = predictor.signature
+    body = json.dumps({"instances": [[0.5] * 64]}).encode()
+    doc = parse_json_object(body)
+    features, row = tf_rest.parse_predict(doc, sig)
+    one = convert_features(predictor, features)
+    batch = concat_features([one] * 32)
+    single = predictor(one)
+    out32 = predictor(batch)
+    rows = split_outputs(out32, [1] * 32)
+    payload = tf_rest.format_predict(single, sig, row)
+
+    def best(fn, number: int) -> float:
+        fn()
+        return min(timeit.repeat(fn, number=number, repeat=15)) / number * 1e6
+
+    steps = [
+        ("JSON decode (orjson; json.loads)", best(lambda: parse_json_object(body), 2000),
+         best(lambda: json.loads(body), 2000)),
+        ("parse the predict request", best(lambda: tf_rest.parse_predict(doc, sig), 2000), None),
+        ("input conversion", best(lambda: convert_features(predictor, features), 2000), None),
+        ("exported program call, batch 1", best(lambda: predictor(one), 200), None),
+        ("exported program call, batch 32", best(lambda: predictor(batch), 200), None),
+        ("concat 32 requests' inputs", best(lambda: concat_features([one] * 32), 500), None),
+        ("split a batch's outputs in 32", best(lambda: split_outputs(out32, [1] * 32), 500), None),
+        ("output formatting (a batch's row; alone)", best(
+            lambda: tf_rest.format_predict(rows[3], sig, row), 2000),
+         best(lambda: tf_rest.format_predict(single, sig, row), 2000)),
+        ("JSON encode (orjson; json)", best(lambda: dumps(payload), 2000),
+         best(lambda: json.dumps(payload).encode(), 2000)),
+    ]
+    print("step                                          us   (alternative)")
+    for name, us, alt in steps:
+        print(f"{name:42s} {us:7.1f}" + ("" if alt is None else f"   ({alt:.1f})"))
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--null-server"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r":(\d+)", proc.stdout.readline()).group(1))
+        for clients in (1, 32):
+            run = measure(proc, port, clients, seconds, 200_000)
+            print(f"HTTP layer, do-nothing handler, {clients:2d} clients: {run['rps']:6.0f} req/s, "
+                  f"server CPU {run['server_us']:.0f} us/request")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -174,8 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--max-requests", type=int, default=200_000,
                         help="upper bound on the requests of one run")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="print where a request's CPU goes instead (see the docstring)")
     parser.add_argument("--client-worker", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--null-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.null_server:
+        return null_server()
     if args.client_worker is not None:
         print(json.dumps(run_clients(args.client_worker, int(args.clients), args.seconds, 0.5,
                                      args.max_requests)))
@@ -183,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     levels = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         base = args.export_base or train_digits(os.path.join(tmp, "digits"), args.train_steps)
+        if args.breakdown:
+            breakdown(base, args.seconds)
+            return 0
         servers = {}
         try:
             for mode in MODES:

@@ -111,3 +111,8 @@ class CannedEstimator(Estimator):
                                  eval_metric_ops=head.metrics())
 
         super().__init__(model_fn, model_dir=model_dir, config=config, warm_start_from=warm_start_from)
+
+    def export_label_vocabulary(self) -> list[str] | None:
+        """The head's ``label_vocabulary`` (classifiers given one), else None."""
+        vocabulary = getattr(self.head, "label_vocabulary", None)
+        return None if vocabulary is None else list(vocabulary)

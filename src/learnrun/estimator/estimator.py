@@ -398,9 +398,18 @@ class Estimator:
                 export_dir_base=os.fspath(export_dir_base), module=spec.module,
                 predictions_fn=spec.predictions_fn, serving_input_fn=serving_input_fn,
                 checkpoint_path=path, global_step=step, assets_extra=assets_extra,
-                as_text=as_text, strip_default_attrs=strip_default_attrs, clock=self.clock)
+                as_text=as_text, strip_default_attrs=strip_default_attrs, clock=self.clock,
+                label_vocabulary=self.export_label_vocabulary())
 
     export_saved_model = export_savedmodel
+
+    def export_label_vocabulary(self) -> list[str] | None:
+        """The class names an export records in ``signature.json`` (None: none).
+
+        The canned classifiers give their ``label_vocabulary``, so that the model server's
+        ``:classify`` answers with class names, as TF Serving does.
+        """
+        return None
 
 
 def check_hooks(hooks) -> list:

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from learnrun.clock import Clock, get_clock
@@ -181,15 +181,19 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
                  assets_extra: Mapping[str, str] | None = None, clock: Clock | None = None, *,
                  serving_input_fn: Callable[[], Any] | None = None,
                  checkpoint_path: str | None = None, global_step: int | None = None,
-                 as_text: bool = False, strip_default_attrs: bool = False) -> str:
+                 as_text: bool = False, strip_default_attrs: bool = False,
+                 label_vocabulary: Sequence[str] | None = None) -> str:
     """Export ``predictions_fn(module(features))`` into a new timestamped dir; return its path.
 
     ``example_features``: a tensor, a dict of tensors or a :class:`ServingInputReceiver`;
     or give ``serving_input_fn`` (called with no arguments) to produce them.
     ``weights`` (optional): a state dict loaded into a copy of ``module`` first.
     ``assets_extra``: ``{dest_relative_path: source_path}`` copied to ``assets.extra/``.
-    ``checkpoint_path`` and ``global_step`` are recorded in ``signature.json``; ``as_text`` and
-    ``strip_default_attrs`` are TF SavedModel options accepted for compatibility and ignored.
+    ``checkpoint_path`` and ``global_step`` are recorded in ``signature.json``, and so is
+    ``label_vocabulary`` (a classifier's class names, in class-id order; the canned
+    classifiers' ``label_vocabulary``), which the model server's ``:classify`` answers with.
+    ``as_text`` and ``strip_default_attrs`` are TF SavedModel options accepted for
+    compatibility and ignored.
     """
     import torch
 
@@ -237,6 +241,8 @@ def write_export(export_dir_base: str, module: Any, predictions_fn: Callable | N
             "dynamic_batch": dynamic,
             "checkpoint_path": None if checkpoint_path is None else os.fspath(checkpoint_path),
             "global_step": None if global_step is None else int(global_step),
+            **({} if label_vocabulary is None
+               else {"label_vocabulary": [str(v) for v in label_vocabulary]}),
             "torch_version": torch.__version__,
             "format_version": 1,
         }

@@ -5,9 +5,11 @@ stack, torch and numpy load inside the functions that need them). Modules:
 
 * ``versions``: model configs, version policies, discovery, loading and atomic switching;
 * ``batching``: dynamic batching of concurrent requests;
-* ``tensors``: the request error and dtype names shared by both protocols;
+* ``tensors``: the request error, dtype names, JSON and input conversion shared by both
+  protocols;
 * ``tf_rest``: TensorFlow Serving's ``/v1`` REST API;
 * ``kserve_v2``: KServe's v2 (Open Inference) protocol under ``/v2``;
-* ``server``: the ASGI app, the uvicorn server and its SIGTERM drain;
+* ``http1``: the HTTP/1.1 server (an asyncio protocol over httptools' parser);
+* ``server``: the one request handler, the model server and its SIGTERM drain;
 * ``cli``: the ``learnrun model-server`` flags.
 """

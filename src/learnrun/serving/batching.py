@@ -15,14 +15,18 @@ alone, so that one bad request fails alone; a request that fails alone gets its 
 :class:`BatcherClosed`.
 
 :class:`LoopBatcher` hands nothing to another thread per request: :meth:`LoopBatcher.submit`
-returns a future of the loop, a ``loop.call_later`` timer closes a partial batch, and the
-model call runs on the loop itself: no thread switch at all (on a small model a worker thread
-costs more in GIL hand-offs than it gains; ``docs/benchmarks.md`` has the figures).
+returns a future of the loop, a ``loop.call_later`` timer closes a partial batch, and by
+default the model call runs on the loop itself: no thread switch at all (on a small model a
+worker thread costs more in GIL hand-offs than it gains; ``docs/benchmarks.md`` has the
+figures). Given an ``executor`` (``--num_batch_threads``), each batch runs in one of its
+threads instead, while the loop keeps reading requests and forming the next batch;
+:class:`ThreadRunner` does the same for single requests when batching is off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -67,10 +71,30 @@ def concat_features(requests: Sequence[Mapping[str, Any]]) -> dict:
 
 
 def split_outputs(outputs: Mapping[str, Any], sizes: Sequence[int]) -> list[dict]:
-    """Each request's rows of every output tensor, in request order."""
+    """Each request's rows of every output, in request order.
+
+    A request's rows are numpy arrays (views of the batch's output tensors: one
+    ``tensor.numpy()`` per output, then slicing, about 10x cheaper than ``tensor.split``)
+    where numpy has the dtype, else tensors. An output without ``sum(sizes)`` rows first
+    raises ValueError.
+    """
     if len(sizes) == 1:
         return [dict(outputs)]
-    parts = {name: value.split(list(sizes)) for name, value in outputs.items()}
+    total = sum(sizes)
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    parts = {}
+    for name, value in outputs.items():
+        if value.ndim == 0 or value.shape[0] != total:
+            raise ValueError(f"output {name!r} of shape {list(value.shape)} has no batch "
+                             f"dimension of {total} rows")
+        try:
+            array = value.numpy()
+        except (TypeError, RuntimeError):  # a dtype numpy lacks (bfloat16), or not on the CPU
+            parts[name] = value.split(list(sizes))
+            continue
+        parts[name] = [array[bounds[i]:bounds[i + 1]] for i in range(len(sizes))]
     return [{name: parts[name][i] for name in outputs} for i in range(len(sizes))]
 
 
@@ -104,54 +128,17 @@ class _Waiting:
         self.features, self.rows, self.future = features, rows, future
 
 
-class Arrivals:
-    """Requests the server has fully received that have not yet reached a batcher.
-
-    The HTTP layer calls :meth:`arrived` when a request's body is complete and its handler
-    is running or about to run, and :meth:`settled` once that handler has queued the request
-    in a batcher (or answered it some other way). A :class:`LoopBatcher` whose deadline
-    passes while some requests are arrived and not settled closes its batch once they have
-    settled: they are already on the event loop, queued behind the ones parsed before them,
-    and will be in a batcher within this turn of the loop; leaving them out would make the
-    batch small only because one thread parses the requests one after the other.
-    """
-
-    __slots__ = ("count", "_waiting")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._waiting: list[LoopBatcher] = []
-
-    def arrived(self) -> None:
-        self.count += 1
-
-    def settled(self) -> None:
-        self.count -= 1
-        if self.count <= 0:
-            self.count = 0
-            if self._waiting:
-                waiting, self._waiting = self._waiting, []
-                for batcher in waiting:
-                    batcher._flush()
-
-    def wait(self, batcher: LoopBatcher) -> None:
-        if batcher not in self._waiting:
-            self._waiting.append(batcher)
-
-
 class LoopBatcher:
     """Batches calls of ``fn({name: tensor}) -> {name: tensor}`` on an asyncio event loop.
 
     See the module docstring. :meth:`submit` must be called on the loop that serves the
-    requests (the first call binds it); :meth:`close` may be called from any thread. With
-    ``arrivals`` (an :class:`Arrivals` the HTTP layer keeps), a batch whose deadline passes
-    while received requests are still on their way to a batcher takes them in first (at
-    most ``10 * batch_timeout_micros`` later, at least 10 ms).
+    requests (the first call binds it); :meth:`close` may be called from any thread.
+    ``executor``: run each batch in one of its threads (default: on the loop).
     """
 
     def __init__(self, fn: Callable[[dict], Mapping[str, Any]], max_batch_size: int = 32,
                  batch_timeout_micros: int = 1000, name: str = "batcher",
-                 arrivals: Arrivals | None = None) -> None:
+                 executor: concurrent.futures.Executor | None = None) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if batch_timeout_micros < 0:
@@ -160,7 +147,7 @@ class LoopBatcher:
         self.max_batch_size = int(max_batch_size)
         self.timeout_s = batch_timeout_micros / 1e6
         self.name = name
-        self.arrivals = arrivals
+        self.executor = executor
         self.batch_sizes: list[int] = []  # rows of the latest batches, for tests and logs
         self._waiting: list[_Waiting] = []
         self._rows = 0
@@ -193,10 +180,6 @@ class LoopBatcher:
 
     def _deadline(self) -> None:
         self._timer = None
-        if self.arrivals is not None and self.arrivals.count > 0 and self._waiting:
-            self.arrivals.wait(self)
-            self._timer = self._loop.call_later(max(10 * self.timeout_s, 0.01), self._flush)
-            return
         self._flush()
 
     def _flush(self) -> None:
@@ -210,10 +193,24 @@ class LoopBatcher:
         self._busy += len(batch)
         sizes = [item.rows for item in batch]
         self.batch_sizes = (self.batch_sizes + [sum(sizes)])[-1000:]
+        features = [item.features for item in batch]
+        if self.executor is not None:
+            try:
+                done = self._loop.run_in_executor(self.executor, run_batch, self.fn, features, sizes)
+            except RuntimeError as exc:  # the executor is shut down
+                self._answer(batch, [(None, exc)] * len(batch))
+                return
+            done.add_done_callback(lambda f: self._answer(
+                batch, f.result() if f.exception() is None
+                else [(None, f.exception())] * len(batch)))
+            return
         try:
-            results = run_batch(self.fn, [item.features for item in batch], sizes)
+            results = run_batch(self.fn, features, sizes)
         except BaseException as exc:  # noqa: BLE001 - every waiting request gets the error
             results = [(None, exc)] * len(batch)
+        self._answer(batch, results)
+
+    def _answer(self, batch: list[_Waiting], results: list[tuple]) -> None:
         for item, (result, exc) in zip(batch, results, strict=True):
             if item.future.done():  # the request was cancelled (client gone)
                 continue
@@ -241,3 +238,28 @@ class LoopBatcher:
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._flush)
             self._idle.wait(timeout)
+
+
+class ThreadRunner:
+    """Runs each call of ``fn`` alone in a thread of ``executor`` (threads without batching).
+
+    :meth:`submit` (on the event loop) returns an asyncio future of ``fn(features)``;
+    after :meth:`close` it raises :class:`BatcherClosed`.
+    """
+
+    def __init__(self, fn: Callable[[dict], Mapping[str, Any]],
+                 executor: concurrent.futures.Executor) -> None:
+        self.fn = fn
+        self.executor = executor
+        self._closed = False
+
+    def submit(self, features: Mapping[str, Any]) -> asyncio.Future:
+        """Start ``fn(features)`` in a thread; await the future for its outputs."""
+        if self._closed:
+            raise BatcherClosed("this model version is unloading")
+        return asyncio.get_running_loop().run_in_executor(self.executor, self.fn, features)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Take no more requests (the calls already running finish on their own)."""
+        del timeout
+        self._closed = True

@@ -55,6 +55,10 @@ def add_model_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows per batch at most (default 32)")
     parser.add_argument("--batch_timeout_micros", type=int, default=1000, metavar="US",
                         help="how long a batch waits to fill up, in microseconds (default 1000)")
+    parser.add_argument("--num_batch_threads", type=int, default=0, metavar="N",
+                        help="run model calls (batches, or single requests without batching) in "
+                        "a pool of N threads; default 0: on the event loop, fastest for small "
+                        "models")
     parser.add_argument("--max_request_bytes", type=int, default=32 * 1024 * 1024, metavar="N",
                         help="larger request bodies get HTTP 413 (default 32 MiB)")
     parser.add_argument("--drain_timeout_seconds", type=float, default=30.0, metavar="S",
@@ -91,7 +95,8 @@ def model_server_main(args: argparse.Namespace) -> int:
         host=args.host, port=args.rest_api_port, enable_batching=args.enable_batching,
         max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
         max_request_bytes=args.max_request_bytes,
-        drain_timeout_seconds=args.drain_timeout_seconds)
+        drain_timeout_seconds=args.drain_timeout_seconds,
+        num_batch_threads=args.num_batch_threads)
 
     make_runner = runner_factory(options)
     manager = ModelManager([ServedModel(c, load_export, make_runner) for c in configs],

@@ -9,7 +9,8 @@
   ``serving_default``.
 * ``:classify`` and ``:regress`` take ``{"examples": [{feature: value or list}], "context":
   {...}}`` and answer ``{"results": ...}``: ``[[label, score], ...]`` per example from the
-  ``probabilities`` output (labels are the class ids as text) or one number per example from
+  ``probabilities`` output (labels are the export's ``label_vocabulary``, recorded by canned
+  classifiers trained with one, else the class ids as text) or one number per example from
   the ``predictions`` output (the canned classifiers' and regressors' keys).
 * ``GET /v1/models/NAME[/versions/V]`` answers ``{"model_version_status": [{"version",
   "state", "status": {"error_code", "error_message"}}]}`` and ``GET .../metadata`` the
@@ -60,7 +61,7 @@ async def handle(manager: Any, infer: Infer, method: str, path: str, body: bytes
         features = parse_examples(doc, state.predictor.signature, verb.lower())
         outputs = await infer(state, convert_features(state.predictor, features))
         if verb.lower() == "classify":
-            return 200, format_classify(outputs)
+            return 200, format_classify(outputs, state.predictor.signature)
         return 200, format_regress(outputs)
     if method == "GET":
         m = STATUS_PATH.fullmatch(path)
@@ -206,19 +207,27 @@ def _reshape(flat: list, shape: list) -> Any:
     return [_reshape(flat[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])]
 
 
-def format_classify(outputs: Mapping[str, Any]) -> dict:
-    """``{"results": [[[label, score], ...] per example]}`` from the ``probabilities`` output."""
+def format_classify(outputs: Mapping[str, Any], signature: Mapping | None = None) -> dict:
+    """``{"results": [[[label, score], ...] per example]}`` from the ``probabilities`` output.
+
+    The labels are the signature's ``label_vocabulary`` when it has one per class (as TF
+    Serving answers with a canned classifier's ``classes``), else the class ids as text.
+    """
     probs = outputs.get("probabilities")
-    if probs is None or probs.dim() != 2:
+    if probs is None or probs.ndim != 2:
         raise RequestError("this model has no 'probabilities' output of shape [batch, classes], "
                            f"so it cannot classify (outputs: {sorted(outputs)}); use :predict")
-    return {"results": [[[str(i), p] for i, p in enumerate(row)] for row in probs.tolist()]}
+    labels = (signature or {}).get("label_vocabulary")
+    if not isinstance(labels, list) or len(labels) != probs.shape[1]:
+        labels = [str(i) for i in range(probs.shape[1])]
+    return {"results": [[[label, p] for label, p in zip(labels, row, strict=True)]
+                        for row in probs.tolist()]}
 
 
 def format_regress(outputs: Mapping[str, Any]) -> dict:
     """``{"results": [value per example]}`` from the ``predictions`` output."""
     preds = outputs.get("predictions")
-    if preds is None or preds.dim() == 0 or preds[0].numel() != 1:
+    if preds is None or preds.ndim == 0 or math.prod(preds.shape[1:]) != 1:
         raise RequestError("this model has no 'predictions' output with one value per example, "
                            f"so it cannot regress (outputs: {sorted(outputs)}); use :predict")
     return {"results": preds.reshape(-1).tolist()}

@@ -22,6 +22,7 @@ from learnrun.serving.server import ModelServer, ServingOptions, runner_factory
 from learnrun.serving.versions import ModelConfig, ModelManager, ServedModel, VersionPolicy
 
 COLUMN = None
+VOCAB = ["ant", "bee", "cat"]
 
 
 def _train_export(kind, model_dir, export_base):
@@ -35,6 +36,10 @@ def _train_export(kind, model_dir, export_base):
     if kind == "classifier":
         est = DNNClassifier([8], col, n_classes=3, model_dir=str(model_dir))
         y = np.arange(40) % 3
+    elif kind == "vocab":
+        est = DNNClassifier([8], col, n_classes=3, model_dir=str(model_dir),
+                            label_vocabulary=VOCAB)
+        y = np.array(VOCAB)[np.arange(40) % 3]
     else:
         est = DNNRegressor([8], col, model_dir=str(model_dir))
         y = x.sum(axis=1)
@@ -46,7 +51,7 @@ def _train_export(kind, model_dir, export_base):
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
     return {kind: _train_export(kind, root / f"{kind}_model", root / kind)
-            for kind in ("classifier", "regressor")}
+            for kind in ("classifier", "regressor", "vocab")}
 
 
 def _server(configs, **options):
@@ -101,6 +106,18 @@ def test_classify_and_regress(http):
     assert http.post("/v1/models/regressor:classify", json={"examples": [{"x": ROWS[0]}]}).status_code == 400
 
 
+def test_classify_answers_with_the_label_vocabulary(http, exports):
+    assert load_export(exports["vocab"]).signature["label_vocabulary"] == VOCAB
+    assert "label_vocabulary" not in load_export(exports["classifier"]).signature
+    res = http.post("/v1/models/vocab:classify", json={"examples": [{"x": r} for r in ROWS]})
+    assert res.status_code == 200, res.text
+    results = res.json()["results"]
+    probs = http.post("/v1/models/vocab:predict", json={"instances": ROWS}).json()["predictions"]
+    for result, pred in zip(results, probs, strict=True):
+        assert [label for label, _ in result] == VOCAB
+        assert np.allclose([score for _, score in result], pred["probabilities"], atol=1e-6)
+
+
 def test_status_and_metadata(http, exports):
     version = os.path.basename(exports["classifier"])
     status = http.get("/v1/models/classifier").json()
@@ -149,6 +166,34 @@ def test_kserve_v2_with_tritonclient(server):
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert result.as_numpy("logits") is None
     client.close()
+
+
+@pytest.mark.parametrize("batching", [False, True])
+def test_model_calls_in_threads(exports, batching):
+    srv = _server([ModelConfig("m", os.path.dirname(exports["classifier"]))],
+                  enable_batching=batching, num_batch_threads=2)
+    try:
+        runner = srv.manager.get("m").runner
+        assert runner is not None and runner.executor is not None
+        expected = load_export(exports["classifier"])({"x": ROWS})["probabilities"].numpy()
+        results = []
+
+        def client():
+            with httpx.Client(base_url=srv.url, timeout=30) as http:
+                for _ in range(5):
+                    res = http.post("/v1/models/m:predict", json={"inputs": {"x": ROWS}})
+                    results.append((res.status_code, res.json()))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 20 and all(code == 200 for code, _ in results)
+        for _, doc in results:
+            assert np.allclose(doc["outputs"]["probabilities"], expected, atol=1e-6)
+    finally:
+        srv.stop()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 
 import pytest
@@ -29,12 +30,17 @@ def test_concat_and_split_round_trip():
     batch = concat_features([a, b])
     assert batch["x"].shape == (3, 3)
     parts = split_outputs({"out": batch["x"] * 2}, [2, 1])
-    assert torch.equal(parts[0]["out"], a["x"] * 2) and torch.equal(parts[1]["out"], b["x"] * 2)
+    assert torch.equal(torch.as_tensor(parts[0]["out"]), a["x"] * 2)
+    assert torch.equal(torch.as_tensor(parts[1]["out"]), b["x"] * 2)
+    bf16 = split_outputs({"out": torch.ones(3, 1, dtype=torch.bfloat16)}, [1, 2])
+    assert bf16[1]["out"].dtype == torch.bfloat16 and bf16[1]["out"].shape == (2, 1)
+    with pytest.raises(ValueError, match="no batch dimension of 3 rows"):
+        split_outputs({"out": torch.ones(2, 1)}, [1, 2])
 
 
 # ------------------------------------------------------------------ LoopBatcher (asyncio)
 
-from learnrun.serving.batching import Arrivals, LoopBatcher, run_batch  # noqa: E402
+from learnrun.serving.batching import LoopBatcher, ThreadRunner, run_batch  # noqa: E402
 
 
 def _add_one(calls):
@@ -56,7 +62,7 @@ def test_loop_batcher_full_batch_runs_at_once_in_order():
     outs = asyncio.run(main())
     assert calls == [4]
     for i, out in enumerate(outs):
-        assert torch.equal(out["y"], torch.full((1, 2), i + 1.0))
+        assert torch.equal(torch.as_tensor(out["y"]), torch.full((1, 2), i + 1.0))
 
 
 def test_loop_batcher_timeout_closes_a_partial_batch():
@@ -72,7 +78,7 @@ def test_loop_batcher_timeout_closes_a_partial_batch():
 
     (a, b), waited = asyncio.run(main())
     assert calls == [3] and batcher.batch_sizes == [3]
-    assert a["y"].shape == (2, 1) and torch.equal(b["y"], torch.full((1, 1), 2.0))
+    assert a["y"].shape == (2, 1) and torch.equal(torch.as_tensor(b["y"]), torch.full((1, 1), 2.0))
     assert 0.015 <= waited < 5
 
 
@@ -90,7 +96,7 @@ def test_loop_batcher_max_batch_size_splits_and_oversized_runs_alone():
     # 3 | 2 (3+2 > 4) | 9 alone | 1+1+2
     assert calls == [3, 2, 9, 4]
     for n, out in zip(sizes, outs, strict=True):
-        assert torch.equal(out["y"], torch.full((n, 1), n + 1.0))
+        assert torch.equal(torch.as_tensor(out["y"]), torch.full((n, 1), n + 1.0))
 
 
 def test_loop_batcher_one_bad_request_fails_alone():
@@ -106,8 +112,8 @@ def test_loop_batcher_one_bad_request_fails_alone():
         return await asyncio.gather(*futures, return_exceptions=True)
 
     good, bad, other = asyncio.run(main())
-    assert torch.equal(good["y"], torch.full((1, 1), 2.0))
-    assert torch.equal(other["y"], torch.full((1, 1), 6.0))
+    assert torch.equal(torch.as_tensor(good["y"]), torch.full((1, 1), 2.0))
+    assert torch.equal(torch.as_tensor(other["y"]), torch.full((1, 1), 6.0))
     assert isinstance(bad, ValueError) and "negative" in str(bad)
 
 
@@ -121,39 +127,40 @@ def test_run_batch_mismatched_output_falls_back_to_single_calls():
     assert all(exc is None for _, exc in results)
 
 
-def test_loop_batcher_deadline_waits_for_arrived_requests():
-    calls = []
-    arrivals = Arrivals()
-    batcher = LoopBatcher(_add_one(calls), max_batch_size=32, batch_timeout_micros=10_000,
-                          arrivals=arrivals)  # deadline 10 ms, waits for arrivals <= 100 ms
+def test_loop_batcher_with_an_executor_runs_batches_in_its_threads():
+    threads = []
 
-    async def main():
-        first = batcher.submit({"x": torch.zeros(1, 1)})
-        arrivals.arrived()  # a request read by the server, its handler not yet run
-        await asyncio.sleep(0.03)  # past the deadline
-        assert not first.done()
-        second = batcher.submit({"x": torch.ones(1, 1)})
-        arrivals.settled()  # it reached the batcher: the batch closes now
-        return await first, await second
+    def fn(features):
+        threads.append(threading.current_thread().name)
+        return {"y": features["x"] + 1}
 
-    a, b = asyncio.run(main())
-    assert calls == [2]
-    assert torch.equal(a["y"], torch.ones(1, 1)) and torch.equal(b["y"], torch.full((1, 1), 2.0))
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="model") as pool:
+        batcher = LoopBatcher(fn, max_batch_size=2, batch_timeout_micros=1000, executor=pool)
+
+        async def main():
+            futures = [batcher.submit({"x": torch.full((1, 1), float(i))}) for i in range(3)]
+            assert not any(f.done() for f in futures)  # the full batch runs in a thread
+            return [await asyncio.wait_for(f, 10) for f in futures]
+
+        outs = asyncio.run(main())
+    assert [out["y"].item() for out in outs] == [1.0, 2.0, 3.0]
+    assert batcher.batch_sizes == [2, 1] and all(name.startswith("model") for name in threads)
 
 
-def test_loop_batcher_deadline_wait_is_bounded():
-    calls = []
-    arrivals = Arrivals()
-    batcher = LoopBatcher(_add_one(calls), max_batch_size=32, batch_timeout_micros=1000,
-                          arrivals=arrivals)
+def test_thread_runner_runs_each_request_in_a_thread_until_closed():
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="model") as pool:
+        runner = ThreadRunner(lambda f: {"y": f["x"] * 2, "thread": threading.current_thread().name},
+                              pool)
 
-    async def main():
-        future = batcher.submit({"x": torch.zeros(1, 1)})
-        arrivals.arrived()  # never settles
-        return await asyncio.wait_for(future, 5)
+        async def main():
+            out = await asyncio.wait_for(runner.submit({"x": torch.ones(1)}), 10)
+            runner.close()
+            with pytest.raises(BatcherClosed):
+                runner.submit({"x": torch.ones(1)})
+            return out
 
-    asyncio.run(main())
-    assert calls == [1]
+        out = asyncio.run(main())
+    assert out["y"].item() == 2.0 and out["thread"].startswith("model")
 
 
 def test_loop_batcher_close_finishes_waiting_requests_from_another_thread():
@@ -170,7 +177,7 @@ def test_loop_batcher_close_finishes_waiting_requests_from_another_thread():
             batcher.submit({"x": torch.zeros(1, 1)})
         return out
 
-    assert torch.equal(asyncio.run(main())["y"], torch.ones(1, 1))
+    assert torch.equal(torch.as_tensor(asyncio.run(main())["y"]), torch.ones(1, 1))
     assert calls == [1]
 
 

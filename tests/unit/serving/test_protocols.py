@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from learnrun.serving import kserve_v2, tf_rest
-from learnrun.serving.tensors import RequestError, parse_json_object
+from learnrun.serving.tensors import RequestError, convert_features, dumps, parse_json_object
 
 ONE = {"inputs": [{"name": "x", "dtype": "float32", "shape": [None, 2]}],
        "outputs": [{"name": "y", "dtype": "float32", "shape": [None, 1]}]}
@@ -65,6 +66,11 @@ def test_examples_classify_and_regress():
     assert tf_rest.format_regress({"predictions": torch.tensor([[1.5], [2.0]])}) == {"results": [1.5, 2.0]}
     with pytest.raises(RequestError, match="cannot classify"):
         tf_rest.format_classify({"y": torch.zeros(1, 1)})
+    probs = {"probabilities": np.array([[0.25, 0.75]], dtype=np.float32)}
+    assert tf_rest.format_classify(probs, {"label_vocabulary": ["no", "yes"]}) == \
+        {"results": [[["no", 0.25], ["yes", 0.75]]]}
+    assert tf_rest.format_classify(probs, {"label_vocabulary": ["one"]}) == \
+        {"results": [[["0", 0.25], ["1", 0.75]]]}  # not one label per class: the ids
 
 
 def test_metadata_and_status_shapes():
@@ -111,3 +117,59 @@ def test_v2_infer_errors(change, match):
     item = {"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4], **change}
     with pytest.raises(RequestError, match=match):
         kserve_v2.parse_infer({"inputs": [item]}, ONE)
+
+
+SIG = {"inputs": [{"name": "f", "dtype": "float32", "shape": [None, 2]},
+                  {"name": "i", "dtype": "int64", "shape": [None]},
+                  {"name": "h", "dtype": "float16", "shape": [None, 2]},
+                  {"name": "b", "dtype": "bool", "shape": [None, 1]}],
+       "outputs": [], "input_kind": "dict"}
+
+
+def _predictor(signature=SIG):
+    from learnrun.export import Predictor
+
+    return Predictor("mem", None, signature, module=torch.nn.Identity())
+
+
+@pytest.mark.parametrize("features", [
+    {"f": [[0.1, 2], [3, 1e30]], "i": [1, -2], "h": [[0.1, 65519.0], [1, 2]], "b": [[True], [False]]},
+    {"f": np.array([[1, 2]], dtype=np.int32), "i": np.array([3], dtype=np.uint8),
+     "h": np.array([[0.5, 1.5]]), "b": np.array([[True]])},
+])
+def test_fast_conversion_matches_predictor_convert(features):
+    predictor = _predictor()
+    fast = convert_features(predictor, features)
+    slow = predictor.convert(features)
+    assert fast.keys() == slow.keys()
+    for name in slow:
+        assert fast[name].dtype == slow[name].dtype and torch.equal(fast[name], slow[name]), name
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"i": [1.5, 2]}, "must be int64"),  # a float for an integer input
+    ({"f": [[1, 2], [3]]}, "ragged"),
+    ({"f": [["a", "b"]]}, "must hold numbers"),
+    ({"f": [[1, 2, 3]]}, "must have shape"),
+    ({"b": [[1], [0]]}, "must be bool"),
+    ({"f": None}, "must hold numbers"),
+])
+def test_conversion_mistakes_are_worded_by_the_predictor(change, match):
+    features = {"f": [[1, 2], [3, 4]], "i": [1, 2], "h": [[1, 2], [3, 4]], "b": [[True], [False]],
+                **change}
+    with pytest.raises(RequestError, match=match) as info:
+        convert_features(_predictor(), features)
+    assert info.value.status == 400
+    with pytest.raises(RequestError, match="missing"):
+        convert_features(_predictor(), {"f": [[1, 2]]})
+
+
+def test_json_reads_and_writes_like_the_standard_library():
+    assert parse_json_object(b'{"x": [NaN, Infinity, 1e400]}')["x"][2] == float("inf")
+    assert parse_json_object(b'\xef\xbb\xbf{"a": 18446744073709551616}') == {"a": 2 ** 64}
+    payload = {"p": [0.1, -0.0, 1e-5, 3, True, "s\u00e9"], "n": {"k": [[1.5]]}}
+    assert json.loads(dumps(payload)) == payload
+    assert dumps({"x": [float("nan"), float("inf"), -float("inf")]}) == b'{"x":[NaN,Infinity,-Infinity]}'
+    assert dumps({"x": None, "big": 2 ** 70}) == b'{"x":null,"big":1180591620717411303424}'
+    value = torch.tensor([0.1, 1 / 3], dtype=torch.float32).tolist()
+    assert json.loads(dumps({"v": value}))["v"] == value  # float32 values round-trip exactly
