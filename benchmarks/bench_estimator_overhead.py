@@ -8,7 +8,7 @@ summaries and log lines every 100 steps, a NaN check per step).
 Both are timed from building the model (``Estimator.train`` calls ``model_fn``), in process
 CPU time by default (one thread; ``--clock wall`` for wall time); medians of interleaved repeats.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_estimator_overhead.py [--steps 600] [--repeats 5]
+    OMP_NUM_THREADS=1 python benchmarks/bench_estimator_overhead.py [--steps 600] [--repeats 5] [--lockstep]
 """
 
 from __future__ import annotations
@@ -79,15 +79,67 @@ def estimator_loop(batches, clock=time.perf_counter, **config_kw):
     return elapsed, keep.weights
 
 
+def lockstep(batches, warmup: int = 50, **config_kw) -> tuple[float, float]:
+    """Median per-step CPU time ``(estimator, hand loop)``, the two run in lockstep.
+
+    A hook runs one step of a second, hand-driven copy of the model after each Estimator step
+    and times both with the thread's CPU clock (the Estimator's step: from the end of one hook
+    call to the start of the next). Both see the machine in the same state, so the ratio
+    holds steady on a shared machine. Fixed costs (the start and end checkpoints) are left out.
+    """
+    hand_module, hand_opt = build()
+    loss_fn = torch.nn.functional.cross_entropy
+
+    class Lockstep(SessionRunHook):
+        def __init__(self) -> None:
+            self.ours: list[float] = []
+            self.hand: list[float] = []
+            self.last: float | None = None
+            self.i = 0
+
+        def after_run(self, run_context, run_values) -> None:
+            now = time.thread_time()
+            if self.last is not None:
+                self.ours.append(now - self.last)
+            x, y = batches[self.i % len(batches)]
+            self.i += 1
+            hand_opt.zero_grad(set_to_none=True)
+            loss_fn(hand_module(x), y).backward()
+            hand_opt.step()
+            done = time.thread_time()
+            self.hand.append(done - now)
+            self.last = time.thread_time()
+
+    def model_fn():
+        module, optimizer = build()
+        return EstimatorSpec(module=module, loss_fn=loss_fn, optimizer=optimizer)
+
+    hook = Lockstep()
+    with tempfile.TemporaryDirectory() as model_dir:
+        est = Estimator(model_fn, config=RunConfig(model_dir=model_dir, device="cpu", **config_kw))
+        est.train(lambda: batches, steps=len(batches), hooks=[hook])
+    return statistics.median(hook.ours[warmup:]), statistics.median(hook.hand[warmup:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="also: per-step medians with the hand loop run in lockstep (no fixed costs)")
     args = parser.parse_args()
     clock = {"cpu": time.process_time, "wall": time.perf_counter}[args.clock]
     logging.getLogger("learnrun").setLevel(logging.WARNING)
     batches = data(args.steps)
+    if args.lockstep:
+        for name, kw in {"off": LEAN, "defaults": {}}.items():
+            got = [lockstep(batches, **kw) for _ in range(args.repeats)]
+            ratios = sorted(ours / hand for ours, hand in got)
+            print(f"lockstep, checkpoints+summaries {name:8s}: Estimator "
+                  f"{statistics.median(o for o, _ in got) * 1e3:.3f} ms/step, hand loop "
+                  f"{statistics.median(h for _, h in got) * 1e3:.3f} ms/step, ratio "
+                  f"{statistics.median(ratios):.3f} ({', '.join(f'{r:.3f}' for r in ratios)})", flush=True)
     variants = {"off": LEAN, "defaults": {}}
     hand_times, times = [], {k: [] for k in variants}
     for _ in range(args.repeats):

@@ -133,6 +133,7 @@ class ShardServer:
                     self.optimizer.state[params[name]] = {
                         k: (v.clone() if torch.is_tensor(v) else v) for k, v in state.items()}
             self.params = params
+            self._order = sorted(params)  # the order of flat gradients and values
             self.global_step = int(spec["global_step"])
             self.version = int(spec.get("version", 0))
             self.initialized = True
@@ -179,6 +180,8 @@ class ShardServer:
         Refused (neither applied nor counted) once a stop is decided or the global step has
         reached the chief's last step.
         """
+        import torch
+
         with self.lock:  # re-entrant: push_pull holds it too
             self._seen(sender)
             self._require_init(sender)
@@ -187,6 +190,9 @@ class ShardServer:
             if self.stop:
                 self.refused += 1
                 return self.global_step, self.stop
+            if torch.is_tensor(grads):  # flat: every parameter's gradient, in name order
+                grads = dict(zip(self._order, unflatten(grads, [self.params[n] for n in self._order]),
+                                 strict=True))
             if self.optimizer is not None and grads:
                 for name, param in self.params.items():
                     param.grad = grads.get(name)
@@ -203,16 +209,24 @@ class ShardServer:
                 self.stop = STOP_DONE
             return self.global_step, self.stop
 
-    def push_pull(self, sender: str, grads: dict[str, Any],
-                  lrs: list[float]) -> tuple[int, int, int, dict[str, Any]]:
+    def push_pull(self, sender: str, grads: Any, lrs: list[float]) -> tuple[int, int, int, Any]:
         """:meth:`push`, then :meth:`pull` under the same lock: one round trip per step.
 
-        Returns ``(global_step, stop code, version, {name: tensor})``: the shard as it is right
-        after this push (applied or refused), which the trainer uses for its next step.
+        ``grads``: ``{name: tensor}``, or one flat tensor of every parameter's gradient in
+        name order (:func:`flatten`: one buffer on the wire instead of one per parameter).
+        Returns ``(global_step, stop code, version, values)``: the shard as it is right after
+        this push (applied or refused), in the form the gradients came in (flat or by name),
+        which the trainer uses for its next step.
         """
+        import torch
+
         with self.lock:
             step, stop = self.push(sender, grads, lrs)
-            return step, stop, self.version, {n: p.detach().clone() for n, p in self.params.items()}
+            if torch.is_tensor(grads):
+                values: Any = flatten([self.params[n].detach() for n in self._order])
+            else:
+                values = {n: p.detach().clone() for n, p in self.params.items()}
+            return step, stop, self.version, values
 
     def state(self, sender: str) -> dict[str, Any]:
         """Params, optimizer state per name, version and global step (for checkpoints)."""
@@ -328,6 +342,23 @@ class ShardServer:
         while not self.check():
             with self.changed:
                 self.changed.wait(poll)
+
+
+def flatten(tensors: list[Any]) -> Any:
+    """One flat tensor of ``tensors`` (a copy), in order: a shard's wire format."""
+    import torch
+
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflatten(flat: Any, like: list[Any]) -> list[Any]:
+    """Views of ``flat`` shaped as each of ``like``, in order (the inverse of :func:`flatten`)."""
+    if flat.numel() != sum(t.numel() for t in like):
+        raise DistributedError(
+            f"a flat shard of {flat.numel()} values does not match the {len(like)} parameters "
+            f"of {sum(t.numel() for t in like)} values it should hold; every trainer must build "
+            "the same model.")
+    return [piece.view_as(t) for piece, t in zip(flat.split([t.numel() for t in like]), like, strict=True)]
 
 
 _SERVER: ShardServer | None = None

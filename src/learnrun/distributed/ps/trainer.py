@@ -14,7 +14,8 @@ Execution trace, as the Estimator drives :class:`ParameterServerStrategy`::
                      (pull them when there was none: the first step, after a checkpoint)
     apply_update()   clip locally, push gradients (+ current learning rates) to every ps; the
                      ps applies them and answers with the new global step (ps 0's counts)
-                     and its shard's new values: one round trip per ps and step. The local
+                     and its shard's new values: one round trip per ps and step, each way
+                     one flat buffer per shard (by name when a parameter has no gradient). The local
                      optimizer never steps: it only carries hyper-parameters and the
                      scheduler's lr.
     should_stop()    True when this trainer stops or ps 0 says training is done / preempted;
@@ -127,6 +128,9 @@ class ParameterServerStrategy(Strategy):
         self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         self._plan = plan_shards({n: p.numel() for n, p in self._params.items()},
                                  len(self.ps_names))
+        # each shard's names in the ps's order (sorted): the order of its flat buffers
+        self._shard_names = [sorted(n for n in self._params if self._plan[n] == i)
+                             for i in range(len(self.ps_names))]
         self._group_of: dict[str, int] = {}
         if optimizer is not None:
             by_id = {id(p): gi for gi, g in enumerate(optimizer.param_groups) for p in g["params"]}
@@ -220,7 +224,12 @@ class ParameterServerStrategy(Strategy):
                        for ps in self.ps_names]
             shards = [call.wait()[1] for call in pending]
         with torch.no_grad():
-            for values in shards:
+            for i, values in enumerate(shards):
+                if torch.is_tensor(values):  # flat, in the shard's name order
+                    params = [self._params[n] for n in self._shard_names[i]]
+                    for param, value in zip(params, ps_mod.unflatten(values, params), strict=True):
+                        param.copy_(value)
+                    continue
                 for name, value in values.items():
                     self._params[name].copy_(value)
 
@@ -235,10 +244,14 @@ class ParameterServerStrategy(Strategy):
         if clip_norm:
             torch.nn.utils.clip_grad_norm_(list(self._params.values()), clip_norm)
         lrs = [g.get("lr") for g in optimizer.param_groups] if optimizer is not None else []
-        shards: list[dict[str, Any]] = [{} for _ in self.ps_names]
-        for name, p in self._params.items():
-            if p.grad is not None:
-                shards[self._plan[name]][name] = p.grad.detach().cpu()
+        shards: list[Any] = []
+        for names in self._shard_names:
+            grads = [self._params[n].grad for n in names]
+            if names and all(g is not None for g in grads):  # one buffer on the wire
+                shards.append(ps_mod.flatten([g.detach().cpu() for g in grads]))
+            else:  # a parameter without a gradient is left alone by the ps: by name
+                shards.append({n: g.detach().cpu() for n, g in zip(names, grads, strict=True)
+                               if g is not None})
         pending = [self.transport.call_async(ps, ps_mod.rpc_push_pull, self.name, shards[i], lrs)
                    for i, ps in enumerate(self.ps_names)]
         replies = [call.wait() for call in pending]

@@ -179,3 +179,43 @@ def test_a_push_answers_with_the_new_shards_so_a_step_is_one_round_trip_per_ps()
         _, values = server.pull("chief:0")
         for name, value in values.items():
             torch.testing.assert_close(dict(module.named_parameters())[name].detach(), value)
+
+
+def test_pushes_travel_as_one_flat_buffer_per_shard_unless_a_parameter_has_no_gradient():
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    torch.manual_seed(0)
+    module = torch.nn.ModuleDict({"used": torch.nn.Linear(3, 2), "unused": torch.nn.Linear(2, 1)})
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    module = chief.prepare(module, optimizer)
+    chief.after_restore(module, optimizer, 0)
+    sent = []
+    push_pull = ShardServer.push_pull
+
+    def spy(server, sender, grads, lrs):
+        sent.append(type(grads).__name__)
+        return push_pull(server, sender, grads, lrs)
+
+    for server in servers.values():
+        server.push_pull = types.MethodType(spy, server)
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    chief.before_step(module)
+    optimizer.zero_grad()
+    module["used"](torch.ones(2, 3)).sum().backward()  # "unused" gets no gradient
+    assert chief.apply_update(module, optimizer, global_step=0) == 1
+    chief.before_step(module)
+    after = dict(module.named_parameters())
+    for name, value in before.items():  # SGD moved the used parameters only
+        assert torch.equal(after[name].detach(), value) == name.startswith("unused"), name
+    assert "dict" in sent  # the shard holding an unused parameter went by name
+    sent.clear()
+    optimizer.zero_grad()
+    module["used"](torch.ones(2, 3)).sum().backward()
+    module["unused"](torch.ones(2, 2)).sum().backward()
+    chief.apply_update(module, optimizer, global_step=1)
+    assert sent == ["Tensor", "Tensor"]  # every gradient present: one flat buffer per shard
+    chief.before_step(module)
+    for server in servers.values():
+        _, values = server.pull("chief:0")
+        for name, value in values.items():
+            torch.testing.assert_close(dict(module.named_parameters())[name].detach(), value)
