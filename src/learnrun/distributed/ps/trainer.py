@@ -10,12 +10,15 @@ Execution trace, as the Estimator drives :class:`ParameterServerStrategy`::
     after_restore()  chief: send each ps its shard, the optimizer class, hyper-parameters and
                      (restored) optimizer state, the global step and the last step.
                      worker: wait (timeout) until every ps has its shard. Both pull parameters.
-    before_step()    load the parameters every shard sent with its answer to the last push
-                     (pull them when there was none: the first step, after a checkpoint)
-    apply_update()   clip locally, push gradients (+ current learning rates) to every ps; the
-                     ps applies them and answers with the new global step (ps 0's counts)
-                     and its shard's new values: one round trip per ps and step, each way
-                     one flat buffer per shard (by name when a parameter has no gradient). The local
+    before_step()    load the parameters every shard sent with its answers to the push in
+                     flight when they have arrived, else to the push before (the step then
+                     overlaps the push in flight); pull them when there was none (first step)
+    apply_update()   clip locally; collect the answers to the push in flight; push gradients
+                     (+ current learning rates) to every ps without waiting: the ps applies
+                     them and answers with the new global step (ps 0's counts) and its
+                     shard's new values. One round trip per ps and step, each way one flat
+                     buffer per shard (by name when a parameter has no gradient), at most
+                     one push in flight; nothing is pushed once a ps said stop. The local
                      optimizer never steps: it only carries hyper-parameters and the
                      scheduler's lr.
     should_stop()    True when this trainer stops or ps 0 says training is done / preempted;
@@ -76,7 +79,9 @@ class ParameterServerStrategy(Strategy):
         self._started = False
         self._initialized = False
         self._last_step: int | None = None
-        self._fresh: list[dict[str, Any]] | None = None  # shards sent with the last push's answer
+        self._fresh: list[Any] | None = None  # shards sent with the last collected answers
+        self._pending: list[Any] | None = None  # the push in flight (one call per ps)
+        self._known_step = 0  # ps 0's global step in the last answer collected
         self.last_checkpoint_versions: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -101,9 +106,11 @@ class ParameterServerStrategy(Strategy):
         while not self._beat_stop.wait(interval):
             for ps in self.ps_names:
                 try:
-                    _, stop, _ = self.transport.call(ps, ps_mod.rpc_heartbeat, self.name,
-                                                     timeout=max(interval * 2, 1.0))
+                    step, stop, _ = self.transport.call(ps, ps_mod.rpc_heartbeat, self.name,
+                                                        timeout=max(interval * 2, 1.0))
                     self._note_stop(stop, ps, raise_failure=False)
+                    if ps == self.ps_names[0]:  # other trainers' pushes move the estimate too
+                        self._known_step = max(self._known_step, int(step))
                 except DistributedError as err:  # the training thread reports it on its next call
                     logger.debug("heartbeat to %s failed: %s", ps, err)
 
@@ -114,6 +121,10 @@ class ParameterServerStrategy(Strategy):
             self._beat.join(timeout=5)
         if not self._started:
             return
+        try:
+            self._collect()
+        except DistributedError as err:  # the ps is gone: say goodbye to the others anyway
+            logger.warning("%s: the last push was not answered: %s", self.name, err)
         for ps in self.ps_names:
             try:
                 self.transport.call(ps, ps_mod.rpc_goodbye, self.name, bool(success), timeout=5)
@@ -187,6 +198,7 @@ class ParameterServerStrategy(Strategy):
         else:
             step = self._wait_for_servers()
         self._initialized = True
+        self._known_step = int(step)
         self.before_step(module)
         return int(step)
 
@@ -213,11 +225,17 @@ class ParameterServerStrategy(Strategy):
     def before_step(self, module) -> None:
         """Copy the current parameters of every shard into ``module``.
 
-        They came with the answers to the last push (as fresh as a pull made then); without
-        one (the first step) every shard is pulled.
+        They come with the answers to a push. When the answers to the push in flight have
+        arrived they are used (as fresh as a pull now); otherwise the answers to the push
+        before it, so that this step's forward and backward overlap the push in flight (the
+        gradient then misses one update: asynchronous training's staleness). Without any
+        (the first step) every shard is pulled.
         """
         import torch
 
+        if self._pending is not None and (self._fresh is None or
+                                          all(call.done() for call in self._pending)):
+            self._collect()
         shards, self._fresh = self._fresh, None
         if shards is None:
             pending = [self.transport.call_async(ps, ps_mod.rpc_pull, self.name)
@@ -235,7 +253,13 @@ class ParameterServerStrategy(Strategy):
 
     def apply_update(self, module, optimizer, scheduler=None, clip_norm: float | None = None,
                      global_step: int = 0, scaler=None) -> int:
-        """Push this trainer's gradients to every ps; return ps 0's new global step."""
+        """Push this trainer's gradients to every ps without waiting for the answers.
+
+        First the answers to the previous push are collected (at most one push is in flight).
+        Returns the global step this push makes (ps 0's count after the previous push, plus
+        one, never past the last step); the exact count comes with the answers. Once a ps has
+        said that training stops, nothing more is pushed.
+        """
         import torch
 
         if scaler is not None:
@@ -247,20 +271,36 @@ class ParameterServerStrategy(Strategy):
         shards: list[Any] = []
         for names in self._shard_names:
             grads = [self._params[n].grad for n in names]
-            if names and all(g is not None for g in grads):  # one buffer on the wire
+            if names and all(g is not None for g in grads):  # one buffer on the wire (a copy)
                 shards.append(ps_mod.flatten([g.detach().cpu() for g in grads]))
-            else:  # a parameter without a gradient is left alone by the ps: by name
-                shards.append({n: g.detach().cpu() for n, g in zip(names, grads, strict=True)
+            else:  # a parameter without a gradient is left alone by the ps: by name (copies)
+                shards.append({n: g.detach().cpu().clone() for n, g in zip(names, grads, strict=True)
                                if g is not None})
-        pending = [self.transport.call_async(ps, ps_mod.rpc_push_pull, self.name, shards[i], lrs)
-                   for i, ps in enumerate(self.ps_names)]
+        self._collect()
+        if scheduler is not None:
+            scheduler.step()
+        if self._stop_code != ps_mod.STOP_NONE:  # the ps refuse pushes now: send none
+            return self._known_step
+        self._pending = [self.transport.call_async(ps, ps_mod.rpc_push_pull, self.name,
+                                                   shards[i], lrs)
+                         for i, ps in enumerate(self.ps_names)]
+        if all(call.done() for call in self._pending):  # answered already: the exact step
+            self._collect()
+            return self._known_step
+        step = self._known_step + 1
+        return step if self._last_step is None else min(step, self._last_step)
+
+    def _collect(self) -> None:
+        """Wait for the answers to the push in flight, if any: stop codes, ps 0's global step
+        and the new values (loaded by the next :meth:`before_step`)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
         replies = [call.wait() for call in pending]
         for ps, (_, stop, _, _) in zip(self.ps_names, replies, strict=True):
             self._note_stop(stop, ps, raise_failure=False)
         self._fresh = [values for _, _, _, values in replies]
-        if scheduler is not None:
-            scheduler.step()
-        return int(replies[0][0])
+        self._known_step = max(self._known_step, int(replies[0][0]))
 
     def _note_stop(self, stop: int, ps: str, raise_failure: bool = True) -> None:
         """Merge a stop code from ``ps``; raise when it says the chief failed."""
@@ -295,15 +335,21 @@ class ParameterServerStrategy(Strategy):
             for ps in self.ps_names:
                 self.transport.call(ps, ps_mod.rpc_request_stop, self.name,
                                     ps_mod.STOP_PREEMPTED)
-        return bool(local_stop) or self._stop_code != ps_mod.STOP_NONE
+        stop = bool(local_stop) or self._stop_code != ps_mod.STOP_NONE
+        if stop:
+            self._collect()  # the last push is answered before anything is saved or said
+        return stop
 
     def shared_global_step(self, local_step: int) -> int:
+        self._collect()
         step, stop, _ = self.transport.call(self.ps_names[0], ps_mod.rpc_heartbeat, self.name)
         self._note_stop(stop, self.ps_names[0])
+        self._known_step = max(self._known_step, int(step))
         return int(step)
 
     def state_for_checkpoint(self, module, optimizer) -> tuple[dict, dict | None]:
         """Gather every shard: weights (ps values + local buffers) and optimizer state."""
+        self._collect()  # this trainer's last push is in the state
         pending = [self.transport.call_async(ps, ps_mod.rpc_state, self.name)
                    for ps in self.ps_names]
         states = [call.wait() for call in pending]

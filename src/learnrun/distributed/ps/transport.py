@@ -30,6 +30,9 @@ class PendingCall(Protocol):
     def wait(self) -> Any:
         """Block until the call returns; raise :class:`DistributedError` naming the peer."""
 
+    def done(self) -> bool:
+        """True once the call has returned (or failed): :meth:`wait` does not block."""
+
 
 class PSTransport(Protocol):
     """What the parameter-server engine needs from a transport."""
@@ -54,6 +57,9 @@ class _RpcPending:
         self._future = future
         self._to = to
         self._transport = transport
+
+    def done(self) -> bool:
+        return bool(self._future.done())
 
     def wait(self) -> Any:
         try:

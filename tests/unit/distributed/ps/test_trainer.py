@@ -30,6 +30,9 @@ class _Done:
     def wait(self):
         return self.value
 
+    def done(self):
+        return True
+
 
 class FakeTransport:
     """Calls ``ShardServer.<name>`` for ``rpc_<name>`` directly (what the RPC agent runs)."""
