@@ -56,3 +56,16 @@ def test_linear_model_sums_weights():
     with torch.no_grad():
         mean.weights["i"].copy_(torch.tensor([[1.0], [3.0], [0.0]]))
     assert mean({"i": torch.tensor([[0, 1]])}).tolist() == [[2.0]]
+
+
+def test_dense_features_pass_a_ready_numeric_column_through_and_convert_anything_else():
+    layer = fc.DenseFeatures([fc.numeric_column("x", shape=3)])
+    ready = torch.randn(4, 3)
+    assert layer({"x": ready}) is ready  # float32 (batch, width) on the device: no op
+    doubles = layer({"x": ready.double()})
+    assert doubles.dtype == torch.float32 and torch.allclose(doubles, ready)
+    assert layer({"x": ready.numpy()}).shape == (4, 3)
+    with pytest.raises(ValueError, match="has shape"):
+        layer({"x": torch.randn(4, 2)})
+    scaled = fc.DenseFeatures([fc.numeric_column("x", shape=3, normalizer_fn=lambda v: v * 2)])
+    assert torch.equal(scaled({"x": ready}), ready * 2)  # a normalizer always runs
