@@ -53,6 +53,14 @@ def compile_if_configured(module, config: Any):
     return module
 
 
+def _clip(optimizer, clip_norm: float) -> None:
+    """Clip the gradients of every parameter ``optimizer`` updates to a global norm."""
+    import torch
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+
+
 class Strategy:
     """Base class; subclasses override what differs from one process."""
 
@@ -106,20 +114,15 @@ class Strategy:
     def apply_update(self, module, optimizer, scheduler=None, clip_norm: float | None = None,
                      global_step: int = 0, scaler=None) -> int:
         """Apply the gradients now in ``module``'s parameters; return the new global step."""
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         if scaler is not None:
             if clip_norm:
                 scaler.unscale_(optimizer)
-                import torch
-
-                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                _clip(optimizer, clip_norm)
             scaler.step(optimizer)
             scaler.update()
         else:
             if clip_norm:
-                import torch
-
-                torch.nn.utils.clip_grad_norm_(params, clip_norm)
+                _clip(optimizer, clip_norm)
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
