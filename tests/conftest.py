@@ -3,12 +3,16 @@
 * ``clock``: a :class:`~learnrun.clock.FakeClock` (time moves only when code sleeps on it or a
   test advances it), also the default clock of the export functions.
 * ``model_dir``: the model directory of one test, under its ``tmp_path``.
+* ``s3_server``, ``s3_bucket``: a local S3 endpoint (moto's server) and a bucket of one test.
+* ``sync_reference``: one uninterrupted synchronous cluster run that tests compare with.
 
 Small datasets are functions of :mod:`tests.helpers.data` (tests build their ``model_fn`` and
 ``input_fn`` from them at import time); test doubles live in :mod:`tests.helpers.fakes`.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +83,27 @@ def s3_bucket(s3_server, monkeypatch, request) -> str:
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
     yield f"s3://{bucket}"
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+SYNC_REFERENCE_STEPS = 16
+"""How far :func:`sync_reference` trains (every 3 steps a checkpoint)."""
+
+
+@pytest.fixture(scope="session")
+def sync_reference(tmp_path_factory) -> Path:
+    """The model directory of one uninterrupted synchronous cluster run, for the session.
+
+    A chief and a worker train the test experiment (:mod:`tests.helpers.experiments`) to
+    :data:`SYNC_REFERENCE_STEPS`, saving every 3 steps. Tests compare their own runs with it
+    and must not write to it (copy it first to resume from it).
+    """
+    from tests.helpers.distributed import launch_experiment
+
+    model_dir = tmp_path_factory.mktemp("sync-reference") / "model"
+    code, out, _ = launch_experiment(model_dir, num_workers=1, save_steps=3, dist_timeout=10,
+                                     timeout=150, LRTEST_TRAIN_STEPS=str(SYNC_REFERENCE_STEPS))
+    assert code == 0, out.text
+    return model_dir
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
