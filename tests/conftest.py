@@ -113,3 +113,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="scale of tests/faults/: kills per cluster test (local runs get 3x)")
     group.addoption("--fault-seed", type=int, default=20261201,
                     help="seed of tests/faults/'s random kill moments (printed; replay with it)")
+
+
+# The tests that start a local cluster: several processes that talk over 127.0.0.1 under
+# timeouts (RunConfig.distributed_timeout_secs, the launcher's). Under pytest-xdist
+# (``-n 2 --dist loadgroup``, as scripts/test.sh runs the suite) they run one after another
+# on one worker while the other tests share the workers, so that no two clusters compete for
+# the CPUs. Node-id prefixes: xdist's scheduler sees node ids only.
+CLUSTER_TESTS = ("tests/distributed/",
+                 "tests/faults/test_faults.py::test_sync_cluster_",
+                 "tests/faults/test_faults.py::test_parameter_server_")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadgroup``: each test alone, the :data:`CLUSTER_TESTS` as one unit.
+
+    (xdist's own ``xdist_group`` marks do not group under pytest 9, whose node ids xdist can
+    no longer rename; this scheduler needs no marks.)
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ClusterScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "cluster" if nodeid.startswith(CLUSTER_TESTS) else nodeid
+
+    return ClusterScheduling(config, log)
