@@ -12,7 +12,9 @@ Small datasets are functions of :mod:`tests.helpers.data` (tests build their ``m
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,24 +88,31 @@ def s3_bucket(s3_server, monkeypatch, request) -> str:
 
 
 SYNC_REFERENCE_STEPS = 16
-"""How far :func:`sync_reference` trains (every 3 steps a checkpoint)."""
+SYNC_REFERENCE_ARGS = dict(num_workers=1, save_steps=3, dist_timeout=10,
+                           LRTEST_TRAIN_STEPS=str(SYNC_REFERENCE_STEPS))
+"""The cluster of :func:`sync_reference` (``launch_experiment`` arguments): a chief and a
+worker train to SYNC_REFERENCE_STEPS, a checkpoint every 3 steps."""
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    model_dir: Path
+    out: Any  # tests.helpers.distributed.Collector: what the tasks printed
 
 
 @pytest.fixture(scope="session")
-def sync_reference(tmp_path_factory) -> Path:
-    """The model directory of one uninterrupted synchronous cluster run, for the session.
+def sync_reference(tmp_path_factory) -> ClusterRun:
+    """One uninterrupted synchronous cluster run (:data:`SYNC_REFERENCE_ARGS`, the test
+    experiment of :mod:`tests.helpers.experiments`, TF_CONFIG roles), for the session.
 
-    A chief and a worker train the test experiment (:mod:`tests.helpers.experiments`) to
-    :data:`SYNC_REFERENCE_STEPS`, saving every 3 steps. Tests compare their own runs with it
-    and must not write to it (copy it first to resume from it).
+    Tests check it, compare their own runs with it, or resume a copy of it; none writes to it.
     """
     from tests.helpers.distributed import launch_experiment
 
     model_dir = tmp_path_factory.mktemp("sync-reference") / "model"
-    code, out, _ = launch_experiment(model_dir, num_workers=1, save_steps=3, dist_timeout=10,
-                                     timeout=150, LRTEST_TRAIN_STEPS=str(SYNC_REFERENCE_STEPS))
+    code, out, _ = launch_experiment(model_dir, timeout=150, **SYNC_REFERENCE_ARGS)
     assert code == 0, out.text
-    return model_dir
+    return ClusterRun(model_dir, out)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

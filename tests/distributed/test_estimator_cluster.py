@@ -17,7 +17,7 @@ from learnrun.model_dir.checkpoints import (
     list_checkpoints,
     load_checkpoint,
 )
-from tests.conftest import SYNC_REFERENCE_STEPS
+from tests.conftest import SYNC_REFERENCE_ARGS, SYNC_REFERENCE_STEPS
 from tests.helpers import experiments
 from tests.helpers.distributed import Collector, launch_experiment
 
@@ -44,15 +44,25 @@ def _losses(model_dir: Path, task: str) -> list[float]:
 
 
 @pytest.mark.parametrize("roles_from", ["tf_config", "torchrun"])
-def test_sync_chief_and_worker_equal_single_process(tmp_path, roles_from):
-    """TF_CONFIG and torchrun-style RANK/WORLD_SIZE/MASTER_* give the same roles and results."""
-    steps = 6
-    model_dir = tmp_path / "cluster"
-    code, out, _ = launch_experiment(model_dir, num_workers=1, roles_from=roles_from,
-                                     LRTEST_TRAIN_STEPS=str(steps))
-    assert code == 0, out.text
+def test_sync_chief_and_worker_equal_single_process(tmp_path, roles_from, sync_reference):
+    """TF_CONFIG and torchrun-style RANK/WORLD_SIZE/MASTER_* give the same roles and results.
+
+    The TF_CONFIG cluster is the session's ``sync_reference`` run; the torchrun one has the
+    same settings and ends bit-identical to it."""
+    steps = SYNC_REFERENCE_STEPS
+    if roles_from == "tf_config":
+        model_dir, out = sync_reference.model_dir, sync_reference.out
+    else:
+        model_dir = tmp_path / "cluster"
+        code, out, _ = launch_experiment(model_dir, roles_from=roles_from,
+                                         **SYNC_REFERENCE_ARGS)
+        assert code == 0, out.text
+        want = _weights(sync_reference.model_dir)
+        for name, value in _weights(model_dir).items():
+            assert torch.equal(value, want[name]), name
     assert out.values("chief:0", "STOP") == [steps] and out.values("worker:0", "STOP") == [steps]
-    assert out.values("chief:0", "SAVED") == [0, steps]  # TF saves at creation and at the end
+    # TF saves at creation, every save_checkpoints_steps (3) and at the end
+    assert out.values("chief:0", "SAVED") == [0, 3, 6, 9, 12, 15, steps]
     assert out.values("worker:0", "SAVED") == []  # only the chief saves
     single = _single_process(tmp_path, steps)
     reference = json.loads((tmp_path / "single" / "losses-local:0.json").read_text())["losses"]
@@ -183,9 +193,8 @@ def test_sync_restart_after_a_kill_resumes_from_the_latest_checkpoint_bit_identi
     worker killed at step 7 continues its shard where the checkpoint was, and the run ends
     bit-identical to the uninterrupted one (``sync_reference``: the same cluster and saves)."""
     model_dir = tmp_path / "killed"
-    code, out, _ = launch_experiment(model_dir, num_workers=1, save_steps=3, dist_timeout=10,
-                                     max_restarts=1, LRTEST_TRAIN_STEPS=str(SYNC_REFERENCE_STEPS),
-                                     LRTEST_DIE_AT="worker:0@7", LRTEST_DIE_ONCE="1")
+    code, out, _ = launch_experiment(model_dir, max_restarts=1, LRTEST_DIE_AT="worker:0@7",
+                                     LRTEST_DIE_ONCE="1", **SYNC_REFERENCE_ARGS)
     assert code == 0, out.text
     assert "restarting the cluster (attempt 2 of 2)" in out.text, out.text
     restored = out.values("chief:0", "RESTORED")
@@ -194,7 +203,7 @@ def test_sync_restart_after_a_kill_resumes_from_the_latest_checkpoint_bit_identi
     assert checkpoint_step(path) == SYNC_REFERENCE_STEPS
     assert sorted(p.name for p in Path(path).glob("trainer-*.pt")) == ["trainer-0.pt",
                                                                         "trainer-1.pt"]
-    want, got = _weights(sync_reference), _weights(model_dir)
+    want, got = _weights(sync_reference.model_dir), _weights(model_dir)
     for name in want:
         assert torch.equal(got[name], want[name]), name
 
@@ -202,7 +211,7 @@ def test_sync_restart_after_a_kill_resumes_from_the_latest_checkpoint_bit_identi
 def test_sync_cluster_resumed_with_another_size_warns_about_input_positions(tmp_path,
                                                                            sync_reference):
     # a copy of a 2-trainer cluster's model directory, resumed by 3 trainers
-    shutil.copytree(sync_reference, tmp_path / "model")
+    shutil.copytree(sync_reference.model_dir, tmp_path / "model")
     steps = SYNC_REFERENCE_STEPS + 2
     code, out, _ = launch_experiment(tmp_path / "model", num_workers=2,
                                      LRTEST_TRAIN_STEPS=str(steps))

@@ -26,7 +26,7 @@ import learnrun
 from learnrun.errors import CheckpointError
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir.lease import LeaseError
-from tests.conftest import SYNC_REFERENCE_STEPS
+from tests.conftest import SYNC_REFERENCE_ARGS, SYNC_REFERENCE_STEPS
 from tests.faults import local_target
 from tests.helpers import REPO_ROOT, experiments
 from tests.helpers.distributed import cluster_env, launch_experiment
@@ -119,19 +119,17 @@ def test_local_run_killed_and_sigterm_stormed_at_random_moments_ends_bit_identic
 def test_sync_cluster_members_killed_at_random_moments_end_bit_identical(tmp_path, plan,
                                                                          sync_reference):
     # the reference: the same cluster (1 worker, a save every 3 steps) run without faults
-    steps, args = SYNC_REFERENCE_STEPS, dict(num_workers=1, save_steps=3, dist_timeout=10,
-                                             timeout=150)
+    steps, args = SYNC_REFERENCE_STEPS, {**SYNC_REFERENCE_ARGS, "timeout": 150}
     faults = plan.faults(plan.runs, ["chief:0", "worker:0"], steps)
     plan.report(f"plan {faults}")
     model_dir = tmp_path / "run"
     code, out, secs = launch_experiment(model_dir, max_restarts=plan.runs + 1,
-                                        LRTEST_TRAIN_STEPS=str(steps), LRTEST_FAULTS=faults,
-                                        **args)
+                                        LRTEST_FAULTS=faults, **args)
     plan.report(f"{_fired(model_dir)} faults fired, exit {code} after {secs:.0f} s")
     assert code == 0, f"{out.text[-5000:]} {plan.replay}"
     _all_intact(model_dir, plan.replay)
     assert ckpt.checkpoint_step(ckpt.latest_checkpoint(str(model_dir))) == steps, plan.replay
-    _assert_identical(_weights(model_dir), _weights(sync_reference), plan.replay)
+    _assert_identical(_weights(model_dir), _weights(sync_reference.model_dir), plan.replay)
 
 
 def test_parameter_server_members_killed_at_random_moments_complete_at_train_steps(
