@@ -15,4 +15,6 @@ site=$(mktemp -d)
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet -d "$site" || { rm -rf "$site"; exit 1; }
 rm -rf "$site"
 export GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist); the tests that start clusters run one at a time on one of them
+# (tests/conftest.py: CLUSTER_TESTS). Later arguments win: `scripts/test.sh -n 0` runs serially.
+exec .venv/bin/python -m pytest -n "${LEARNRUN_TEST_WORKERS:-2}" --dist loadgroup "$@"

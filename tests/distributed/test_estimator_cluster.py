@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ from learnrun.model_dir.checkpoints import (
     list_checkpoints,
     load_checkpoint,
 )
+from tests.conftest import SYNC_REFERENCE_ARGS, SYNC_REFERENCE_STEPS
 from tests.helpers import experiments
-from tests.helpers.distributed import launch_experiment
+from tests.helpers.distributed import Collector, launch_experiment
 
 pytestmark = [pytest.mark.distributed, pytest.mark.timeout(120)]
 
@@ -42,15 +44,25 @@ def _losses(model_dir: Path, task: str) -> list[float]:
 
 
 @pytest.mark.parametrize("roles_from", ["tf_config", "torchrun"])
-def test_sync_chief_and_worker_equal_single_process(tmp_path, roles_from):
-    """TF_CONFIG and torchrun-style RANK/WORLD_SIZE/MASTER_* give the same roles and results."""
-    steps = 6
-    model_dir = tmp_path / "cluster"
-    code, out, _ = launch_experiment(model_dir, num_workers=1, roles_from=roles_from,
-                                     LRTEST_TRAIN_STEPS=str(steps))
-    assert code == 0, out.text
+def test_sync_chief_and_worker_equal_single_process(tmp_path, roles_from, sync_reference):
+    """TF_CONFIG and torchrun-style RANK/WORLD_SIZE/MASTER_* give the same roles and results.
+
+    The TF_CONFIG cluster is the session's ``sync_reference`` run; the torchrun one has the
+    same settings and ends bit-identical to it."""
+    steps = SYNC_REFERENCE_STEPS
+    if roles_from == "tf_config":
+        model_dir, out = sync_reference.model_dir, sync_reference.out
+    else:
+        model_dir = tmp_path / "cluster"
+        code, out, _ = launch_experiment(model_dir, roles_from=roles_from,
+                                         **SYNC_REFERENCE_ARGS)
+        assert code == 0, out.text
+        want = _weights(sync_reference.model_dir)
+        for name, value in _weights(model_dir).items():
+            assert torch.equal(value, want[name]), name
     assert out.values("chief:0", "STOP") == [steps] and out.values("worker:0", "STOP") == [steps]
-    assert out.values("chief:0", "SAVED") == [0, steps]  # TF saves at creation and at the end
+    # TF saves at creation, every save_checkpoints_steps (3) and at the end
+    assert out.values("chief:0", "SAVED") == [0, 3, 6, 9, 12, 15, steps]
     assert out.values("worker:0", "SAVED") == []  # only the chief saves
     single = _single_process(tmp_path, steps)
     reference = json.loads((tmp_path / "single" / "losses-local:0.json").read_text())["losses"]
@@ -68,21 +80,33 @@ def test_sync_chief_and_worker_equal_single_process(tmp_path, roles_from):
     assert json.loads(records[-1])["global_step"] == steps
 
 
-def test_ps_chief_worker_and_evaluator_train_to_exactly_train_steps(tmp_path):
-    steps = 30
-    code, out, _ = launch_experiment(tmp_path, num_ps=1, num_workers=1, evaluator=True,
-                                     save_steps=10, LRTEST_TRAIN_STEPS=str(steps))
+PS_STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def ps_run(tmp_path_factory) -> tuple[int, Collector, Path]:
+    """A ps, a chief, a worker and an evaluator trained to PS_STEPS: (exit code, output, model
+    directory). Tests must not write to the directory (copy it first)."""
+    model_dir = tmp_path_factory.mktemp("ps-run") / "model"
+    code, out, _ = launch_experiment(model_dir, num_ps=1, num_workers=1, evaluator=True,
+                                     save_steps=10, LRTEST_TRAIN_STEPS=str(PS_STEPS))
+    return code, out, model_dir
+
+
+def test_ps_chief_worker_and_evaluator_train_to_exactly_train_steps(ps_run):
+    steps = PS_STEPS
+    code, out, model_dir = ps_run
     assert code == 0, out.text
     assert out.exit_codes() == {"ps:0": 0, "chief:0": 0, "worker:0": 0, "evaluator:0": 0}
     assert "could not say goodbye" not in out.text, out.text  # a normal end looks normal
     assert out.values("chief:0", "STEP") and out.values("worker:0", "STEP")
     # The ps refuses pushes past the chief's last step: no overshoot (31 of 30) from the
     # trainers' concurrent pushes, whichever trainer pushes last.
-    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == steps
+    assert checkpoint_step(latest_checkpoint(str(model_dir))) == steps
     assert max(out.values("chief:0", "STEP") + out.values("worker:0", "STEP")) == steps
     assert out.values("chief:0", "STOP") == out.values("worker:0", "STOP") == [steps]
     records = [json.loads(line) for line in
-               (tmp_path / "eval_continuous" / "results.jsonl").read_text().splitlines()]
+               (model_dir / "eval_continuous" / "results.jsonl").read_text().splitlines()]
     assert records and records[-1]["global_step"] == steps
     paths = [r["checkpoint_path"] for r in records]
     assert len(paths) == len(set(paths))  # each checkpoint evaluated once
@@ -106,17 +130,6 @@ def test_two_ps_shards_and_a_worker_waiting_for_the_global_step(tmp_path):
     versions = ckpt.state["optimizer"]["learnrun_ps_versions"]
     assert versions[0] == 20 and versions[1] in (19, 20), versions
     assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 20
-
-
-def test_sync_restart_resumes_from_latest_checkpoint(tmp_path):
-    code, out, _ = launch_experiment(tmp_path, num_workers=1, max_restarts=1, save_steps=2,
-                                  LRTEST_TRAIN_STEPS="10", LRTEST_DIE_AT="worker:0@5",
-                                  LRTEST_DIE_ONCE="1", dist_timeout=10)
-    assert code == 0, out.text
-    assert "restarting the cluster (attempt 2 of 2)" in out.text
-    restored = out.values("chief:0", "RESTORED")
-    assert restored[0] == 0 and restored[-1] >= 2
-    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 10
 
 
 @pytest.mark.parametrize("num_ps", [0, 1])
@@ -173,32 +186,38 @@ def _weights(model_dir: Path) -> dict:
     return load_checkpoint(latest_checkpoint(str(model_dir))).weights
 
 
-def test_sync_restart_after_a_kill_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    """Every trainer's input position is in the checkpoint (trainer-<rank>.pt): a worker
-    killed at step 7 and restarted continues its shard where the checkpoint was."""
-    args = dict(num_workers=1, save_steps=3, LRTEST_TRAIN_STEPS="12", dist_timeout=10)
-    code, out, _ = launch_experiment(tmp_path / "ref", **args)
+def test_sync_restart_after_a_kill_resumes_from_the_latest_checkpoint_bit_identical(
+        tmp_path, sync_reference):
+    """The launcher restarts the cluster after a worker's death; it resumes from the latest
+    checkpoint. Every trainer's input position is in the checkpoint (trainer-<rank>.pt): the
+    worker killed at step 7 continues its shard where the checkpoint was, and the run ends
+    bit-identical to the uninterrupted one (``sync_reference``: the same cluster and saves)."""
+    model_dir = tmp_path / "killed"
+    code, out, _ = launch_experiment(model_dir, max_restarts=1, LRTEST_DIE_AT="worker:0@7",
+                                     LRTEST_DIE_ONCE="1", **SYNC_REFERENCE_ARGS)
     assert code == 0, out.text
-    code, out, _ = launch_experiment(tmp_path / "killed", max_restarts=1,
-                                     LRTEST_DIE_AT="worker:0@7", LRTEST_DIE_ONCE="1", **args)
-    assert code == 0, out.text
-    assert out.values("chief:0", "RESTORED")[-1] == 6, out.text
-    path = latest_checkpoint(str(tmp_path / "killed"))
+    assert "restarting the cluster (attempt 2 of 2)" in out.text, out.text
+    restored = out.values("chief:0", "RESTORED")
+    assert restored[0] == 0 and restored[-1] == 6, out.text
+    path = latest_checkpoint(str(model_dir))
+    assert checkpoint_step(path) == SYNC_REFERENCE_STEPS
     assert sorted(p.name for p in Path(path).glob("trainer-*.pt")) == ["trainer-0.pt",
                                                                         "trainer-1.pt"]
-    want, got = _weights(tmp_path / "ref"), _weights(tmp_path / "killed")
+    want, got = _weights(sync_reference.model_dir), _weights(model_dir)
     for name in want:
         assert torch.equal(got[name], want[name]), name
 
 
-def test_sync_cluster_resumed_with_another_size_warns_about_input_positions(tmp_path):
-    code, out, _ = launch_experiment(tmp_path, num_workers=1, save_steps=3,
-                                     LRTEST_TRAIN_STEPS="4")
-    assert code == 0, out.text
-    code, out, _ = launch_experiment(tmp_path, num_workers=2, LRTEST_TRAIN_STEPS="6")
+def test_sync_cluster_resumed_with_another_size_warns_about_input_positions(tmp_path,
+                                                                           sync_reference):
+    # a copy of a 2-trainer cluster's model directory, resumed by 3 trainers
+    shutil.copytree(sync_reference.model_dir, tmp_path / "model")
+    steps = SYNC_REFERENCE_STEPS + 2
+    code, out, _ = launch_experiment(tmp_path / "model", num_workers=2,
+                                     LRTEST_TRAIN_STEPS=str(steps))
     assert code == 0, out.text
     assert "holds the input positions of 2 trainers, but this run has 3" in out.text, out.text
-    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 6
+    assert checkpoint_step(latest_checkpoint(str(tmp_path / "model"))) == steps
 
 
 @pytest.mark.parametrize("policy", ["rollback", "stop"])
@@ -222,14 +241,15 @@ def test_a_nan_loss_on_one_trainer_is_one_decision_for_every_trainer(tmp_path, p
         assert all(torch.isfinite(t).all() for t in weights.values()), info.path
 
 
-def test_ps_cluster_restarted_after_training_ended_exits_0_at_once(tmp_path):
+def test_ps_cluster_restarted_after_training_ended_exits_0_at_once(tmp_path, ps_run):
     """The trainers find train_steps already saved: they still tell the ps that training is
     over (found by the fault suite: the ps waited for them until the launcher's timeout)."""
-    code, out, _ = launch_experiment(tmp_path, num_ps=1, num_workers=1, save_steps=5,
-                                     LRTEST_TRAIN_STEPS="10")
+    code, out, trained = ps_run
     assert code == 0, out.text
-    code, out, secs = launch_experiment(tmp_path, num_ps=1, num_workers=1, save_steps=5,
-                                        timeout=60, LRTEST_TRAIN_STEPS="10")
+    shutil.copytree(trained, tmp_path / "model")  # a copy of a ps cluster's finished run
+    code, out, secs = launch_experiment(tmp_path / "model", num_ps=1, num_workers=1,
+                                        save_steps=10, timeout=60,
+                                        LRTEST_TRAIN_STEPS=str(PS_STEPS))
     assert code == 0, out.text
     assert out.exit_codes() == {"ps:0": 0, "chief:0": 0, "worker:0": 0}, out.text
-    assert checkpoint_step(latest_checkpoint(str(tmp_path))) == 10
+    assert checkpoint_step(latest_checkpoint(str(tmp_path / "model"))) == PS_STEPS

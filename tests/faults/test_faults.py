@@ -26,6 +26,8 @@ import learnrun
 from learnrun.errors import CheckpointError
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir.lease import LeaseError
+from tests.conftest import SYNC_REFERENCE_ARGS, SYNC_REFERENCE_STEPS
+from tests.faults import local_target
 from tests.helpers import REPO_ROOT, experiments
 from tests.helpers.distributed import cluster_env, launch_experiment
 
@@ -90,8 +92,12 @@ def _local(model_dir: Path, steps: int, save: int, faults: str = "", use_async: 
 def test_local_run_killed_and_sigterm_stormed_at_random_moments_ends_bit_identical(
         tmp_path, plan):
     steps, save = 40, 4
-    code, text = _local(tmp_path / "ref", steps, save)
-    assert code == 0, text
+    # the reference run in this process: the same training as the subprocesses' (bit-identical)
+    threads = torch.get_num_threads()  # local_target sets 1, as in its subprocesses
+    try:
+        assert local_target.main([str(tmp_path / "ref"), str(steps), str(save)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     faults = plan.faults(3 * plan.runs, ["local:0"], steps)
     plan.report(f"plan {faults}")
     model_dir = tmp_path / "run"
@@ -110,21 +116,20 @@ def test_local_run_killed_and_sigterm_stormed_at_random_moments_ends_bit_identic
 
 
 # -- clusters -------------------------------------------------------------------------------
-def test_sync_cluster_members_killed_at_random_moments_end_bit_identical(tmp_path, plan):
-    steps, args = 16, dict(num_workers=1, save_steps=3, dist_timeout=10, timeout=150)
-    code, out, _ = launch_experiment(tmp_path / "ref", LRTEST_TRAIN_STEPS=str(steps), **args)
-    assert code == 0, out.text
+def test_sync_cluster_members_killed_at_random_moments_end_bit_identical(tmp_path, plan,
+                                                                         sync_reference):
+    # the reference: the same cluster (1 worker, a save every 3 steps) run without faults
+    steps, args = SYNC_REFERENCE_STEPS, {**SYNC_REFERENCE_ARGS, "timeout": 150}
     faults = plan.faults(plan.runs, ["chief:0", "worker:0"], steps)
     plan.report(f"plan {faults}")
     model_dir = tmp_path / "run"
     code, out, secs = launch_experiment(model_dir, max_restarts=plan.runs + 1,
-                                        LRTEST_TRAIN_STEPS=str(steps), LRTEST_FAULTS=faults,
-                                        **args)
+                                        LRTEST_FAULTS=faults, **args)
     plan.report(f"{_fired(model_dir)} faults fired, exit {code} after {secs:.0f} s")
     assert code == 0, f"{out.text[-5000:]} {plan.replay}"
     _all_intact(model_dir, plan.replay)
     assert ckpt.checkpoint_step(ckpt.latest_checkpoint(str(model_dir))) == steps, plan.replay
-    _assert_identical(_weights(model_dir), _weights(tmp_path / "ref"), plan.replay)
+    _assert_identical(_weights(model_dir), _weights(sync_reference.model_dir), plan.replay)
 
 
 def test_parameter_server_members_killed_at_random_moments_complete_at_train_steps(
