@@ -46,7 +46,6 @@ from learnrun.runner import run, tune
 from learnrun.serving.cli import add_model_server_arguments, model_server_main
 from learnrun.serving.versions import ConfigError
 from learnrun.tables import format_metrics
-from learnrun.tuning import OptunaTuner, SearchSpaceError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -249,6 +248,11 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"no search space: pass --space \"lr=loguniform(1e-4,1e-1)\" ({loaded.description} "
             "has no default_search_space())"
         )
+    from learnrun.tuning import (  # reason: optuna loads only for `learnrun tune`
+        OptunaTuner,
+        SearchSpaceError,
+    )
+
     try:
         tuner = OptunaTuner(
             search_space=space,

@@ -12,13 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from learnrun.export import load_export
-from learnrun.serving.server import (
-    ModelServer,
-    ServingOptions,
-    require_serving_stack,
-    runner_factory,
-)
 from learnrun.serving.versions import (
     ConfigError,
     ModelConfig,
@@ -72,6 +65,16 @@ def model_server_main(args: argparse.Namespace) -> int:
     Bad flags or a bad model config raise
     :class:`learnrun.serving.versions.ConfigError` (the CLI prints it as one line, exit 2).
     """
+    # reason: the export loader (torch) loads only when a server starts
+    from learnrun.export import load_export
+    # reason: the server (asyncio, the HTTP stack) too, not for every `learnrun` command
+    from learnrun.serving.server import (
+        ModelServer,
+        ServingOptions,
+        require_serving_stack,
+        runner_factory,
+    )
+
     require_serving_stack()
     if args.model_config_file and args.model_base_path:
         raise ConfigError("pass either --model_config_file or --model_base_path, not both")
