@@ -67,6 +67,7 @@ def model_server_main(args: argparse.Namespace) -> int:
     """
     # reason: the export loader (torch) loads only when a server starts
     from learnrun.export import load_export
+
     # reason: the server (asyncio, the HTTP stack) too, not for every `learnrun` command
     from learnrun.serving.server import (
         ModelServer,
