@@ -218,3 +218,16 @@ def test_tensor_batches_do_not_alias_the_arrays():
     features, _ = next(iter(numpy_input_fn(x, None, batch_size=6, shuffle=False)()))
     features += 1
     assert not x.any()
+
+
+def test_loading_a_state_with_another_seed_after_iterating_uses_that_seed():
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    seeded = numpy_input_fn({"x": x}, batch_size=4, num_epochs=None, shuffle=True, seed=7)()
+    want = [next(iter(seeded))[0]["x"] for _ in range(2)]
+    other = numpy_input_fn({"x": x}, batch_size=4, num_epochs=None, shuffle=True, seed=3)()
+    next(iter(other))  # the epoch order of seed 3 is built
+    other.load_state_dict(numpy_input_fn({"x": x}, batch_size=4, num_epochs=None, shuffle=True,
+                                         seed=7)().state_dict())
+    got = [next(iter(other))[0]["x"] for _ in range(2)]
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(np.asarray(g), np.asarray(w))
