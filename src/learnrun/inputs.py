@@ -252,7 +252,6 @@ class ArrayBatches:
         self.position = position
         self._seed = int(state["seed"])
         self._order_cache = None
-        self._torch_order = None  # the orders of another seed are stale
         self._torch_order = None
 
 
