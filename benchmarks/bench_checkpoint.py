@@ -55,30 +55,38 @@ def build(mb: float, width: int = 2048):
     return model, opt, size, width
 
 
+def train_and_save(manager, mode: str, model, opt, x, steps: int, every: int) -> tuple[float, float]:
+    """``steps`` SGD steps on ``x``, saving through ``manager`` every ``every`` steps.
+
+    ``mode``: ``"sync"`` (``save``), ``"async"`` (``save_async``) or ``"none"``. Returns
+    ``(wall seconds of the steps, seconds spent inside the save calls)``; waiting for the last
+    asynchronous save after the final step is not counted (training is over, not a stall).
+    """
+    in_calls = 0.0
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        opt.zero_grad(set_to_none=True)
+        model(x).square().mean().backward()
+        opt.step()
+        if mode != "none" and step % every == 0:
+            t = time.perf_counter()
+            state = {"optimizer": opt.state_dict(), "global_step": step}
+            if mode == "sync":
+                manager.save(step, model.state_dict(), state)
+            else:
+                manager.save_async(step, model.state_dict(), state)
+            in_calls += time.perf_counter() - t
+    t = time.perf_counter()
+    manager.wait()
+    return time.perf_counter() - start - (time.perf_counter() - t), in_calls
+
+
 def run(mode: str, model, opt, width: int, steps: int, every: int, batch: int) -> tuple[float, float]:
     """(wall seconds of ``steps`` steps, seconds spent inside the save calls)."""
     model_dir = tempfile.mkdtemp(prefix="bench-ckpt-")
     manager = ckpt.CheckpointManager(model_dir, keep_checkpoint_max=2)
-    x = torch.randn(batch, width)
-    in_calls = 0.0
     try:
-        start = time.perf_counter()
-        for step in range(1, steps + 1):
-            opt.zero_grad(set_to_none=True)
-            model(x).square().mean().backward()
-            opt.step()
-            if mode != "none" and step % every == 0:
-                t = time.perf_counter()
-                state = {"optimizer": opt.state_dict(), "global_step": step}
-                if mode == "sync":
-                    manager.save(step, model.state_dict(), state)
-                else:
-                    manager.save_async(step, model.state_dict(), state)
-                in_calls += time.perf_counter() - t
-        t = time.perf_counter()
-        manager.wait()  # the last async save: training is over, not a stall
-        wall = time.perf_counter() - start - (time.perf_counter() - t)
-        return wall, in_calls
+        return train_and_save(manager, mode, model, opt, torch.randn(batch, width), steps, every)
     finally:
         manager.wait()
         shutil.rmtree(model_dir, ignore_errors=True)

@@ -26,11 +26,10 @@ import logging
 import os
 import statistics
 import sys
-import time
 import uuid
 
 import torch
-from bench_checkpoint import build  # the same model of square Linear layers
+from bench_checkpoint import build, train_and_save  # the same model and training loop
 
 
 class RequestCounter(logging.Handler):
@@ -64,24 +63,7 @@ def run(mode: str, model_dir: str, model, opt, width: int, steps: int, every: in
     from learnrun.model_dir import checkpoints as ckpt
 
     manager = ckpt.CheckpointManager(model_dir, keep_checkpoint_max=2)
-    x = torch.randn(8, width)
-    in_calls = 0.0
-    start = time.perf_counter()
-    for step in range(1, steps + 1):
-        opt.zero_grad(set_to_none=True)
-        model(x).square().mean().backward()
-        opt.step()
-        if step % every == 0:
-            t = time.perf_counter()
-            state = {"optimizer": opt.state_dict(), "global_step": step}
-            if mode == "sync":
-                manager.save(step, model.state_dict(), state)
-            else:
-                manager.save_async(step, model.state_dict(), state)
-            in_calls += time.perf_counter() - t
-    t = time.perf_counter()
-    manager.wait()
-    return time.perf_counter() - start - (time.perf_counter() - t), in_calls
+    return train_and_save(manager, mode, model, opt, torch.randn(8, width), steps, every)
 
 
 def requests_per_poll(model_dir: str, counter: RequestCounter, polls: int = 5) -> float:
