@@ -25,3 +25,24 @@ def colored_points(n: int = 300, seed: int = 0) -> tuple[dict[str, np.ndarray], 
     color = rng.choice(["red", "blue"], size=n)
     y = ((x[:, 0] + x[:, 1] + (color == "red") * 1.5 - 0.75) > 0).astype(np.int64)
     return {"x": x, "color": color}, y
+
+
+def sum_batches(batches: int = 1000, seed: int = 0):
+    """Batches ``(x [8, 4], x.sum(1) [8, 1])`` of a seeded generator: a linear regression."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(batches):
+        x = torch.randn(8, 4, generator=g)
+        yield x, x.sum(1, keepdim=True)
+
+
+def linear_regression_model_fn():
+    """``model_fn`` of a ``Linear(4, 1)`` with MSE and SGD(0.05), for :func:`sum_batches`."""
+    import torch
+
+    from learnrun.estimator.spec import EstimatorSpec
+
+    m = torch.nn.Linear(4, 1)
+    return EstimatorSpec(module=m, loss_fn=torch.nn.functional.mse_loss,
+                         optimizer=torch.optim.SGD(m.parameters(), lr=0.05))

@@ -18,23 +18,13 @@ import torch
 
 import learnrun
 from learnrun.errors import PREEMPTED_EXIT_CODE
-from learnrun.estimator.spec import EstimatorSpec
 from learnrun.hooks import CheckpointSaverListener
 from learnrun.model_dir import checkpoints as ckpt
+from tests.helpers.data import linear_regression_model_fn, sum_batches
 from tests.helpers.hooks import StartStep
 
-
-def model_fn():
-    m = torch.nn.Linear(4, 1)
-    return EstimatorSpec(module=m, loss_fn=torch.nn.functional.mse_loss,
-                         optimizer=torch.optim.SGD(m.parameters(), lr=0.05))
-
-
-def input_fn():
-    g = torch.Generator().manual_seed(0)
-    for _ in range(1000):
-        x = torch.randn(8, 4, generator=g)
-        yield x, x.sum(1, keepdim=True)
+model_fn = linear_regression_model_fn
+input_fn = sum_batches
 
 
 

@@ -21,37 +21,24 @@ import torch
 
 import learnrun
 from learnrun.cli.main import main as cli_main
-from learnrun.estimator.spec import EstimatorSpec
 from learnrun.export import load_export
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import eval_results
 from learnrun.model_dir.storage import storage_for
 from tests.conftest import s3_environ
 from tests.helpers import REPO_ROOT
+from tests.helpers.data import linear_regression_model_fn, sum_batches
 from tests.helpers.hooks import StartStep
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def model_fn():
-    m = torch.nn.Linear(4, 1)
-    return EstimatorSpec(module=m, loss_fn=torch.nn.functional.mse_loss,
-                         optimizer=torch.optim.SGD(m.parameters(), lr=0.05))
-
-
-def input_fn():
-    g = torch.Generator().manual_seed(0)
-    for _ in range(1000):
-        x = torch.randn(8, 4, generator=g)
-        yield x, x.sum(1, keepdim=True)
+model_fn = linear_regression_model_fn
+input_fn = sum_batches
 
 
 def eval_input_fn():
-    g = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        x = torch.randn(8, 4, generator=g)
-        yield x, x.sum(1, keepdim=True)
-
+    return sum_batches(3, seed=1)
 
 
 def _estimator(model_dir: str, **config) -> learnrun.Estimator:
