@@ -171,16 +171,22 @@ def make_estimator(model: str, workload: str, model_dir: str, **config_kw: Any) 
         dnn_hidden_units=spec["hidden"], n_classes=spec["classes"], config=config)
 
 
+def train_input_fn(data: dict, workload: str) -> Any:
+    """``numpy_input_fn`` over the training rows: the workload's batch, shuffled, no end."""
+    from learnrun.inputs import numpy_input_fn
+
+    return numpy_input_fn({"x": data["x_train"]}, data["y_train"],
+                          batch_size=WORKLOADS[workload]["batch"], num_epochs=None, shuffle=True)
+
+
 def run_learnrun(data: dict, model: str, workload: str, steps: int, **config_kw: Any) -> dict[str, float]:
     """``Estimator.train(steps)`` of the canned model, timed around the call."""
     from learnrun.inputs import numpy_input_fn
 
-    spec = WORKLOADS[workload]
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as model_dir:
         est = make_estimator(model, workload, model_dir, **config_kw)
-        train_fn = numpy_input_fn({"x": data["x_train"]}, data["y_train"], batch_size=spec["batch"],
-                                  num_epochs=None, shuffle=True)
+        train_fn = train_input_fn(data, workload)
         start = CLOCK[0]()
         est.train(train_fn, steps=steps)
         seconds = CLOCK[0]() - start
@@ -194,43 +200,19 @@ def run_lockstep(data: dict, model: str, workload: str, steps: int, warmup: int 
                  **config_kw: Any) -> dict[str, float]:
     """Per-step CPU time of the canned estimator and of :class:`RawLoop`, in lockstep.
 
-    A hook runs one raw step after each of the estimator's steps and times both with the
-    thread's CPU clock: the estimator's step is the time from the end of one such hook call to
-    the start of the next (its input, hooks, forward, backward and update), the raw step the
-    time inside the hook. Both see the machine in the same state at nearly the same moment,
-    so their ratio stays steady on a machine shared with other jobs, where separate runs
-    swing by 10% or more. Returns the medians past ``warmup`` steps (``learnrun_us``,
-    ``raw_us``) and their ratio.
+    ``bench_estimator_overhead.Lockstep`` runs one raw step after each of the estimator's
+    steps and times both with the thread's CPU clock, so their ratio stays steady on a machine
+    shared with other jobs, where separate runs swing by 10% or more. Returns the medians past
+    ``warmup`` steps (``learnrun_us``, ``raw_us``) and their ratio.
     """
-    from learnrun.hooks import SessionRunHook
-    from learnrun.inputs import numpy_input_fn
+    from bench_estimator_overhead import Lockstep  # the same hook times both benchmarks
 
-    class Lockstep(SessionRunHook):
-        def __init__(self) -> None:
-            self.raw = RawLoop(data, model, workload)
-            self.learnrun: list[float] = []
-            self.raw_times: list[float] = []
-            self.last: float | None = None
-
-        def after_run(self, run_context, run_values) -> None:
-            now = time.thread_time()
-            if self.last is not None:
-                self.learnrun.append(now - self.last)
-            self.raw.step()
-            done = time.thread_time()
-            self.raw_times.append(done - now)
-            self.last = time.thread_time()
-
-    spec = WORKLOADS[workload]
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as model_dir:
         est = make_estimator(model, workload, model_dir, **config_kw)
-        train_fn = numpy_input_fn({"x": data["x_train"]}, data["y_train"], batch_size=spec["batch"],
-                                  num_epochs=None, shuffle=True)
-        hook = Lockstep()
-        est.train(train_fn, steps=steps + warmup, hooks=[hook])
-    ours = statistics.median(hook.learnrun[warmup:]) * 1e6
-    raw = statistics.median(hook.raw_times[warmup:]) * 1e6
+        hook = Lockstep(RawLoop(data, model, workload).step)
+        est.train(train_input_fn(data, workload), steps=steps + warmup, hooks=[hook])
+    ours, raw = (seconds * 1e6 for seconds in hook.medians(warmup))
     return {"learnrun_us": ours, "raw_us": raw, "ratio": ours / raw}
 
 

@@ -79,46 +79,60 @@ def estimator_loop(batches, clock=time.perf_counter, **config_kw):
     return elapsed, keep.weights
 
 
-def lockstep(batches, warmup: int = 50, **config_kw) -> tuple[float, float]:
-    """Median per-step CPU time ``(estimator, hand loop)``, the two run in lockstep.
+class Lockstep(SessionRunHook):
+    """After each Estimator step, one step of a hand-written loop (``hand_step()``), both timed.
 
-    A hook runs one step of a second, hand-driven copy of the model after each Estimator step
-    and times both with the thread's CPU clock (the Estimator's step: from the end of one hook
-    call to the start of the next). Both see the machine in the same state, so the ratio
-    holds steady on a shared machine. Fixed costs (the start and end checkpoints) are left out.
+    Both are timed with the thread's CPU clock: the Estimator's step is the time from the end
+    of one ``after_run`` to the start of the next (input, hooks, forward, backward, update),
+    the hand step the time inside ``after_run``. Both see the machine in the same state at
+    nearly the same moment, so their ratio holds steady on a shared machine.
+    """
+
+    def __init__(self, hand_step) -> None:
+        self.hand_step = hand_step
+        self.ours: list[float] = []
+        self.hand: list[float] = []
+        self.last: float | None = None
+
+    def after_run(self, run_context, run_values) -> None:
+        now = time.thread_time()
+        if self.last is not None:
+            self.ours.append(now - self.last)
+        self.hand_step()
+        self.hand.append(time.thread_time() - now)
+        self.last = time.thread_time()
+
+    def medians(self, warmup: int) -> tuple[float, float]:
+        """Median seconds per step ``(estimator, hand loop)`` past the first ``warmup`` steps."""
+        return statistics.median(self.ours[warmup:]), statistics.median(self.hand[warmup:])
+
+
+def lockstep(batches, warmup: int = 50, **config_kw) -> tuple[float, float]:
+    """Median per-step CPU time ``(estimator, hand loop)``, the two run in :class:`Lockstep`.
+
+    The hand loop trains a second copy of the model on the same batches. Fixed costs (the
+    start and end checkpoints) are left out.
     """
     hand_module, hand_opt = build()
     loss_fn = torch.nn.functional.cross_entropy
+    position = [0]
 
-    class Lockstep(SessionRunHook):
-        def __init__(self) -> None:
-            self.ours: list[float] = []
-            self.hand: list[float] = []
-            self.last: float | None = None
-            self.i = 0
-
-        def after_run(self, run_context, run_values) -> None:
-            now = time.thread_time()
-            if self.last is not None:
-                self.ours.append(now - self.last)
-            x, y = batches[self.i % len(batches)]
-            self.i += 1
-            hand_opt.zero_grad(set_to_none=True)
-            loss_fn(hand_module(x), y).backward()
-            hand_opt.step()
-            done = time.thread_time()
-            self.hand.append(done - now)
-            self.last = time.thread_time()
+    def hand_step() -> None:
+        x, y = batches[position[0] % len(batches)]
+        position[0] += 1
+        hand_opt.zero_grad(set_to_none=True)
+        loss_fn(hand_module(x), y).backward()
+        hand_opt.step()
 
     def model_fn():
         module, optimizer = build()
         return EstimatorSpec(module=module, loss_fn=loss_fn, optimizer=optimizer)
 
-    hook = Lockstep()
+    hook = Lockstep(hand_step)
     with tempfile.TemporaryDirectory() as model_dir:
         est = Estimator(model_fn, config=RunConfig(model_dir=model_dir, device="cpu", **config_kw))
         est.train(lambda: batches, steps=len(batches), hooks=[hook])
-    return statistics.median(hook.ours[warmup:]), statistics.median(hook.hand[warmup:])
+    return hook.medians(warmup)
 
 
 def main() -> None:
