@@ -426,7 +426,7 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
     ``plan``: the :class:`StepPlan` of this ``train`` call (made here when None).
     """
     plan = plan if plan is not None else StepPlan(session, spec)
-    features, labels = batch if type(batch) is tuple and len(batch) == 2 else split_batch(batch, "train")
+    features, labels = split_batch(batch, "train")
     device = plan.device
     features, labels = to_device(features, device), to_device(labels, device)
     ctx = RunContext(session)

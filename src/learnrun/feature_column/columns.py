@@ -165,14 +165,19 @@ class NumericColumn(_KeyedColumn, DenseColumn):
     def dense_dim(self) -> int:  # type: ignore[override]
         return math.prod(self.shape)
 
+    def passes_through(self, value: Any, device: torch.device | None) -> bool:
+        """True when ``value`` already is this column's value: a float32 ``(batch, width)``
+        tensor on ``device`` (None: any), with no default to fill and no normalizer."""
+        return (type(value) is torch.Tensor and value.dtype == torch.float32 and value.dim() == 2
+                and self.default_value is None and self.normalizer_fn is None
+                and (device is None or value.device == device)
+                and value.shape[1] == self.dense_dim)
+
     def values(self, features: Mapping[str, Any], device: torch.device | None = None) -> torch.Tensor:
         """The column as float32 ``(batch, prod(shape))``, defaults filled, normalizer applied."""
         value = _raw(features, self.key, self.name)
-        if (type(value) is torch.Tensor and value.dtype == torch.float32 and value.dim() == 2
-                and self.default_value is None and self.normalizer_fn is None
-                and (device is None or value.device == device)
-                and value.shape[1] == self.dense_dim):
-            return value  # already what the column gives (the common case: no op per batch)
+        if self.passes_through(value, device):
+            return value  # the common case: no op per batch
         if not isinstance(value, torch.Tensor):
             arr = np.asarray(value)
             if arr.dtype.kind not in "biuf":

@@ -70,12 +70,9 @@ class DenseFeatures(nn.Module):
         # (column, key of its table or None), in column order: no name mangling per batch
         self._plan = [(c, _module_key(c.name) if _module_key(c.name) in self.tables else None)
                       for c in self.columns or ()]
-        # One numeric column without default or normalizer: a float32 (batch, width) tensor
-        # on the module's device is its value as it is (checked in forward before anything).
+        # One numeric column: a value it passes through as it is is checked in forward first.
         only = self.columns[0] if self.columns and len(self.columns) == 1 else None
-        plain = (isinstance(only, NumericColumn) and only.default_value is None
-                 and only.normalizer_fn is None)
-        self._passthrough = (only.key, only.dense_dim) if plain else None
+        self._passthrough = only if isinstance(only, NumericColumn) else None
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     @property
@@ -83,12 +80,10 @@ class DenseFeatures(nn.Module):
         return None if self.columns is None else sum(c.dense_dim for c in self.columns)
 
     def forward(self, features: Any) -> torch.Tensor:
-        passthrough = self._passthrough
-        if passthrough is not None and type(features) is dict:
-            value = features.get(passthrough[0])
-            if (type(value) is torch.Tensor and value.dtype == torch.float32 and value.dim() == 2
-                    and value.shape[1] == passthrough[1]
-                    and value.device == self._buffers["_anchor"].device):
+        column = self._passthrough
+        if column is not None and type(features) is dict:
+            value = features.get(column.key)
+            if column.passes_through(value, self._buffers["_anchor"].device):
                 return value
         device = self._anchor.device
         if self.columns is None:
