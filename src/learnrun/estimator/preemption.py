@@ -7,7 +7,9 @@ Execution trace (the whole loop is in :mod:`learnrun.estimator.train_loop`)::
             if strategy.should_stop(stop requested or guard.triggered): break
         if preempted: save a checkpoint (chief), run end hooks,
             raise PreemptedError            # SystemExit(143): the scheduler requeues the job
-    # the old handlers are back, whatever happened
+    # the old handlers are back, whatever happened; but while PreemptedError propagates, a
+    # SIGTERM that would kill the process (SIG_DFL) raises PreemptedError again: a storm of
+    # SIGTERMs still ends in exit 143, never in death by signal after the checkpoint is saved
 
 The handler only records the signal (no I/O, no allocation-heavy work): a signal may arrive
 in the middle of a step, and saving inside the handler would write a half-updated model. A
@@ -33,6 +35,8 @@ import threading
 from typing import Any
 
 from torch.utils.data import DataLoader
+
+from learnrun.errors import PreemptedError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +87,11 @@ def shutdown_workers(iterator: Any) -> None:
             logger.warning("Could not shut down DataLoader workers cleanly: %s", exc)
 
 
+def _exit_preempted(signum, frame) -> None:
+    """SIGTERM after a preemption checkpoint: exit 143 again (``PreemptedError``)."""
+    raise PreemptedError("SIGTERM again after the preemption checkpoint was saved.")
+
+
 class PreemptionGuard:
     """Context manager recording SIGTERM / first SIGINT in ``triggered`` during training.
 
@@ -112,9 +121,16 @@ class PreemptionGuard:
                 pass
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         for signum, old in self._old.items():
-            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+            if old is None or old == signal.SIG_DFL or old is _exit_preempted:
+                old = signal.SIG_DFL
+                if signum == signal.SIGTERM and isinstance(exc, PreemptedError):
+                    # the process is on its way out with 143 (the checkpoint is saved): a
+                    # further SIGTERM of the same storm must not turn that into death by
+                    # signal mid-exit, so it raises the same exit instead
+                    old = _exit_preempted
+            signal.signal(signum, old)
         self._old.clear()
 
     @property

@@ -7,6 +7,7 @@ import signal
 import pytest
 import torch
 
+from learnrun.errors import PreemptedError
 from learnrun.estimator.preemption import (
     PreemptionGuard,
     ProtectedWorkerInit,
@@ -28,6 +29,27 @@ def test_preemption_guard_sets_flag_and_restores_handlers():
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before_int
+
+
+def test_sigterm_after_a_preemption_exits_143_again_instead_of_killing():
+    # a storm of SIGTERMs: one stops training, the next arrives while PreemptedError
+    # propagates (after the guard is gone); it must still end in exit 143, not death by signal
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(PreemptedError) as caught, PreemptionGuard() as guard:
+            signal.raise_signal(signal.SIGTERM)
+            assert guard.triggered
+            raise PreemptedError("preempted")
+        assert caught.value.code == 143
+        with pytest.raises(PreemptedError) as again:
+            signal.raise_signal(signal.SIGTERM)
+        assert again.value.code == 143
+        # any other way out of training gives Python's default back
+        with pytest.raises(RuntimeError), PreemptionGuard():
+            raise RuntimeError("boom")
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_worker_init_fn_ignores_sigterm():
