@@ -7,7 +7,7 @@ and to agree on when to stop. ``LocalStrategy`` is the single-process engine; th
 
 Execution trace of one training run, as the Estimator drives it::
 
-    strategy.setup()                          # Collective: join the process group / RPC world
+    strategy.setup()                          # Collective: join the process group / ps world
     module = strategy.prepare(module, optimizer)       # move to device, wrap (DDP) ...
     step = strategy.after_restore(module, optimizer, restored_step)   # sync/PS: agree on state
     loop:

@@ -2,5 +2,5 @@
 
 * :mod:`learnrun.distributed.ps.server`: the ``serve`` schedule of a ps task (shards, optimizer).
 * :mod:`learnrun.distributed.ps.trainer`: ``ParameterServerStrategy``, a trainer's engine.
-* :mod:`learnrun.distributed.ps.transport`: the RPC transport between them.
+* :mod:`learnrun.distributed.ps.transport`: the socket transport between them.
 """

@@ -16,19 +16,13 @@ that arrives once the target is reached, answering ``STOP_DONE``: the final glob
 exactly the target. Each shard counts on its own, as TF's independent variable updates do,
 so with several shards the last accepted push of two shards may come from different trainers.
 
-Why RPC and not point-to-point messages over a gloo group: speed does not decide (both move a
-small model's parameters in well under a millisecond on loopback; ``docs/benchmarks.md`` has
-the parameter-server figures), failure behaviour does: a gloo group is one collective
-context, and a dead worker breaks it for everyone (the ps cannot keep serving the others),
-while an RPC world survives a dead worker: only calls to the dead peer fail. Gloo
-point-to-point also needs fixed shapes agreed in advance and a receive-from-any-source loop,
-which RPC gives for free (requests run on the agent's thread pool, so the optimizer step is
-guarded by a lock). Hence ``torch.distributed.rpc`` with TensorPipe over ``uv`` sockets,
-behind the :class:`~learnrun.distributed.ps.transport.PSTransport` interface so that it can be
-swapped. Its one inherited UserWarning about ProcessGroupGloo (pytorch#149393) is not hidden.
+The messages travel through :class:`~learnrun.distributed.ps.transport.SocketTransport`
+(plain TCP sockets; its docstring says why not ``torch.distributed.rpc`` or gloo): requests
+run on one thread per connection, so every public method of :class:`ShardServer` takes its
+lock, and a dead worker fails only the calls to it.
 
-Ending without hanging ("goodbye" protocol): ``rpc.shutdown()`` is a barrier without timeout
-over every process, so it is never used gracefully. Each trainer sends heartbeats while it
+Ending without hanging ("goodbye" protocol): leaving never waits for the others (a barrier
+would hang on a dead peer). Each trainer sends heartbeats while it
 runs and a goodbye when it ends. A ps returns when every trainer said goodbye, or when the
 chief said goodbye and the others are silent (presumed dead, logged); it raises
 :class:`DistributedError` naming the task when the chief goes silent for
@@ -41,8 +35,8 @@ and is the longest-lived role.
 Execution trace of ``serve(experiment)`` in a ps task::
 
     transport.start("ps:<i>")           # joins ps + chief + workers (evaluator stays out)
-    wait: chief's init -> pushes/pulls served on RPC threads -> goodbyes or timeouts
-    transport.shutdown()                # graceful=False
+    wait: chief's init -> pushes/pulls served on connection threads -> goodbyes or timeouts
+    transport.shutdown()                # at once, no barrier
     return None                         # the process exits 0; DistributedError otherwise
 """
 
@@ -54,7 +48,7 @@ from typing import Any
 
 from learnrun.clock import Clock, get_clock
 from learnrun.config.cluster import split_address
-from learnrun.distributed.ps.transport import RpcTransport
+from learnrun.distributed.ps.transport import SocketTransport
 from learnrun.errors import DistributedError
 
 logger = logging.getLogger(__name__)
@@ -75,7 +69,7 @@ def heartbeat_interval(timeout: float) -> float:
 class ShardServer:
     """One ps task's shard: parameters, optimizer, version and (on ps 0) the global step.
 
-    Every public method is called on an RPC thread with the caller's task name and is
+    Every public method is called on a connection thread with the caller's task name and is
     thread-safe. :meth:`check` decides, from the clock, whether serving is over.
     """
 
@@ -362,7 +356,7 @@ def unflatten(flat: Any, like: list[Any]) -> list[Any]:
 
 
 _SERVER: ShardServer | None = None
-_LINGER_SECS = 1.0  # how long a finished ps keeps answering before it leaves the RPC world
+_LINGER_SECS = 1.0  # how long a finished ps keeps answering before it closes its connections
 
 
 def _server() -> ShardServer:
@@ -449,14 +443,14 @@ def serve_config(config: Any, transport: Any = None, clock: Clock | None = None)
     timeout = float(config.distributed_timeout_secs)
     rank, world, host, port = world_layout(config)
     server = ShardServer(rank, config.trainer_names, timeout, clock=clock)
-    transport = transport or RpcTransport()
+    transport = transport or SocketTransport()
     _SERVER = server
     transport.start(server.name, rank, world, host, port, timeout)
     try:
         server.wait()
         logger.info("%s: training is over at global step %d (%d late pushes refused); "
                     "leaving.", server.name, server.global_step, server.refused)
-        # The last goodbye was applied by the RPC thread that still has to send its answer:
+        # The last goodbye was applied by a connection thread that still has to send its answer:
         # give it a moment, or the trainer sees the ps vanish ("could not say goodbye").
         server.clock.sleep(_LINGER_SECS)
     finally:

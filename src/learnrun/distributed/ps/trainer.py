@@ -2,7 +2,7 @@
 
 Execution trace, as the Estimator drives :class:`ParameterServerStrategy`::
 
-    setup()          join the RPC world (ps + trainers); start a heartbeat thread to every ps
+    setup()          join the ps + trainers world (transport); start a heartbeat thread to every ps
     prepare()        plan the shards: each trainable parameter goes to one ps (largest first,
                      onto the least loaded ps; every trainer computes the same plan)
     set_last_step()  the target global step (train_steps), when the loop knows it: before
@@ -24,7 +24,7 @@ Execution trace, as the Estimator drives :class:`ParameterServerStrategy`::
     should_stop()    True when this trainer stops or ps 0 says training is done / preempted;
                      DistributedError naming the chief when a ps reports that it failed
     state_for_checkpoint()  chief: gather every shard (params + optimizer state + version)
-    teardown()       goodbye to every ps, then rpc.shutdown(graceful=False)
+    teardown()       goodbye to every ps, then leave at once (transport.shutdown)
 
 Buffers (e.g. BatchNorm statistics) stay local to each trainer; the chief's are checkpointed.
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 from learnrun.distributed.base import InputContext, Strategy, compile_if_configured
 from learnrun.distributed.ps import server as ps_mod
-from learnrun.distributed.ps.transport import RpcTransport
+from learnrun.distributed.ps.transport import SocketTransport
 from learnrun.errors import DistributedError
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class ParameterServerStrategy(Strategy):
         self.ps_names = [f"ps:{i}" for i in range(int(config.num_ps_replicas))]
         self.trainers = config.trainer_names
         self.timeout = float(config.distributed_timeout_secs)
-        self.transport = transport or RpcTransport()
+        self.transport = transport or SocketTransport()
         self._plan: dict[str, int] = {}
         self._params: dict[str, Any] = {}
         self._stop_code = ps_mod.STOP_NONE
@@ -90,7 +90,7 @@ class ParameterServerStrategy(Strategy):
         return InputContext(len(self.trainers), index, 1)
 
     def setup(self) -> None:
-        """Collective: join the ps + trainers RPC world and start heartbeats."""
+        """Collective: join the ps + trainers world and start heartbeats."""
         import torch
 
         torch.set_num_threads(1)
@@ -115,7 +115,7 @@ class ParameterServerStrategy(Strategy):
                     logger.debug("heartbeat to %s failed: %s", ps, err)
 
     def teardown(self, success: bool = True) -> None:
-        """Say goodbye to every ps (dead ones are skipped) and leave the RPC world at once."""
+        """Say goodbye to every ps (dead ones are skipped) and leave the world at once."""
         self._beat_stop.set()
         if self._beat is not None:
             self._beat.join(timeout=5)

@@ -1,6 +1,6 @@
 """Tests of learnrun.distributed.ps.trainer: shard planning and ParameterServerStrategy.
 
-The strategy runs against in-process ShardServers through a fake transport (no RPC).
+The strategy runs against in-process ShardServers through a fake transport (no sockets).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class _Done:
 
 
 class FakeTransport:
-    """Calls ``ShardServer.<name>`` for ``rpc_<name>`` directly (what the RPC agent runs)."""
+    """Calls ``ShardServer.<name>`` for ``rpc_<name>`` directly (what a ps connection thread runs)."""
 
     def __init__(self, servers: dict[str, ShardServer]) -> None:
         self.servers = servers
