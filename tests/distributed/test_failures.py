@@ -54,7 +54,10 @@ def test_ps_killed_chief_ends_every_process_naming_it(tmp_path):
     # chief starting on a loaded 2-core machine can take longer than 5 s to send them
     code, out, secs = launch_experiment(tmp_path, num_ps=1, num_workers=1, dist_timeout=10,
                                         stop_on_failure=False, timeout=60,
-                                        LRTEST_TRAIN_STEPS="100000", LRTEST_DIE_AT="chief:0@3")
+                                        LRTEST_TRAIN_STEPS="100000", LRTEST_DIE_AT="chief:0@3",
+                                        # the worker trains alone for dist_timeout (thousands
+                                        # of asynchronous steps): at 0.05 it diverges first
+                                        LRTEST_LR="0.005")
     codes = out.exit_codes()
     assert codes["chief:0"] == 137, out.text
     assert codes["ps:0"] != 0 and codes["worker:0"] != 0, out.text

@@ -18,6 +18,9 @@ environment to every task):
   a thread, so it may land mid-step or mid-save): ``KILL`` (SIGKILL) or ``TERM`` (a storm of
   three SIGTERMs). ``model_dir/fault-<k>`` records that fault k was fired.
 * ``LRTEST_NAN_AT=task@n``: that task's n-th training loss is NaN.
+* ``LRTEST_LR`` (default 0.05): SGD's learning rate. Asynchronous training (parameter
+  servers, where every gradient misses the update in flight) diverges at 0.05 after a few
+  hundred steps; tests that train asynchronously for long use a smaller one.
 * ``LRTEST_WAIT_FOR=task@n`` gives that task a ``GlobalStepWaiterHook(wait_until_step=n)``
   (what ``delay_workers_by_global_step`` adds with ``n = 8000 * log(task_id + 1)``).
 
@@ -69,7 +72,8 @@ def model_fn(params: Any, config: Any, mode: str) -> learnrun.EstimatorSpec:
             return loss * float("nan") if calls[0] == nan_at else loss
     return learnrun.EstimatorSpec(
         module=module, loss_fn=loss_fn,
-        optimizer=torch.optim.SGD(module.parameters(), lr=0.05, momentum=0.9))
+        optimizer=torch.optim.SGD(module.parameters(), lr=float(os.environ.get("LRTEST_LR", 0.05)),
+                                  momentum=0.9))
 
 
 def _task(config: Any) -> str:

@@ -227,16 +227,18 @@ class ParameterServerStrategy(Strategy):
 
         They come with the answers to a push. When the answers to the push in flight have
         arrived they are used (as fresh as a pull now); otherwise the answers to the push
-        before it, so that this step's forward and backward overlap the push in flight (the
-        gradient then misses one update: asynchronous training's staleness). Without any
-        (the first step) every shard is pulled.
+        before it (already loaded when this trainer did not wait for them), so that this
+        step's forward and backward overlap the push in flight (the gradient then misses one
+        update: asynchronous training's staleness). Without any push (the first step, or
+        once a ps said stop) every shard is pulled.
         """
         import torch
 
-        if self._pending is not None and (self._fresh is None or
-                                          all(call.done() for call in self._pending)):
+        if self._pending is not None and all(call.done() for call in self._pending):
             self._collect()
         shards, self._fresh = self._fresh, None
+        if shards is None and self._pending is not None:
+            return  # the module holds the newest values received: overlap the push in flight
         if shards is None:
             pending = [self.transport.call_async(ps, ps_mod.rpc_pull, self.name)
                        for ps in self.ps_names]

@@ -23,8 +23,9 @@ Execution trace::
         "name host:port", wait (timeout) until all world_size ranks have published
     call / call_async(to, fn, *args)
         take an idle connection to `to` (or connect), send one request: pickle of (fn, args)
-        call: wait for the answer; call_async: a PendingCall holds the connection until
-        wait() has read the answer, then the connection goes back to the pool
+        call: read the answer in this thread; call_async: a reader thread reads it as soon
+        as it arrives (a large answer must not wait in the sender's socket buffer until the
+        caller is free), then the connection goes back to the pool
     in every process, one thread per incoming connection: read a request, run fn(*args),
         send (True, value) or (False, exception)
     shutdown()  close the listener and every connection at once (no barrier)
@@ -44,12 +45,12 @@ import datetime
 import io
 import logging
 import pickle
-import select
 import socket
 import struct
 import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from learnrun.errors import DistributedError
@@ -184,37 +185,44 @@ def _local_host(addr: str, port: int) -> str:
 
 # -- calls --------------------------------------------------------------------------------------
 class _SocketPending:
-    """An answer still to be read from a connection that :class:`SocketTransport` lent."""
+    """An answer still to be read from a connection that :class:`SocketTransport` lent.
+
+    With a ``reader`` (an executor) the answer is read as soon as it arrives, on the reader's
+    thread, while the caller goes on: a large answer then never waits in the sender's socket
+    buffer for the caller to start reading (a step would stall on it). Without one,
+    :meth:`wait` reads it in the caller's thread.
+    """
 
     def __init__(self, transport: SocketTransport, to: str, fn: Callable[..., Any],
-                 sock: socket.socket, timeout: float) -> None:
+                 sock: socket.socket, timeout: float, reader: Any = None) -> None:
         self._transport = transport
         self._to = to
         self._fn = fn
         self._sock: socket.socket | None = sock
         self._timeout = timeout
         self._outcome: tuple[bool, Any] | None = None
+        self._future = reader.submit(self._read) if reader is not None else None
+
+    def _read(self) -> tuple[bool, Any]:
+        sock, self._sock = self._sock, None
+        assert sock is not None
+        try:
+            sock.settimeout(self._timeout)
+            outcome = loads(sock)
+        except (OSError, EOFError, pickle.UnpicklingError) as err:
+            self._transport.discard(sock)
+            return False, self._transport.failed(self._to, err)
+        self._transport.give_back(self._to, sock)
+        return outcome
 
     def done(self) -> bool:
-        if self._sock is None:
-            return True
-        try:
-            readable, _, _ = select.select([self._sock], [], [], 0)
-        except (OSError, ValueError):  # closed under us: wait() reports it
-            return True
-        return bool(readable)
+        if self._future is not None:
+            return self._future.done()
+        return self._outcome is not None
 
     def wait(self) -> Any:
-        if self._sock is not None:
-            sock, self._sock = self._sock, None
-            try:
-                sock.settimeout(self._timeout)
-                self._outcome = loads(sock)
-            except (OSError, EOFError, pickle.UnpicklingError) as err:
-                sock.close()
-                self._outcome = (False, self._transport.failed(self._to, err))
-            else:
-                self._transport.give_back(self._to, sock)
+        if self._outcome is None:
+            self._outcome = self._future.result() if self._future is not None else self._read()
         ok, value = self._outcome
         if ok:
             return value
@@ -235,6 +243,8 @@ class SocketTransport:
         self._peers: dict[str, tuple[str, int]] = {}
         self._idle: dict[str, list[socket.socket]] = {}
         self._incoming: set[socket.socket] = set()
+        self._lent: set[socket.socket] = set()  # connections of calls in flight
+        self._reader: Any = None  # the executor that reads asynchronous calls' answers
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._store: Any = None
@@ -282,16 +292,21 @@ class SocketTransport:
         """Close the listener and every connection now; answers in progress are cut."""
         with self._lock:
             self._closed = True
-            sockets = [s for idle in self._idle.values() for s in idle] + list(self._incoming)
+            sockets = [s for idle in self._idle.values() for s in idle]
+            sockets += list(self._incoming) + list(self._lent)
             self._idle.clear()
             self._incoming.clear()
+            self._lent.clear()
             listener, self._listener = self._listener, None
+            reader, self._reader = self._reader, None
         for sock in ([listener] if listener is not None else []) + sockets:
             try:
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in accept/recv
             except OSError:
                 pass
             sock.close()
+        if reader is not None:
+            reader.shutdown(wait=False)  # its reads end: their sockets were shut down above
         self._store = None
 
     # -- serving --------------------------------------------------------------------------------
@@ -344,9 +359,16 @@ class SocketTransport:
     def give_back(self, to: str, sock: socket.socket) -> None:
         """Return a connection whose answer was read to the pool (closed after shutdown)."""
         with self._lock:
+            self._lent.discard(sock)
             if not self._closed:
                 self._idle.setdefault(to, []).append(sock)
                 return
+        sock.close()
+
+    def discard(self, sock: socket.socket) -> None:
+        """Close a lent connection that failed (it is not reused)."""
+        with self._lock:
+            self._lent.discard(sock)
         sock.close()
 
     def _connection(self, to: str, timeout: float) -> socket.socket:
@@ -355,7 +377,9 @@ class SocketTransport:
                 raise DistributedError(f"{self.name}: cannot call {to}: the transport is shut down.")
             idle = self._idle.get(to)
             if idle:
-                return idle.pop()
+                sock = idle.pop()
+                self._lent.add(sock)
+                return sock
             address = self._peers.get(to)
         if address is None:
             raise DistributedError(
@@ -366,21 +390,35 @@ class SocketTransport:
         except OSError as err:
             raise self.failed(to, err) from err
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            self._lent.add(sock)
         return sock
 
-    def call_async(self, to: str, fn: Callable[..., Any], *args: Any,
-                   timeout: float | None = None) -> PendingCall:
-        timeout = self._timeout if timeout is None else float(timeout)
+    def _send(self, to: str, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float,
+              reader: Any) -> _SocketPending:
         parts = dumps((fn, args))
         sock = self._connection(to, timeout)
         try:
             sock.settimeout(timeout)
             _send_parts(sock, parts)
         except OSError as err:
-            sock.close()
+            self.discard(sock)
             raise self.failed(to, err) from err
-        return _SocketPending(self, to, fn, sock, timeout)
+        return _SocketPending(self, to, fn, sock, timeout, reader)
+
+    def call_async(self, to: str, fn: Callable[..., Any], *args: Any,
+                   timeout: float | None = None) -> PendingCall:
+        """Send the call now; its answer is read in the background as soon as it arrives."""
+        with self._lock:
+            if self._reader is None and not self._closed:
+                self._reader = ThreadPoolExecutor(max_workers=8,
+                                                  thread_name_prefix=f"learnrun-ps-{self.name}")
+            reader = self._reader
+        return self._send(to, fn, args, self._timeout if timeout is None else float(timeout),
+                          reader)
 
     def call(self, to: str, fn: Callable[..., Any], *args: Any,
              timeout: float | None = None) -> Any:
-        return self.call_async(to, fn, *args, timeout=timeout).wait()
+        """Send the call and read its answer in this thread."""
+        return self._send(to, fn, args, self._timeout if timeout is None else float(timeout),
+                          None).wait()

@@ -222,3 +222,67 @@ def test_pushes_travel_as_one_flat_buffer_per_shard_unless_a_parameter_has_no_gr
         _, values = server.pull("chief:0")
         for name, value in values.items():
             torch.testing.assert_close(dict(module.named_parameters())[name].detach(), value)
+
+
+class _Held:
+    """A push answered by the servers but not yet arrived: ``wait`` before ``arrive`` fails."""
+
+    def __init__(self, value):
+        self.value, self.arrived = value, False
+
+    def done(self):
+        return self.arrived
+
+    def wait(self):
+        assert self.arrived, "the trainer waited for an answer that has not arrived"
+        return self.value
+
+
+class _SlowTransport(FakeTransport):
+    """Every ``push_pull`` answer arrives only when the test says so."""
+
+    def __init__(self, servers):
+        super().__init__(servers)
+        self.held: list[_Held] = []
+
+    def call_async(self, to, fn, *args):
+        if fn.__name__ != "rpc_push_pull":
+            return super().call_async(to, fn, *args)
+        self.held.append(_Held(self.call(to, fn, *args)))
+        return self.held[-1]
+
+
+def test_steps_overlap_the_push_in_flight_without_waiting_for_its_answer():
+    servers = _servers()
+    chief = _strategy("chief", servers)
+    chief.transport = slow = _SlowTransport(servers)
+    module, optimizer = _model()
+    module = chief.prepare(module, optimizer)
+    chief.after_restore(module, optimizer, 0)
+
+    def on_servers():
+        return {n: v for server in servers.values() for n, v in server.pull("chief:0")[1].items()}
+
+    def in_module():
+        return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+    after_push = []
+    for step in range(3):
+        chief.before_step(module)  # never waits: the module keeps the newest values received
+        optimizer.zero_grad()
+        module(torch.ones(2, 3)).sum().backward()
+        for held in slow.held:  # every push but the one about to go has been answered
+            held.arrived = True
+        chief.apply_update(module, optimizer, global_step=step)
+        after_push.append(on_servers())
+    chief.before_step(module)
+    # the third push is in flight: the module holds the values the second one answered
+    assert len(slow.held) == 3 * len(servers) and not slow.held[-1].arrived
+    for name, value in in_module().items():
+        torch.testing.assert_close(value, after_push[1][name])
+        assert not torch.equal(value, after_push[2][name])
+    for held in slow.held:
+        held.arrived = True
+    chief.before_step(module)  # answered now: loaded at once, as fresh as a pull
+    for name, value in in_module().items():
+        torch.testing.assert_close(value, after_push[2][name])
