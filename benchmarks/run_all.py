@@ -14,7 +14,9 @@ Sections (each a row group of the table; repeats interleaved, medians reported):
    vs TensorFlow's ``tf.estimator`` (``--tf-venv`` / ``LEARNRUN_TF_VENV``). Process CPU time.
 3. checkpoints: ``bench_checkpoint.py`` when it exists (save GB/s, async stall), else a row
    marked "not measured".
-4. distributed: ``bench_distributed.py`` (DDP and parameter servers vs one process; wall time).
+4. distributed: ``bench_distributed.py`` (DDP and parameter servers vs one process; wall time)
+   and ``bench_ps_transport.py`` (one parameter-server round trip, learnrun's socket transport
+   vs TensorPipe RPC).
 5. serving: ``bench_serving.py`` (requests/s of ``learnrun model-server``).
 6. ``import learnrun`` over ``import torch`` (median of fresh interpreters).
 
@@ -142,6 +144,20 @@ def distributed(quick: bool) -> list[Row]:
         m = re.match(r"(.+?)\s+(\d+)\s+([\d.]+)$", line.strip())
         if m:
             rows.append((section, m.group(1).strip(), f"{m.group(2)} samples/s", f"{float(m.group(3)):.2f}x 1 process"))
+    code, text = _script("bench_ps_transport.py", ["--calls", "50" if quick else "300",
+                                                   "--repeats", "1" if quick else "2"], 300)
+    if code:
+        return rows + [(section, "ps round trip: failed", f"exit {code}",
+                        text.strip().splitlines()[-1] if text.strip() else "")]
+    wall = {}
+    for line in text.splitlines():
+        m = re.match(r"(SocketTransport|TensorPipe RPC).*?\s+([\d.]+)\s+([\d.]+)$", line.strip())
+        if m:
+            wall[m.group(1)] = float(m.group(2))
+            rows.append((section, f"ps push_pull round trip, {m.group(1)}",
+                         f"{m.group(2)} ms wall, {m.group(3)} ms trainer CPU", ""))
+    if len(wall) == 2:
+        rows[-2] = rows[-2][:3] + (f"{wall['TensorPipe RPC'] / wall['SocketTransport']:.2f}x faster than RPC",)
     return rows
 
 

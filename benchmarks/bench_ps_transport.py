@@ -1,0 +1,126 @@
+"""One parameter-server round trip: learnrun's SocketTransport vs torch.distributed.rpc.
+
+Usage: ``python benchmarks/bench_ps_transport.py [--calls 300] [--repeats 2]``. A ps process
+hosts a real ``ShardServer`` holding the parameters of ``bench_distributed.py``'s model (MLP
+64-256-256-10, 85k floats, SGD with momentum); this process pushes one flat gradient and gets
+the shard's new values back (``rpc_push_pull``, what every training step does), through
+:class:`learnrun.distributed.ps.transport.SocketTransport` and through TensorPipe RPC
+(``torch.distributed.rpc`` over ``uv`` sockets, learnrun's transport before), side by side in
+interleaved repeats. Printed: wall ms per round trip and the trainer's CPU ms per round trip
+(what a step cannot overlap), medians of the repeats, and the ratio RPC / socket. One torch
+thread per process, 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from learnrun.distributed.launch import free_port
+from learnrun.distributed.ps import server as ps_server
+from learnrun.distributed.ps.transport import SocketTransport
+
+SIZES = {"0.weight": (256, 64), "0.bias": (256,), "2.weight": (256, 256), "2.bias": (256,),
+         "4.weight": (10, 256), "4.bias": (10,)}
+
+
+def _spec() -> dict[str, Any]:
+    params = {name: torch.zeros(shape) for name, shape in SIZES.items()}
+    return {"params": params, "optimizer_class": torch.optim.SGD,
+            "groups": [{"lr": 0.01, "momentum": 0.9}], "group_of": dict.fromkeys(params, 0),
+            "state": {}, "global_step": 0, "last_step": None}
+
+
+def _ps(kind: str, port: int, done: Any) -> None:
+    torch.set_num_threads(1)
+    ps_server._SERVER = ps_server.ShardServer(0, ["chief:0"], 600.0)
+    if kind == "socket":
+        transport = SocketTransport()
+        transport.start("ps:0", 0, 2, "127.0.0.1", port, 60)
+        done.wait()
+        transport.shutdown()
+    else:
+        from torch.distributed import rpc
+
+        options = rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://127.0.0.1:{port}",
+                                                  _transports=["uv"])
+        rpc.init_rpc("ps:0", rank=0, world_size=2, rpc_backend_options=options)
+        rpc.shutdown()  # graceful: waits for the trainer's shutdown
+
+
+def _round_trips(kind: str, calls: int) -> tuple[float, float]:
+    """``(wall ms, trainer CPU ms)`` per push_pull over ``calls`` calls after a warm-up."""
+    port = free_port()
+    context = multiprocessing.get_context("spawn")
+    done = context.Event()
+    ps = context.Process(target=_ps, args=(kind, port, done), daemon=True)
+    ps.start()
+    flat = torch.randn(sum(torch.Size(s).numel() for s in SIZES.values()))
+    try:
+        if kind == "socket":
+            transport = SocketTransport()
+            transport.start("chief:0", 1, 2, "127.0.0.1", port, 60)
+
+            def call(fn: Any, *args: Any) -> Any:
+                return transport.call("ps:0", fn, *args)
+        else:
+            from torch.distributed import rpc
+
+            options = rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://127.0.0.1:{port}",
+                                                      _transports=["uv"])
+            rpc.init_rpc("chief:0", rank=1, world_size=2, rpc_backend_options=options)
+
+            def call(fn: Any, *args: Any) -> Any:
+                return rpc.rpc_sync("ps:0", fn, args=args)
+        call(ps_server.rpc_init, "chief:0", _spec())
+        for _ in range(30):
+            call(ps_server.rpc_push_pull, "chief:0", flat, [0.01])
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            call(ps_server.rpc_push_pull, "chief:0", flat, [0.01])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        if kind == "socket":
+            transport.shutdown()
+            done.set()
+        else:
+            from torch.distributed import rpc
+
+            rpc.shutdown()
+        ps.join(timeout=30)
+    return wall / calls * 1e3, cpu / calls * 1e3
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    runs: dict[str, list[tuple[float, float]]] = {"socket": [], "rpc": []}
+    for _ in range(args.repeats):
+        for kind in runs:
+            runs[kind].append(_round_trips(kind, args.calls))
+    print(f"{'transport':<28}{'wall ms':>10}{'trainer CPU ms':>16}")
+    medians = {}
+    for kind, label in (("socket", "SocketTransport (learnrun)"), ("rpc", "TensorPipe RPC (uv)")):
+        wall = statistics.median(w for w, _ in runs[kind])
+        cpu = statistics.median(c for _, c in runs[kind])
+        medians[kind] = (wall, cpu)
+        print(f"{label:<28}{wall:>10.3f}{cpu:>16.3f}")
+    ratio = medians["rpc"][0] / medians["socket"][0]
+    print(f"RPC / socket, wall: {ratio:.2f}x; trainer CPU: "
+          f"{medians['rpc'][1] / medians['socket'][1]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main(sys.argv[1:]))
