@@ -13,9 +13,9 @@ A 1-trainer synchronous cluster has one task, so the Estimator trains it with
 ``LocalStrategy`` (no process group): that row measures ``learnrun run``'s own path.
 On the 2-core CI machine expect every distributed mode below 1.0: the processes share two
 cores (platform notes: 2 DDP processes ~3x slower than one process); this measures overhead,
-not scaling. One run (``--steps 300``, shared machine, 59 s in all): single process 58k
-samples/s; sync 1 trainer 1.01, DDP 2 trainers 0.62; parameter server 1 trainer 0.26,
-2 trainers 0.33 (every step pulls and pushes the whole model over RPC).
+not scaling. One run (``--steps 600``, quiet machine, 2026-12-02): single process 44k
+samples/s; sync 1 trainer 0.90-1.00, DDP 2 trainers 0.54; parameter server 1 trainer 0.63,
+2 trainers 0.88 (``docs/benchmarks.md`` has the series).
 """
 
 from __future__ import annotations
