@@ -57,7 +57,7 @@ from learnrun.errors import DistributedError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PSTransport", "PendingCall", "SocketTransport", "dumps", "loads"]
+__all__ = ["PSTransport", "PendingCall", "SocketTransport", "dumps", "receive", "decode"]
 
 _MAGIC = b"LRPS"
 _HEAD = struct.Struct("!4sI")
@@ -144,14 +144,19 @@ def _recv_exact(sock: socket.socket, size: int) -> bytearray:
     return data
 
 
-def loads(sock: socket.socket) -> Any:
-    """Read one message from ``sock`` (blocking) and unpickle it."""
+def receive(sock: socket.socket) -> tuple[bytearray, list[bytearray]]:
+    """Read one whole message from ``sock`` (blocking): its pickle and its raw buffers."""
     magic, count = _HEAD.unpack(_recv_exact(sock, _HEAD.size))
     if magic != _MAGIC or count > _MAX_BUFFERS:
         raise EOFError(f"not a learnrun parameter-server message (header {magic!r}, {count})")
     sizes = struct.unpack(f"!{count + 1}Q", _recv_exact(sock, 8 * (count + 1)))
     data = _recv_exact(sock, sizes[0])
-    buffers = [_recv_exact(sock, size) for size in sizes[1:]]
+    return data, [_recv_exact(sock, size) for size in sizes[1:]]
+
+
+def decode(message: tuple[bytearray, list[bytearray]]) -> Any:
+    """The object a message read by :func:`receive` carries (tensors view its buffers)."""
+    data, buffers = message
     return pickle.loads(data, buffers=buffers)
 
 
@@ -208,12 +213,15 @@ class _SocketPending:
         assert sock is not None
         try:
             sock.settimeout(self._timeout)
-            outcome = loads(sock)
-        except (OSError, EOFError, pickle.UnpicklingError) as err:
+            message = receive(sock)
+        except (OSError, EOFError) as err:
             self._transport.discard(sock)
             return False, self._transport.failed(self._to, err)
-        self._transport.give_back(self._to, sock)
-        return outcome
+        self._transport.give_back(self._to, sock)  # the whole answer is read: reusable
+        try:
+            return decode(message)
+        except Exception as err:  # noqa: BLE001 - e.g. a class this process cannot import
+            return False, RuntimeError(f"its answer cannot be read here: {err}")
 
     def done(self) -> bool:
         if self._future is not None:
@@ -329,10 +337,11 @@ class SocketTransport:
         try:
             while True:
                 try:
-                    fn, args = loads(conn)
+                    message = receive(conn)
                 except (OSError, EOFError):  # the caller left (or shutdown)
                     return
-                try:
+                try:  # a request this process cannot decode is answered with the error
+                    fn, args = decode(message)
                     reply: tuple[bool, Any] = (True, fn(*args))
                 except BaseException as err:  # noqa: BLE001 - it goes back to the caller
                     reply = (False, _portable(err))
@@ -396,7 +405,13 @@ class SocketTransport:
 
     def _send(self, to: str, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float,
               reader: Any) -> _SocketPending:
-        parts = dumps((fn, args))
+        try:
+            parts = dumps((fn, args))
+        except Exception as err:  # noqa: BLE001 - pickle raises several types
+            raise TypeError(
+                f"{self.name}: the call of {getattr(fn, '__qualname__', fn)!r} to {to} cannot be "
+                f"sent: {err}. Its function must be defined at module level in a module every "
+                "process imports under the same name, and its arguments must pickle.") from err
         sock = self._connection(to, timeout)
         try:
             sock.settimeout(timeout)

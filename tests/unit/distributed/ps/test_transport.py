@@ -41,6 +41,21 @@ def whoami():
     return threading.current_thread().name
 
 
+def _cannot_import():
+    raise ImportError("No module named 'only_on_the_caller'")
+
+
+class Unreadable:
+    """Pickles, but unpickling it fails (as a class the other process cannot import would)."""
+
+    def __reduce__(self):
+        return _cannot_import, ()
+
+
+def make_unreadable():
+    return Unreadable()
+
+
 def _world(names, timeout=20.0):
     """Start one transport per name (rank = position) in threads; return them once joined."""
     port = free_port()
@@ -119,6 +134,20 @@ def test_remote_errors_name_the_peer_and_keep_the_connection_usable(pair):
     with pytest.raises(DistributedError, match=r"^not initialised yet$"):
         trainer.call("ps:0", fail_with_distributed_error, "not initialised yet")
     assert trainer.call("ps:0", echo, 5) == 5
+
+
+def test_requests_and_answers_that_cannot_travel_fail_clearly_and_spare_the_connection(pair):
+    _, trainer = pair
+    with pytest.raises(DistributedError, match=r"ps:0 raised ImportError in echo: No module "
+                                               r"named 'only_on_the_caller'"):
+        trainer.call("ps:0", echo, Unreadable())
+    with pytest.raises(DistributedError, match=r"ps:0 raised RuntimeError in make_unreadable: "
+                                               r"its answer cannot be read here"):
+        trainer.call_async("ps:0", make_unreadable).wait()
+    with pytest.raises(TypeError, match=r"the call of .*<locals>.* to ps:0 cannot be sent: .*"
+                                        r"defined at module level"):
+        trainer.call("ps:0", lambda: 1)
+    assert trainer.call("ps:0", echo, "fine") == "fine"
 
 
 def test_a_dead_peer_fails_calls_at_once_with_an_error_naming_it(pair):
