@@ -113,7 +113,7 @@ class _Pickler(pickle.Pickler):
         if torch is None or type(obj) is not torch.Tensor or obj.device.type != "cpu" \
                 or obj.layout != torch.strided or obj.is_quantized:
             return NotImplemented  # anything else pickles as usual (torch's own reduction)
-        tensor = obj.detach().contiguous()
+        tensor = obj.detach().resolve_conj().resolve_neg().contiguous()
         shape = tuple(tensor.shape)
         data: Any = b""
         if tensor.numel():

@@ -98,10 +98,11 @@ def test_tensors_of_every_kind_travel_exactly(pair):
         "leaf": torch.ones(2, requires_grad=True),
         "nested": [1, "two", (3.0, None)],
         "param": torch.nn.Parameter(torch.zeros(2)),
+        "conj": torch.tensor([1 + 2j, 3 - 1j]).conj(),
     }
     got = trainer.call("ps:0", echo, value)
     assert set(got) == set(value)
-    for name in ("f32", "bf16", "bool", "i64", "scalar", "empty", "strided", "leaf"):
+    for name in ("f32", "bf16", "bool", "i64", "scalar", "empty", "strided", "leaf", "conj"):
         assert got[name].dtype == value[name].dtype and got[name].shape == value[name].shape
         assert torch.equal(got[name].detach(), value[name].detach()), name
     assert got["leaf"].requires_grad and not got["f32"].requires_grad
