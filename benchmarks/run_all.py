@@ -146,6 +146,7 @@ def distributed(quick: bool) -> list[Row]:
             rows.append((section, m.group(1).strip(), f"{m.group(2)} samples/s", f"{float(m.group(3)):.2f}x 1 process"))
     code, text = _script("bench_ps_transport.py", ["--calls", "50" if quick else "300",
                                                    "--repeats", "1" if quick else "2"], 300)
+    section = "distributed (bench_ps_transport.py, wall time)"
     if code:
         return rows + [(section, "ps round trip: failed", f"exit {code}",
                         text.strip().splitlines()[-1] if text.strip() else "")]
