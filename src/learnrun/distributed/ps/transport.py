@@ -426,7 +426,8 @@ class SocketTransport:
         """Send the call now; its answer is read in the background as soon as it arrives."""
         with self._lock:
             if self._reader is None and not self._closed:
-                self._reader = ThreadPoolExecutor(max_workers=8,
+                # one reader per peer at least: every answer in flight is read as it arrives
+                self._reader = ThreadPoolExecutor(max_workers=max(8, len(self._peers)),
                                                   thread_name_prefix=f"learnrun-ps-{self.name}")
             reader = self._reader
         return self._send(to, fn, args, self._timeout if timeout is None else float(timeout),
