@@ -114,7 +114,7 @@ def test_tensors_of_every_kind_travel_exactly(pair):
 
 def test_async_calls_overlap_and_reuse_connections(pair):
     _, trainer = pair
-    slow = trainer.call_async("ps:0", sleep_then, 0.3, "slow")
+    slow = trainer.call_async("ps:0", sleep_then, 1.0, "slow")
     fast = trainer.call_async("ps:0", echo, "fast")  # a second connection: not behind the slow one
     assert fast.wait() == "fast"
     assert not slow.done()
