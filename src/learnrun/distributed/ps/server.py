@@ -127,7 +127,7 @@ class ShardServer:
                     self.optimizer.state[params[name]] = {
                         k: (v.clone() if torch.is_tensor(v) else v) for k, v in state.items()}
             self.params = params
-            self._order = sorted(params)  # the order of flat gradients and values
+            self._order = flat_order(params)
             self.global_step = int(spec["global_step"])
             self.version = int(spec.get("version", 0))
             self.initialized = True
@@ -336,6 +336,14 @@ class ShardServer:
         while not self.check():
             with self.changed:
                 self.changed.wait(poll)
+
+
+def flat_order(names: Any) -> list[str]:
+    """The order of a shard's parameters in its flat buffers (gradients and values): by name.
+
+    The trainer and the ps each compute it from the names of the shard, so both agree.
+    """
+    return sorted(names)
 
 
 def flatten(tensors: list[Any]) -> Any:

@@ -139,8 +139,8 @@ class ParameterServerStrategy(Strategy):
         self._params = {n: p for n, p in module.named_parameters() if p.requires_grad}
         self._plan = plan_shards({n: p.numel() for n, p in self._params.items()},
                                  len(self.ps_names))
-        # each shard's names in the ps's order (sorted): the order of its flat buffers
-        self._shard_names = [sorted(n for n in self._params if self._plan[n] == i)
+        # each shard's names in the order of its flat buffers
+        self._shard_names = [ps_mod.flat_order(n for n in self._params if self._plan[n] == i)
                              for i in range(len(self.ps_names))]
         self._group_of: dict[str, int] = {}
         if optimizer is not None:
