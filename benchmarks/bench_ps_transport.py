@@ -22,17 +22,21 @@ import time
 from typing import Any
 
 import torch
+from bench_distributed import model_fn  # the same model
 
 from learnrun.distributed.launch import free_port
 from learnrun.distributed.ps import server as ps_server
 from learnrun.distributed.ps.transport import SocketTransport
 
-SIZES = {"0.weight": (256, 64), "0.bias": (256,), "2.weight": (256, 256), "2.bias": (256,),
-         "4.weight": (10, 256), "4.bias": (10,)}
+
+def _params() -> dict[str, Any]:
+    """The benchmark model's trainable parameters (bench_distributed.py's MLP)."""
+    module = model_fn(None, None, "train").module
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
 
 
 def _spec() -> dict[str, Any]:
-    params = {name: torch.zeros(shape) for name, shape in SIZES.items()}
+    params = _params()
     return {"params": params, "optimizer_class": torch.optim.SGD,
             "groups": [{"lr": 0.01, "momentum": 0.9}], "group_of": dict.fromkeys(params, 0),
             "state": {}, "global_step": 0, "last_step": None}
@@ -62,7 +66,7 @@ def _round_trips(kind: str, calls: int) -> tuple[float, float]:
     done = context.Event()
     ps = context.Process(target=_ps, args=(kind, port, done), daemon=True)
     ps.start()
-    flat = torch.randn(sum(torch.Size(s).numel() for s in SIZES.values()))
+    flat = torch.randn(sum(p.numel() for p in _params().values()))
     try:
         if kind == "socket":
             transport = SocketTransport()
