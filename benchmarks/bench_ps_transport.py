@@ -107,6 +107,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
+    for name in ("calls", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1; got {getattr(args, name)}.")
     torch.set_num_threads(1)
     runs: dict[str, list[tuple[float, float]]] = {"socket": [], "rpc": []}
     for _ in range(args.repeats):
