@@ -14,6 +14,7 @@ thread per process, 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 from bench_distributed import model_fn  # the same model
 
+from learnrun.config.run_config import RunConfig
 from learnrun.distributed.launch import free_port
 from learnrun.distributed.ps import server as ps_server
 from learnrun.distributed.ps.transport import SocketTransport
@@ -42,62 +44,60 @@ def _spec() -> dict[str, Any]:
             "state": {}, "global_step": 0, "last_step": None}
 
 
-def _ps(kind: str, port: int, done: Any) -> None:
-    torch.set_num_threads(1)
-    ps_server._SERVER = ps_server.ShardServer(0, ["chief:0"], 600.0)
-    if kind == "socket":
-        transport = SocketTransport()
-        transport.start("ps:0", 0, 2, "127.0.0.1", port, 60)
-        done.wait()
-        transport.shutdown()
-    else:
+class _Rpc:
+    """The transport learnrun used before: ``torch.distributed.rpc`` over TensorPipe's ``uv``."""
+
+    def start(self, name: str, rank: int, world_size: int, addr: str, port: int,
+              timeout: float) -> None:
         from torch.distributed import rpc
 
-        options = rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://127.0.0.1:{port}",
-                                                  _transports=["uv"])
-        rpc.init_rpc("ps:0", rank=0, world_size=2, rpc_backend_options=options)
-        rpc.shutdown()  # graceful: waits for the trainer's shutdown
+        options = rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://{addr}:{port}",
+                                                  rpc_timeout=timeout, _transports=["uv"])
+        rpc.init_rpc(name, rank=rank, world_size=world_size, rpc_backend_options=options)
+
+    def call(self, to: str, fn: Any, *args: Any) -> Any:
+        from torch.distributed import rpc
+
+        return rpc.rpc_sync(to, fn, args=args)
+
+    def shutdown(self) -> None:
+        from torch.distributed import rpc
+
+        rpc.shutdown(graceful=False)
+
+
+def _transport(kind: str) -> Any:
+    return SocketTransport() if kind == "socket" else _Rpc()
+
+
+def _ps(kind: str, port: int) -> None:
+    """The ps task of a one-ps, one-chief cluster: ``serve_config`` until the chief leaves."""
+    torch.set_num_threads(1)
+    cluster = {"ps": [f"127.0.0.1:{port}"], "chief": ["127.0.0.1:1"]}
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "ps", "index": 0}})
+    config = RunConfig(environ={"TF_CONFIG": tf_config}, distributed_timeout_secs=600)
+    ps_server.serve_config(config, transport=_transport(kind))
 
 
 def _round_trips(kind: str, calls: int) -> tuple[float, float]:
     """``(wall ms, trainer CPU ms)`` per push_pull over ``calls`` calls after a warm-up."""
     port = free_port()
-    context = multiprocessing.get_context("spawn")
-    done = context.Event()
-    ps = context.Process(target=_ps, args=(kind, port, done), daemon=True)
+    ps = multiprocessing.get_context("spawn").Process(target=_ps, args=(kind, port), daemon=True)
     ps.start()
     flat = torch.randn(sum(p.numel() for p in _params().values()))
+    transport = _transport(kind)
+    transport.start("chief:0", 1, 2, "127.0.0.1", port, 60)
     try:
-        if kind == "socket":
-            transport = SocketTransport()
-            transport.start("chief:0", 1, 2, "127.0.0.1", port, 60)
-
-            def call(fn: Any, *args: Any) -> Any:
-                return transport.call("ps:0", fn, *args)
-        else:
-            from torch.distributed import rpc
-
-            options = rpc.TensorPipeRpcBackendOptions(init_method=f"tcp://127.0.0.1:{port}",
-                                                      _transports=["uv"])
-            rpc.init_rpc("chief:0", rank=1, world_size=2, rpc_backend_options=options)
-
-            def call(fn: Any, *args: Any) -> Any:
-                return rpc.rpc_sync("ps:0", fn, args=args)
-        call(ps_server.rpc_init, "chief:0", _spec())
+        transport.call("ps:0", ps_server.rpc_init, "chief:0", _spec())
         for _ in range(30):
-            call(ps_server.rpc_push_pull, "chief:0", flat, [0.01])
+            transport.call("ps:0", ps_server.rpc_push_pull, "chief:0", flat, [0.01])
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(calls):
-            call(ps_server.rpc_push_pull, "chief:0", flat, [0.01])
+            transport.call("ps:0", ps_server.rpc_push_pull, "chief:0", flat, [0.01])
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        transport.call("ps:0", ps_server.rpc_goodbye, "chief:0", True)
     finally:
-        if kind == "socket":
-            transport.shutdown()
-            done.set()
-        else:
-            from torch.distributed import rpc
-
-            rpc.shutdown()
+        transport.shutdown()
         ps.join(timeout=30)
     return wall / calls * 1e3, cpu / calls * 1e3
 
