@@ -103,7 +103,9 @@ def capture_rng_state() -> dict:
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss},
+        # 625 ints as one tensor: as a list, torch.save and the weights_only check walk each
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+                   "gauss_next": gauss},
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
@@ -120,7 +122,8 @@ def restore_rng_state(state: Mapping) -> None:
 
     if "python" in state:
         p = state["python"]
-        random.setstate((p["version"], tuple(int(x) for x in p["state"]), p["gauss_next"]))
+        words = p["state"].tolist() if isinstance(p["state"], torch.Tensor) else p["state"]
+        random.setstate((p["version"], tuple(int(x) for x in words), p["gauss_next"]))
     if "numpy" in state:
         n = state["numpy"]
         keys = np.asarray(n["keys"].cpu().numpy() if isinstance(n["keys"], torch.Tensor) else n["keys"])
