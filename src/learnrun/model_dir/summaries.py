@@ -1,8 +1,11 @@
 """TensorBoard event files in the model directory.
 
-``get_summary_writer(logdir)`` gives one cached tensorboardX ``SummaryWriter`` per directory,
-created on first use (tensorboardX is imported then, not at import time). Only the chief
-writes training summaries; each evaluation writes into its own ``eval_dir``.
+``get_summary_writer(logdir)`` gives one cached tensorboardX ``EventsWriter`` per directory,
+created on first use (tensorboardX is imported then, not at import time). It writes each
+event in the calling thread, into the file's buffer: no background thread or queue (a
+``SummaryWriter``'s two threads cost more than the writes themselves, and its ``flush`` does
+not wait for its queue), and :func:`flush` puts everything written so far on disk. Only the
+chief writes training summaries; each evaluation writes into its own ``eval_dir``.
 
 A remote ``logdir`` (``s3://...``, any fsspec URL) is written through a local staging
 directory: the writer appends to event files there, and :func:`flush` / :func:`flush_all` /
@@ -19,6 +22,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,14 +60,17 @@ def _upload(key: str) -> None:
 
 
 def get_summary_writer(logdir: str):
-    """Return the cached tensorboardX ``SummaryWriter`` for ``logdir``, creating it lazily."""
+    """Return the cached tensorboardX ``EventsWriter`` for ``logdir``, creating it lazily.
+
+    Its event file is ``logdir/events.out.tfevents.<time>.<host>``, as a ``SummaryWriter``'s.
+    """
     if logdir is None or not os.fspath(logdir):
         raise ValueError(f"get_summary_writer needs a log directory, got {logdir!r}.")
     key = _key(logdir)
     with _lock:
         writer = _writers.get(key)
         if writer is None:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
 
             if is_remote(key):
                 storage_for(key)  # a bad URL or a missing backend fails here, in one line
@@ -72,7 +79,7 @@ def get_summary_writer(logdir: str):
             else:
                 local = key
                 os.makedirs(key, exist_ok=True)
-            writer = SummaryWriter(logdir=local)
+            writer = EventsWriter(os.path.join(local, "events"))
             _writers[key] = writer
         return writer
 
@@ -101,31 +108,16 @@ def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
     if not isinstance(scalars, Mapping):
         raise TypeError(f"scalars must be a dict of tag -> number, got {type(scalars).__name__}.")
     values = {str(tag): _scalar(v, f"Summary value {tag!r}") for tag, v in scalars.items()}
+    if not values:
+        return
+    from tensorboardX.proto.event_pb2 import Event
+    from tensorboardX.proto.summary_pb2 import Summary
+    from tensorboardX.summary import scalar
+
+    # one event holding every value, each tag cleaned as SummaryWriter.add_scalar does
+    summary = Summary(value=[v for tag, value in values.items() for v in scalar(tag, value).value])
     writer = get_summary_writer(logdir)
-    for tag, value in values.items():
-        writer.add_scalar(tag, value, global_step=int(step))
-
-
-def _drain(writer: Any) -> None:
-    """Write every queued event of ``writer`` to disk before returning.
-
-    tensorboardX's ``flush()`` does not wait for its background queue, so events written just
-    before it may still be missing. The worker thread is stopped (it writes everything queued
-    before the stop signal) and restarted on the same queue and file.
-    """
-    try:
-        for file_writer in (writer.all_writers or {}).values():
-            events = file_writer.event_writer
-            worker = events._worker
-            if events._closed or worker is None:
-                continue
-            worker.stop()
-            events._worker = type(worker)(events._event_queue, events._ev_writer, events._flush_secs)
-            events._worker.start()
-            events._ev_writer.flush()
-    except AttributeError:  # another tensorboardX version: best effort
-        logger.debug("tensorboardX internals changed; falling back to SummaryWriter.flush().")
-        writer.flush()
+    writer.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
 
 
 def flush(logdir: str) -> None:
@@ -134,7 +126,7 @@ def flush(logdir: str) -> None:
         key = _key(logdir)
         writer = _writers.get(key)
         if writer is not None:
-            _drain(writer)
+            writer.flush()
             _upload(key)
 
 
@@ -142,7 +134,7 @@ def flush_all() -> None:
     """Write everything written so far by every cached writer to disk."""
     with _lock:
         for key, writer in _writers.items():
-            _drain(writer)
+            writer.flush()
             _upload(key)
 
 

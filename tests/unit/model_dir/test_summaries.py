@@ -58,3 +58,13 @@ def test_write_scalars_rejects_non_scalars(tmp_path):
         summary.write_scalars(tmp_path, 1, [("a", 1.0)])
     with pytest.raises(ValueError, match="needs a log directory"):
         summary.get_summary_writer("")
+
+
+def test_events_are_written_in_the_calling_thread_and_on_disk_after_flush(tmp_path):
+    import threading
+
+    before = threading.active_count()
+    summary.write_scalars(tmp_path, 7, {"loss": 0.5, "accuracy": 0.75})
+    assert threading.active_count() == before  # no writer thread, no queue
+    summary.flush(tmp_path)
+    assert _read_scalars(tmp_path) == {"loss": [(7, 0.5)], "accuracy": [(7, 0.75)]}
