@@ -49,7 +49,8 @@ class RunSession:
         self.hooks: list = []
         self.saver_hook: CheckpointSaverHook | None = None
         self.last_checkpoint_path: str | None = None
-        self._stop = False
+        #: set by ``request_stop()`` (read it; never set it directly)
+        self.stop_requested = False
         self._managers: dict[str, ckpt.CheckpointManager] = {}
         self.lease = lease  # held by the chief while it trains (learnrun.model_dir.lease)
         self.nan_message: str | None = None
@@ -107,7 +108,7 @@ class RunSession:
 
     def cancel_stop_request(self) -> None:
         """Forget ``request_stop()`` (a NaN rollback went back to before the request)."""
-        self._stop = False
+        self.stop_requested = False
 
     def report_nan(self, message: str) -> None:
         """A loss was NaN or infinite: no checkpoint is written until the loop has handled it."""
@@ -115,11 +116,7 @@ class RunSession:
         self.nan_message = message
 
     def request_stop(self) -> None:
-        self._stop = True
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop
+        self.stop_requested = True
 
     def shared_global_step(self) -> int:
         return int(self.strategy.shared_global_step(self.global_step))
