@@ -319,3 +319,14 @@ def test_rng_state_round_trip(tmp_path):
     ckpt.restore_rng_state(ckpt.load_checkpoint(path).state["rng"])
     got = (random.random(), np.random.rand(), torch.rand(2))
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_python_rng_state_is_one_tensor_and_the_old_list_form_still_restores():
+    state = ckpt.capture_rng_state()
+    words = state["python"]["state"]
+    assert isinstance(words, torch.Tensor) and words.dtype == torch.int64 and words.numel() == 625
+    expected = random.random()
+    old_form = {"python": {**state["python"], "state": words.tolist()}}  # checkpoints before the change
+    random.seed(7)
+    ckpt.restore_rng_state(old_form)
+    assert random.random() == expected
