@@ -28,6 +28,7 @@ from learnrun.hooks.base import (
     SecondOrStepTimer,
     SessionRunArgs,
     SessionRunHook,
+    skips_idle_steps,
 )
 from learnrun.hooks.basic import (
     GlobalStepWaiterHook,
@@ -68,6 +69,7 @@ __all__ = [
     "ValidationMonitor",
     "make_early_stopping_hook",
     "read_eval_metrics",
+    "skips_idle_steps",
     "stop_if_higher_hook",
     "stop_if_lower_hook",
     "stop_if_no_decrease_hook",

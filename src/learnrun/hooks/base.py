@@ -15,6 +15,7 @@ from learnrun.clock import Clock, get_clock
 
 __all__ = [
     "Hook", "RunContext", "RunValues", "SecondOrStepTimer", "SessionRunArgs", "SessionRunHook",
+    "skips_idle_steps",
 ]
 
 
@@ -75,7 +76,13 @@ class SessionRunHook:
     ``session`` is the loop's ``RunSession``: ``estimator, module, optimizer, scheduler,
     model_dir, mode, config, is_chief, global_step, last_step, shared_global_step(),
     save_checkpoint(), request_stop()``.
+
+    ``idle_until_step``: with an ``after_run`` marked :func:`skips_idle_steps`, the training
+    loop does not call ``after_run`` for global steps below it (0: every step). A hook that
+    acts every N steps keeps it at its next due step, which saves a call per step.
     """
+
+    idle_until_step: int = 0
 
     def begin(self) -> None:
         """Called once before the loop; the model is built, nothing is restored yet."""
@@ -97,8 +104,25 @@ class SessionRunHook:
 Hook = SessionRunHook
 
 
+def skips_idle_steps(after_run):
+    """Mark an ``after_run`` that keeps ``self.idle_until_step`` up to date.
+
+    The training loop then skips the call for global steps below ``idle_until_step``. The
+    method must still be right when called at any step (evaluation and tests call it at
+    every step); skipping is only a saving. A subclass that overrides the marked method
+    without marking its own is called at every step.
+    """
+    after_run.skips_idle_steps = True
+    return after_run
+
+
 class SecondOrStepTimer:
-    """Trigger every ``every_secs`` seconds (through ``clock``) or every ``every_steps`` steps."""
+    """Trigger every ``every_secs`` seconds (through ``clock``) or every ``every_steps`` steps.
+
+    ``next_step``: no step below it can trigger (steps count from 0), so a hook called at
+    every step can skip ``should_trigger_for_step`` with one comparison:
+    ``if step < timer.next_step or not timer.should_trigger_for_step(step): return``.
+    """
 
     def __init__(self, every_secs: float | None = None, every_steps: int | None = None,
                  clock: Clock | None = None) -> None:
@@ -114,6 +138,7 @@ class SecondOrStepTimer:
     def reset(self) -> None:
         self._last_time: float | None = None
         self._last_step: int | None = None
+        self.next_step = 0
 
     def should_trigger_for_step(self, step: int) -> bool:
         """True when the interval has passed since the last trigger (always true the first time)."""
@@ -133,6 +158,7 @@ class SecondOrStepTimer:
         else:
             elapsed = (now - self._last_time, step - self._last_step)
         self._last_time, self._last_step = now, step
+        self.next_step = step + (max(self._every_steps, 1) if self._every_secs is None else 1)
         return elapsed
 
     def last_triggered_step(self) -> int | None:

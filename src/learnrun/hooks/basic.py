@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from learnrun.hooks.base import (
     SessionRunHook,
     fetch_value,
     learning_rates,
+    skips_idle_steps,
 )
 from learnrun.model_dir import summaries
 
@@ -48,9 +50,11 @@ class StopAtStepHook(SessionRunHook):
     def after_create_session(self, session, coord=None) -> None:
         if self._last_step is None:
             self._last_step = session.global_step + self._num_steps
+        self.idle_until_step = self._last_step
         if session.global_step >= self._last_step:
             session.request_stop()
 
+    @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         if run_values.global_step >= self._last_step:
             run_context.request_stop()
@@ -184,19 +188,20 @@ def _first_non_finite(kept: list[tuple[int, Any]]) -> int | None:
     """
     import torch
 
-    values = [torch.as_tensor(loss).detach() for _, loss in kept]
-    if len(values) > 1 and all(v.dim() == 0 for v in values):
-        try:
-            finite = torch.isfinite(torch.stack(values))
-        except RuntimeError:  # tensors on several devices: one at a time below
-            pass
-        else:
-            if bool(finite.all()):
-                return None
-            return kept[int((~finite).nonzero()[0, 0])][0]
-    for (step, _), value in zip(kept, values, strict=True):
-        if not bool(torch.isfinite(value).all()):
-            return step
+    with torch.no_grad():  # no graph, so no per-loss detach either
+        values = [loss if isinstance(loss, torch.Tensor) else torch.as_tensor(loss) for _, loss in kept]
+        if len(values) > 1 and all(v.dim() == 0 for v in values):
+            try:
+                finite = torch.isfinite(torch.stack(values))
+            except RuntimeError:  # tensors on several devices: one at a time below
+                pass
+            else:
+                if bool(finite.all()):
+                    return None
+                return kept[int((~finite).nonzero()[0, 0])][0]
+        for (step, _), value in zip(kept, values, strict=True):
+            if not bool(torch.isfinite(value).all()):
+                return step
     return None
 
 
@@ -213,14 +218,17 @@ class StepCounterHook(SessionRunHook):
 
     def after_create_session(self, session, coord=None) -> None:
         self._timer.reset()
+        self.idle_until_step = self._timer.next_step
         if self._output_dir is None and session.is_chief:
             self._output_dir = session.model_dir
 
+    @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
-        if not self._timer.should_trigger_for_step(step):
+        if step < self._timer.next_step or not self._timer.should_trigger_for_step(step):
             return
         elapsed_secs, elapsed_steps = self._timer.update_last_triggered_step(step)
+        self.idle_until_step = self._timer.next_step
         if elapsed_secs is None or elapsed_secs <= 0:
             return
         self.last_rate = elapsed_steps / elapsed_secs
@@ -248,14 +256,19 @@ class SummarySaverHook(SessionRunHook):
 
     def after_create_session(self, session, coord=None) -> None:
         self._timer.reset()
+        # only the chief writes: elsewhere after_run has nothing to do at any step
+        self.idle_until_step = self._timer.next_step if session.is_chief else sys.maxsize
         if self._output_dir is None:
             self._output_dir = session.model_dir
 
+    @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
-        if not run_context.session.is_chief or not self._timer.should_trigger_for_step(step):
+        if step < self._timer.next_step or not run_context.session.is_chief \
+                or not self._timer.should_trigger_for_step(step):
             return
         self._timer.update_last_triggered_step(step)
+        self.idle_until_step = self._timer.next_step
         values: dict[str, float] = {}
         for name in self._scalars:
             if name == "learning_rate":

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from learnrun.clock import Clock
-from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook, to_python
+from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook, skips_idle_steps, to_python
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +61,15 @@ class ProgressHook(SessionRunHook):
             last = session.last_step
             self._bar = tqdm(total=last, initial=session.global_step, file=stream, unit="step",
                              dynamic_ncols=True, leave=True)
+        self.idle_until_step = 0  # the first step is logged; the bar counts every step
 
+    @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
         if self._bar is not None:
             self._bar.update(1)
-        if not (self._first or self._timer.should_trigger_for_step(step)):
+        if not (self._first or (step >= self._timer.next_step
+                                and self._timer.should_trigger_for_step(step))):
             return
         elapsed, _ = self._timer.update_last_triggered_step(step)
         loss = run_values.results.get("loss")
@@ -79,6 +82,8 @@ class ProgressHook(SessionRunHook):
             logger.info("loss = %s, step = %d (%.3f sec)", _fmt(self.last_loss), step, elapsed or 0.0)
         self._first = False
         self.lines += 1
+        if self._bar is None:
+            self.idle_until_step = self._timer.next_step
 
     def end(self, session) -> None:
         self.close()

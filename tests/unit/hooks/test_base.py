@@ -23,3 +23,20 @@ def test_second_or_step_timer():
     assert timer.should_trigger_for_step(3)
     assert timer.update_last_triggered_step(3) == (10.0, 2)
     assert not timer.should_trigger_for_step(3)
+
+
+def test_next_step_is_the_first_step_that_can_trigger():
+    steps = SecondOrStepTimer(every_steps=100)
+    assert steps.next_step == 0  # never triggered: any step triggers
+    steps.update_last_triggered_step(1)
+    assert steps.next_step == 101
+    assert not any(steps.should_trigger_for_step(s) for s in range(1, 101))
+    assert steps.should_trigger_for_step(101)
+    clock = FakeClock()
+    secs = SecondOrStepTimer(every_secs=5, clock=clock)
+    secs.update_last_triggered_step(7)
+    assert secs.next_step == 8  # time decides from the next step on
+    clock.advance(5)
+    assert not secs.should_trigger_for_step(7) and secs.should_trigger_for_step(8)
+    secs.reset()
+    assert secs.next_step == 0
