@@ -30,7 +30,8 @@ call (``Estimator.train`` itself does the first and the last line)::
             next_batch: unless a stop was requested, a signal came or the loss was NaN:
                 batch = next(input)
             strategy.should_stop(stop requested, signal, NaN or input exhausted) (collective
-                in a synchronous cluster; also carries the NaN flag and the chief's save request)
+                in a synchronous cluster; also carries the NaN flag and the chief's save request;
+                a strategy that decides alone is not asked while nothing asks to stop)
             if any trainer's loss was NaN: handle_nan, per RunConfig.on_nan_loss: raise
                 NanLossDuringTrainingError | stop (break; no further save) | rollback (load the
                 newest checkpoint, keep reading the input: the batches since are skipped;
@@ -46,6 +47,8 @@ call (``Estimator.train`` itself does the first and the last line)::
                 train_step: forward, loss, backward, strategy.apply_update (global_step += 1)
                     (or spec.train_step_fn, then scheduler.step())
                 for hook in hooks: hook.after_run(ctx, RunValues(results, global_step, fetched))
+                    (skipped below hook.idle_until_step where after_run is marked
+                    skips_idle_steps: the standard hooks' calls between their due steps)
                     (NanTensorHook reports a non-finite loss: no checkpoint is saved until
                     it is handled; in a synchronous cluster the saver hook only requests
                     its save, made at the next boundary)
@@ -331,7 +334,7 @@ def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGu
     while True:
         if guard.triggered and not strategy.preempted:
             strategy.notify_preempted()  # at the step boundary, never in the handler
-        batch = next_batch(session, iterator, guard)
+        batch = next_batch(session, iterator, guard, plan)
         if batch is _STOP:
             return last_loss
         if batch is _NAN:
@@ -352,6 +355,13 @@ def hook_dispatch(hooks: list) -> tuple[list, list]:
             [h for h in hooks if _overrides(h, "after_run", SessionRunHook)])
 
 
+def skips_idle(hook: Any) -> bool:
+    """True when ``hook``'s ``after_run`` is marked :func:`~learnrun.hooks.base.skips_idle_steps`
+    (and not replaced on the instance): the loop may skip it below ``hook.idle_until_step``."""
+    return "after_run" not in getattr(hook, "__dict__", {}) \
+        and bool(getattr(getattr(type(hook), "after_run", None), "skips_idle_steps", False))
+
+
 def _overrides(obj: Any, name: str, base: type) -> bool:
     """True when ``obj`` (its class or the instance) replaces ``base``'s method ``name``."""
     return name in getattr(obj, "__dict__", {}) or getattr(type(obj), name, None) is not getattr(base, name)
@@ -360,16 +370,26 @@ def _overrides(obj: Any, name: str, base: type) -> bool:
 class StepPlan:
     """What every step of one ``train`` call needs, looked up once instead of per step.
 
-    ``before``/``after``: :func:`hook_dispatch`; ``device``; ``autocast``: the
-    ``torch.autocast`` factory of ``RunConfig.precision`` (None: full precision); ``clip``:
-    the gradient-clipping norm (the spec's, else the RunConfig's); ``before_step``: the
-    strategy's, when it does something (parameter servers load the shards' values).
+    ``before``: :func:`hook_dispatch`'s first list; ``after``: its second, as ``(hook,
+    skips_idle(hook))`` pairs; ``device``; ``move``: whether batches may
+    need moving to ``device`` (False when it is the CPU and the machine has no accelerator, so
+    no tensor can be elsewhere); ``autocast``: the ``torch.autocast`` factory of
+    ``RunConfig.precision`` (None: full precision); ``clip``: the gradient-clipping norm (the
+    spec's, else the RunConfig's); ``before_step``: the strategy's, when it does something
+    (parameter servers load the shards' values); ``local_boundary``: this process decides
+    alone at step boundaries (the strategy keeps ``Strategy``'s ``should_stop``,
+    ``save_agreed`` and ``nan_agreed``, and saves are not deferred), so a boundary where
+    nothing asks to stop needs none of those calls.
     """
 
     def __init__(self, session: RunSession, spec) -> None:
-        self.before, self.after = hook_dispatch(session.hooks)
+        self.before, after = hook_dispatch(session.hooks)
+        self.after = [(hook, skips_idle(hook)) for hook in after]
         strategy, config = session.strategy, session.config
         self.device = strategy.device
+        self.move = self.device.type != "cpu" or _has_accelerator()
+        self.local_boundary = not session.defer_saves and not any(
+            _overrides(strategy, name, Strategy) for name in ("should_stop", "save_agreed", "nan_agreed"))
         mixed = config.precision not in (None, "32", "32-true", 32)
         self.autocast = functools.partial(autocast_context, config, self.device) if mixed else None
         self.clip = spec.gradient_clip_norm or config.gradient_clip_norm
@@ -377,13 +397,22 @@ class StepPlan:
             else None
 
 
-def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) -> Any:
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return bool(accelerator.is_available())
+    return bool(torch.cuda.is_available())
+
+
+def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard,
+               plan: StepPlan | None = None) -> Any:
     """The next batch, or ``_STOP`` when ``strategy.should_stop`` says every trainer stops.
 
     The batch is fetched before agreeing to go on, so that a trainer whose input shard ends
     first stops every trainer through the collective instead of leaving its peers in an
     all-reduce. No batch is fetched once this process wants to stop (the input position saved
-    in the checkpoint stays exact).
+    in the checkpoint stays exact). With ``plan.local_boundary`` a fetched batch, with no stop
+    and no NaN to report, goes on at once: there is nobody to agree with.
     """
     strategy = session.strategy
     if session.defer_saves:
@@ -397,6 +426,8 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard) 
             exhausted = True
     if local_stop or exhausted:
         session.check_losses()  # a NaN not checked yet is handled before the stop and its save
+    elif plan is not None and plan.local_boundary and session.nan_message is None:
+        return batch
     if session.nan_message is not None:
         strategy.notify_nan()
     stop = strategy.should_stop(local_stop or bool(exhausted))
@@ -427,8 +458,8 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
     """
     plan = plan if plan is not None else StepPlan(session, spec)
     features, labels = split_batch(batch, "train")
-    device = plan.device
-    features, labels = to_device(features, device), to_device(labels, device)
+    if plan.move:
+        features, labels = to_device(features, plan.device), to_device(labels, plan.device)
     ctx = RunContext(session)
     fetches: list = []
     for hook in plan.before:
@@ -444,8 +475,10 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
                        session.global_step)
     if fetches:  # host values (device syncs) only when a hook asked for them
         values.fetched = fetch_values(fetches, session, values)
-    for hook in plan.after:
-        hook.after_run(ctx, values)
+    step = session.global_step
+    for hook, may_idle in plan.after:
+        if not may_idle or step >= hook.idle_until_step:
+            hook.after_run(ctx, values)
     return loss
 
 

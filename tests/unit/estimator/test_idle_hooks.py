@@ -1,0 +1,75 @@
+"""Hooks marked ``skips_idle_steps`` are not called below their ``idle_until_step``; the
+standard hooks still do their work at exactly their steps."""
+
+from __future__ import annotations
+
+import torch
+
+from learnrun.config.run_config import RunConfig
+from learnrun.estimator.estimator import Estimator
+from learnrun.estimator.spec import EstimatorSpec
+from learnrun.estimator.train_loop import skips_idle
+from learnrun.hooks import SessionRunHook, StepCounterHook, StopAtStepHook, skips_idle_steps
+from learnrun.hooks.progress import ProgressHook
+
+
+class EveryFifth(SessionRunHook):
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    @skips_idle_steps
+    def after_run(self, run_context, run_values):
+        self.calls.append(run_values.global_step)
+        self.idle_until_step = run_values.global_step + 5 - run_values.global_step % 5
+
+
+class EveryStepSubclass(EveryFifth):
+    def after_run(self, run_context, run_values):  # not marked: called at every step
+        super().after_run(run_context, run_values)
+
+
+def _train(tmp_path, hooks, steps=12, **config):
+    def model_fn():
+        torch.manual_seed(0)
+        module = torch.nn.Linear(2, 1)
+        return EstimatorSpec(module=module, loss_fn=torch.nn.functional.mse_loss,
+                             optimizer=torch.optim.SGD(module.parameters(), lr=0.1))
+
+    batches = [(torch.ones(4, 2), torch.zeros(4, 1))] * 50
+    est = Estimator(model_fn, config=RunConfig(model_dir=str(tmp_path), device="cpu", **config))
+    est.train(lambda: batches, steps=steps, hooks=hooks)
+
+
+def test_marked_hooks_are_skipped_until_their_step_unmarked_overrides_are_not(tmp_path):
+    fifth, every = EveryFifth(), EveryStepSubclass()
+    _train(tmp_path, [fifth, every])
+    assert fifth.calls == [1, 5, 10]
+    assert every.calls == list(range(1, 13))
+
+
+def test_which_hooks_may_be_skipped():
+    assert skips_idle(EveryFifth()) and skips_idle(StopAtStepHook(num_steps=3))
+    assert skips_idle(StepCounterHook()) and skips_idle(ProgressHook())
+    assert not skips_idle(EveryStepSubclass())
+    patched = EveryFifth()
+    patched.after_run = lambda ctx, values: None  # an instance override is called every step
+    assert not skips_idle(patched)
+
+
+def test_standard_hooks_still_act_at_their_steps_and_stop_exactly(tmp_path):
+    import pytest
+
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from learnrun.model_dir import summaries
+
+    class Counter(StepCounterHook):
+        pass  # inherits the marked after_run
+
+    _train(tmp_path, [Counter(every_n_steps=4)], steps=13, log_step_count_steps=None,
+           save_summary_steps=0)
+    summaries.close_all()
+    events = accumulator.EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    # triggered at 1 (no rate yet), then every 4 steps: a rate at 5, 9 and 13
+    assert [e.step for e in events.Scalars("global_step/sec")] == [5, 9, 13]
+    assert Estimator(lambda: None, model_dir=str(tmp_path)).latest_checkpoint().endswith("ckpt-13")
