@@ -202,8 +202,9 @@ def run_lockstep(data: dict, model: str, workload: str, steps: int, warmup: int 
 
     ``bench_estimator_overhead.Lockstep`` runs one raw step after each of the estimator's
     steps and times both with the thread's CPU clock, so their ratio stays steady on a machine
-    shared with other jobs, where separate runs swing by 10% or more. Returns the medians past
-    ``warmup`` steps (``learnrun_us``, ``raw_us``) and their ratio.
+    shared with other jobs, where separate runs swing by 10% or more. Returns the means past
+    ``warmup`` steps (``learnrun_us``, ``raw_us``; means, so that the work done every N steps
+    counts) and their ratio.
     """
     from bench_estimator_overhead import Lockstep  # the same hook times both benchmarks
 
@@ -212,7 +213,7 @@ def run_lockstep(data: dict, model: str, workload: str, steps: int, warmup: int 
         est = make_estimator(model, workload, model_dir, **config_kw)
         hook = Lockstep(RawLoop(data, model, workload).step)
         est.train(train_input_fn(data, workload), steps=steps + warmup, hooks=[hook])
-    ours, raw = (seconds * 1e6 for seconds in hook.medians(warmup))
+    ours, raw = (seconds * 1e6 for seconds in hook.per_step(warmup))
     return {"learnrun_us": ours, "raw_us": raw, "ratio": ours / raw}
 
 
@@ -321,7 +322,7 @@ def main() -> None:
     parser.add_argument("--tf-venv", default=None, help="venv with tensorflow-cpu 2.15 (or LEARNRUN_TF_VENV)")
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--lockstep", type=int, default=0, metavar="STEPS",
-                        help="instead: per-step medians of learnrun and the raw loop in lockstep "
+                        help="instead: per-step means of learnrun and the raw loop in lockstep "
                              "(run_lockstep), STEPS steps per model and workload, each repeat")
     args = parser.parse_args()
     set_clock(args.clock)
