@@ -131,6 +131,14 @@ class ArrayBatches:
         self._order_cache: tuple[int, np.ndarray] | None = None
         self._torch_order: tuple[int, Any] | None = None
         self._all_tensors = all(not isinstance(v, np.ndarray) for v in self._columns.values())
+        # __next__'s common case with tensor columns and one label column (or none), in one
+        # frame: (the direct feature's column or None, [(key, column)], the label's column)
+        self._tensor_plan = None
+        if self._all_tensors and (target is None or isinstance(target, str)):
+            cols = self._columns
+            direct = cols[_DIRECT_KEY] if feature_keys == [_DIRECT_KEY] else None
+            self._tensor_plan = (direct, [(k, cols[k]) for k in feature_keys],
+                                 None if target is None else cols[target])
 
     @property
     def shard_size(self) -> int:
@@ -174,7 +182,18 @@ class ArrayBatches:
             # the common case, a batch inside the epoch of tensor columns: one slice of the
             # epoch's order and one index_select per column, nothing else
             self.position = position + wanted
-            return self._make_batch(cached[1][position:position + wanted])
+            idx = cached[1][position:position + wanted]
+            plan = self._tensor_plan
+            if plan is None:
+                return self._make_batch(idx)
+            direct, feature_columns, label_column = plan
+            if direct is not None:
+                features: Any = direct.index_select(0, idx)
+            else:
+                features = {}
+                for key, column in feature_columns:
+                    features[key] = column.index_select(0, idx)
+            return features, None if label_column is None else label_column.index_select(0, idx)
         picked: list[Any] = []
         wanted = self._batch_size
         size = self._shard_size  # every epoch's order has this length
