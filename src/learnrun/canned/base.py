@@ -64,12 +64,15 @@ class CannedModule(nn.Module):
     def __init__(self, parts: Mapping[str, nn.Module], weight_key: str | None = None) -> None:
         super().__init__()
         self.parts = nn.ModuleDict(dict(parts))
+        # the same modules in order, as a plain attribute: nn.Module's __getattr__ and
+        # ModuleDict.values() would cost two calls per step
+        self._ordered_parts = tuple(self.parts.values())
         self.weight_key = weight_key
 
     def forward(self, features: Any) -> dict[str, torch.Tensor]:
-        first, *rest = self.parts.values()
-        logits = first(features)
-        for part in rest:
+        parts = self._ordered_parts
+        logits = parts[0](features)
+        for part in parts[1:]:
             logits = logits + part(features)
         result = {"logits": logits}
         if self.weight_key is None:

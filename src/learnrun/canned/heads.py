@@ -97,8 +97,12 @@ class Head:
         Without a weight column it is :meth:`mean_loss` (or the plain sum): the same value
         without building and multiplying a tensor of ones.
         """
-        logits = self.logits(outputs)
-        if self.weight_column is None and not (isinstance(outputs, Mapping) and outputs.get("weights") is not None):
+        if type(outputs) is dict:  # CannedModule's output, without the Mapping checks
+            logits, given = outputs["logits"], outputs.get("weights")
+        else:
+            logits = self.logits(outputs)
+            given = outputs.get("weights") if isinstance(outputs, Mapping) else None
+        if self.weight_column is None and given is None:
             if self.loss_reduction == "sum":
                 return self.unreduced_loss(logits, labels).sum()
             return self.mean_loss(logits, labels)

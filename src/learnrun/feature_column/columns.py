@@ -8,6 +8,7 @@ classes here are the immutable results, re-exported there.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Mapping
@@ -49,7 +50,7 @@ def _hash_values(values: np.ndarray, num_buckets: int) -> np.ndarray:
 
 
 def _raw(features: Any, key: str, column: str) -> Any:
-    if not isinstance(features, Mapping):
+    if type(features) is not dict and not isinstance(features, Mapping):
         raise TypeError(f"feature column {column!r}: features must be a dict, got {type(features).__name__}.")
     if key not in features:
         raise ValueError(
@@ -161,9 +162,9 @@ class NumericColumn(_KeyedColumn, DenseColumn):
     dtype: Any = torch.float32
     normalizer_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
 
-    @property
+    @functools.cached_property
     def dense_dim(self) -> int:  # type: ignore[override]
-        return math.prod(self.shape)
+        return math.prod(self.shape)  # read at every batch: computed once
 
     def passes_through(self, value: Any, device: torch.device | None) -> bool:
         """True when ``value`` already is this column's value: a float32 ``(batch, width)``
@@ -175,7 +176,7 @@ class NumericColumn(_KeyedColumn, DenseColumn):
 
     def values(self, features: Mapping[str, Any], device: torch.device | None = None) -> torch.Tensor:
         """The column as float32 ``(batch, prod(shape))``, defaults filled, normalizer applied."""
-        value = _raw(features, self.key, self.name)
+        value = _raw(features, self.key, self.key)  # a numeric column is named after its key
         if self.passes_through(value, device):
             return value  # the common case: no op per batch
         if not isinstance(value, torch.Tensor):

@@ -37,7 +37,7 @@ def _check_columns(columns: Iterable[Any], kinds: tuple[type, ...], what: str) -
 
 
 def _as_feature_dict(features: Any, columns: Sequence[FeatureColumn]) -> Mapping[str, Any]:
-    if isinstance(features, Mapping):
+    if type(features) is dict or isinstance(features, Mapping):
         return features
     keys = set().union(*(c.keys for c in columns))
     if len(keys) == 1:
