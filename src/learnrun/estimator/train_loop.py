@@ -97,9 +97,11 @@ from learnrun.estimator.preemption import PreemptionGuard, protect_dataloader, s
 from learnrun.estimator.session import RunSession, load_hook_states
 from learnrun.estimator.spec import ModeKeys
 from learnrun.estimator.step import (
+    FORWARD_ERRORS,
     autocast_context,
     call_input_fn,
     forward,
+    forward_error,
     load_weights,
     make_grad_scaler,
     split_batch,
@@ -494,7 +496,13 @@ def train_step(session: RunSession, spec, features, labels,
         return loss, None, session.global_step + 1
     optimizer.zero_grad(set_to_none=True)
     if plan.autocast is None:
-        outputs = forward(module, features, "train step", session.global_step + 1)
+        try:  # step.forward's error, in this frame: one call less per step
+            outputs = module(features)
+        except FORWARD_ERRORS as exc:
+            error = forward_error(exc, features, "train step", session.global_step + 1)
+            if error is exc:
+                raise
+            raise error from exc
         loss = spec.loss_fn(outputs, labels)
     else:
         with plan.autocast():

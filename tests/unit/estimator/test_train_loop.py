@@ -1,5 +1,6 @@
-"""Hooks marked ``skips_idle_steps`` are not called below their ``idle_until_step``; the
-standard hooks still do their work at exactly their steps."""
+"""The training loop's per-step path: hooks marked ``skips_idle_steps`` are not called below
+their ``idle_until_step`` while the standard hooks still act at exactly their steps, and a
+forward error (raised in the step's own frame) names the step and the features."""
 
 from __future__ import annotations
 
@@ -73,3 +74,20 @@ def test_standard_hooks_still_act_at_their_steps_and_stop_exactly(tmp_path):
     # triggered at 1 (no rate yet), then every 4 steps: a rate at 5, 9 and 13
     assert [e.step for e in events.Scalars("global_step/sec")] == [5, 9, 13]
     assert Estimator(lambda: None, model_dir=str(tmp_path)).latest_checkpoint().endswith("ckpt-13")
+
+
+def test_a_forward_error_names_the_step_and_the_features(tmp_path):
+    import pytest
+
+    def model_fn():
+        module = torch.nn.Linear(3, 1)  # the batches have 2 features
+        return EstimatorSpec(module=module, loss_fn=torch.nn.functional.mse_loss,
+                             optimizer=torch.optim.SGD(module.parameters(), lr=0.1))
+
+    batches = [(torch.ones(4, 2), torch.zeros(4, 1))] * 3
+    est = Estimator(model_fn, config=RunConfig(model_dir=str(tmp_path), device="cpu"))
+    with pytest.raises(RuntimeError, match=r"train step 1: the model failed on the features of "
+                                           r"this batch, received Tensor\(dtype=torch.float32, "
+                                           r"shape=\(4, 2\)\)") as info:
+        est.train(lambda: batches, steps=3)
+    assert isinstance(info.value.__cause__, RuntimeError)
