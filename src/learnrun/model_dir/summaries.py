@@ -99,6 +99,21 @@ def _scalar(value: Any, what: str) -> float:
                      f"got {type(value).__name__}: {value!r:.80}.")
 
 
+#: tag -> the tag written for it, cleaned as tensorboardX's ``add_scalar`` cleans it
+_event_tags: dict[str, str] = {}
+
+
+def _event_tag(tag: str) -> str:
+    """``tag`` as tensorboardX writes it (characters TensorBoard refuses become ``_``), asked
+    of tensorboardX once per tag."""
+    cleaned = _event_tags.get(tag)
+    if cleaned is None:
+        from tensorboardX.summary import scalar
+
+        cleaned = _event_tags[tag] = scalar(tag, 0.0).value[0].tag
+    return cleaned
+
+
 def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
     """Write each ``tag -> scalar`` of ``scalars`` at global step ``step`` into ``logdir``.
 
@@ -112,10 +127,10 @@ def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
         return
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
-    from tensorboardX.summary import scalar
 
-    # one event holding every value, each tag cleaned as SummaryWriter.add_scalar does
-    summary = Summary(value=[v for tag, value in values.items() for v in scalar(tag, value).value])
+    # one event holding every value
+    summary = Summary(value=[Summary.Value(tag=_event_tag(tag), simple_value=value)
+                             for tag, value in values.items()])
     writer = get_summary_writer(logdir)
     writer.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
 

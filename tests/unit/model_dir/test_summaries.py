@@ -68,3 +68,9 @@ def test_events_are_written_in_the_calling_thread_and_on_disk_after_flush(tmp_pa
     assert threading.active_count() == before  # no writer thread, no queue
     summary.flush(tmp_path)
     assert _read_scalars(tmp_path) == {"loss": [(7, 0.5)], "accuracy": [(7, 0.75)]}
+
+
+def test_tags_are_cleaned_as_tensorboardx_add_scalar_cleans_them(tmp_path):
+    summary.write_scalars(tmp_path, 1, {"/eval loss": 1.5, "a:b/c": 2.0})
+    summary.flush(tmp_path)
+    assert _read_scalars(tmp_path) == {"eval_loss": [(1, 1.5)], "a_b/c": [(1, 2.0)]}
