@@ -12,6 +12,7 @@ from learnrun.estimator.spec import EstimatorSpec
 from learnrun.estimator.train_loop import skips_idle
 from learnrun.hooks import SessionRunHook, StepCounterHook, StopAtStepHook, skips_idle_steps
 from learnrun.hooks.progress import ProgressHook
+from tests.helpers.data import linear_regression_model_fn, sum_batches
 
 
 class EveryFifth(SessionRunHook):
@@ -30,15 +31,9 @@ class EveryStepSubclass(EveryFifth):
 
 
 def _train(tmp_path, hooks, steps=12, **config):
-    def model_fn():
-        torch.manual_seed(0)
-        module = torch.nn.Linear(2, 1)
-        return EstimatorSpec(module=module, loss_fn=torch.nn.functional.mse_loss,
-                             optimizer=torch.optim.SGD(module.parameters(), lr=0.1))
-
-    batches = [(torch.ones(4, 2), torch.zeros(4, 1))] * 50
-    est = Estimator(model_fn, config=RunConfig(model_dir=str(tmp_path), device="cpu", **config))
-    est.train(lambda: batches, steps=steps, hooks=hooks)
+    est = Estimator(linear_regression_model_fn,
+                    config=RunConfig(model_dir=str(tmp_path), device="cpu", **config))
+    est.train(lambda: sum_batches(50), steps=steps, hooks=hooks)
 
 
 def test_marked_hooks_are_skipped_until_their_step_unmarked_overrides_are_not(tmp_path):
