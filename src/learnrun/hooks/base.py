@@ -119,9 +119,9 @@ def skips_idle_steps(after_run):
 class SecondOrStepTimer:
     """Trigger every ``every_secs`` seconds (through ``clock``) or every ``every_steps`` steps.
 
-    ``next_step``: no step below it can trigger (steps count from 0), so a hook called at
-    every step can skip ``should_trigger_for_step`` with one comparison:
-    ``if step < timer.next_step or not timer.should_trigger_for_step(step): return``.
+    ``next_step``: no step below it can trigger (steps count from 0): the next due step of a
+    step timer, 0 for a time-based one (any other step may be due, also an earlier one after
+    a rollback). A hook marked :func:`skips_idle_steps` keeps it as its ``idle_until_step``.
     """
 
     def __init__(self, every_secs: float | None = None, every_steps: int | None = None,
@@ -158,7 +158,7 @@ class SecondOrStepTimer:
         else:
             elapsed = (now - self._last_time, step - self._last_step)
         self._last_time, self._last_step = now, step
-        self.next_step = step + (max(self._every_steps, 1) if self._every_secs is None else 1)
+        self.next_step = step + max(self._every_steps, 1) if self._every_secs is None else 0
         return elapsed
 
     def last_triggered_step(self) -> int | None:

@@ -225,7 +225,7 @@ class StepCounterHook(SessionRunHook):
     @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
-        if step < self._timer.next_step or not self._timer.should_trigger_for_step(step):
+        if not self._timer.should_trigger_for_step(step):
             return
         elapsed_secs, elapsed_steps = self._timer.update_last_triggered_step(step)
         self.idle_until_step = self._timer.next_step
@@ -264,8 +264,7 @@ class SummarySaverHook(SessionRunHook):
     @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
-        if step < self._timer.next_step or not run_context.session.is_chief \
-                or not self._timer.should_trigger_for_step(step):
+        if not run_context.session.is_chief or not self._timer.should_trigger_for_step(step):
             return
         self._timer.update_last_triggered_step(step)
         self.idle_until_step = self._timer.next_step

@@ -78,7 +78,7 @@ class EarlyStoppingHook(SessionRunHook):
         if not run_context.session.is_chief:
             return
         step = run_values.global_step
-        if step >= self._timer.next_step and self._timer.should_trigger_for_step(step):
+        if self._timer.should_trigger_for_step(step):
             self._timer.update_last_triggered_step(step)
             if self._fn():
                 self.stop_triggered = True

@@ -68,8 +68,7 @@ class ProgressHook(SessionRunHook):
         step = run_values.global_step
         if self._bar is not None:
             self._bar.update(1)
-        if not (self._first or (step >= self._timer.next_step
-                                and self._timer.should_trigger_for_step(step))):
+        if not (self._first or self._timer.should_trigger_for_step(step)):
             return
         elapsed, _ = self._timer.update_last_triggered_step(step)
         loss = run_values.results.get("loss")

@@ -93,8 +93,8 @@ class CheckpointSaverHook(SessionRunHook):
 
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
-        stop = self._in_flight is not None and self._committed(run_context.session, wait=False)
-        if step >= self._timer.next_step and self._timer.should_trigger_for_step(step):
+        stop = self._committed(run_context.session, wait=False)
+        if self._timer.should_trigger_for_step(step):
             self._timer.update_last_triggered_step(step)
             session = run_context.session
             if session.is_chief and getattr(session, "defer_saves", False):

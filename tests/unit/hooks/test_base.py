@@ -32,11 +32,13 @@ def test_next_step_is_the_first_step_that_can_trigger():
     assert steps.next_step == 101
     assert not any(steps.should_trigger_for_step(s) for s in range(1, 101))
     assert steps.should_trigger_for_step(101)
+    assert not steps.should_trigger_for_step(50)  # after a rollback to 50: still not due
     clock = FakeClock()
     secs = SecondOrStepTimer(every_secs=5, clock=clock)
     secs.update_last_triggered_step(7)
-    assert secs.next_step == 8  # time decides from the next step on
+    assert secs.next_step == 0  # time decides, at any other step, also an earlier one
     clock.advance(5)
-    assert not secs.should_trigger_for_step(7) and secs.should_trigger_for_step(8)
+    assert not secs.should_trigger_for_step(7)
+    assert secs.should_trigger_for_step(8) and secs.should_trigger_for_step(3)
     secs.reset()
     assert secs.next_step == 0
