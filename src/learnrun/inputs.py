@@ -131,8 +131,9 @@ class ArrayBatches:
         self._order_cache: tuple[int, np.ndarray] | None = None
         self._torch_order: tuple[int, Any] | None = None
         self._all_tensors = all(not isinstance(v, np.ndarray) for v in self._columns.values())
-        # __next__'s common case with tensor columns and one label column (or none), in one
-        # frame: (the direct feature's column or None, [(key, column)], the label's column)
+        # tensor columns (the index is then a tensor too) and one label column or none: what
+        # _take would do for each column (index_select), decided once: (the direct feature's
+        # column or None, [(key, column)], the label's column or None)
         self._tensor_plan = None
         if self._all_tensors and (target is None or isinstance(target, str)):
             cols = self._columns
@@ -182,18 +183,7 @@ class ArrayBatches:
             # the common case, a batch inside the epoch of tensor columns: one slice of the
             # epoch's order and one index_select per column, nothing else
             self.position = position + wanted
-            idx = cached[1][position:position + wanted]
-            plan = self._tensor_plan
-            if plan is None:
-                return self._make_batch(idx)
-            direct, feature_columns, label_column = plan
-            if direct is not None:
-                features: Any = direct.index_select(0, idx)
-            else:
-                features = {}
-                for key, column in feature_columns:
-                    features[key] = column.index_select(0, idx)
-            return features, None if label_column is None else label_column.index_select(0, idx)
+            return self._make_batch(cached[1][position:position + wanted])
         picked: list[Any] = []
         wanted = self._batch_size
         size = self._shard_size  # every epoch's order has this length
@@ -227,9 +217,19 @@ class ArrayBatches:
         return column.index_select(0, idx)  # a third cheaper than column[idx] (same copy)
 
     def _make_batch(self, idx: Any) -> tuple[Any, Any]:
+        plan = self._tensor_plan
+        if plan is not None:  # no _take call and no comprehension per batch
+            direct, feature_columns, label_column = plan
+            if direct is not None:
+                features: Any = direct.index_select(0, idx)
+            else:
+                features = {}
+                for key, column in feature_columns:
+                    features[key] = column.index_select(0, idx)
+            return features, None if label_column is None else label_column.index_select(0, idx)
         take = self._take
         if self._feature_keys == [_DIRECT_KEY]:
-            features: Any = take(_DIRECT_KEY, idx)
+            features = take(_DIRECT_KEY, idx)
         else:
             features = {k: take(k, idx) for k in self._feature_keys}
         target = self._target
