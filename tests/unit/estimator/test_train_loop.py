@@ -86,3 +86,10 @@ def test_a_forward_error_names_the_step_and_the_features(tmp_path):
                                            r"shape=\(4, 2\)\)") as info:
         est.train(lambda: batches, steps=3)
     assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_hooks_on_seconds_stay_due_at_every_step(tmp_path):
+    on_seconds, on_steps = StepCounterHook(every_n_steps=None, every_n_secs=3600), StepCounterHook(every_n_steps=5)
+    _train(tmp_path, [on_seconds, on_steps], steps=7)
+    assert on_seconds.idle_until_step == 0  # time decides: never skipped
+    assert on_steps.idle_until_step == 11  # triggered at 1 and 6
