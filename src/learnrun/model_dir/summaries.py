@@ -31,6 +31,11 @@ from learnrun.model_dir.storage import is_remote, is_url, storage_for
 logger = logging.getLogger(__name__)
 
 _writers: dict[str, Any] = {}
+#: writer key -> when (time.monotonic) its events were last put on disk
+_flushed_at: dict[str, float] = {}
+#: At most this long between a write and its events reaching the disk (a killed process loses
+#: no more): tensorboardX's ``SummaryWriter`` default.
+FLUSH_SECS = 120.0
 #: remote logdir -> (local staging directory, {relative file: size uploaded})
 _staging: dict[str, tuple[str, dict[str, int]]] = {}
 _lock = threading.Lock()
@@ -81,6 +86,7 @@ def get_summary_writer(logdir: str):
                 os.makedirs(key, exist_ok=True)
             writer = EventsWriter(os.path.join(local, "events"))
             _writers[key] = writer
+            _flushed_at[key] = time.monotonic()
         return writer
 
 
@@ -133,6 +139,15 @@ def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
                              for tag, value in values.items()])
     writer = get_summary_writer(logdir)
     writer.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+    key = _key(logdir)
+    if time.monotonic() - _flushed_at.get(key, 0.0) >= FLUSH_SECS:  # a local flush: no upload
+        _to_disk(key, writer)
+
+
+def _to_disk(key: str, writer: Any) -> None:
+    """Put what ``writer`` wrote on disk (file flush and fsync) and note when."""
+    writer.flush()
+    _flushed_at[key] = time.monotonic()
 
 
 def flush(logdir: str) -> None:
@@ -141,7 +156,7 @@ def flush(logdir: str) -> None:
         key = _key(logdir)
         writer = _writers.get(key)
         if writer is not None:
-            writer.flush()
+            _to_disk(key, writer)
             _upload(key)
 
 
@@ -149,7 +164,7 @@ def flush_all() -> None:
     """Write everything written so far by every cached writer to disk."""
     with _lock:
         for key, writer in _writers.items():
-            writer.flush()
+            _to_disk(key, writer)
             _upload(key)
 
 
@@ -164,6 +179,7 @@ def close_writer(logdir: str) -> None:
     key = _key(logdir)
     with _lock:
         writer = _writers.pop(key, None)
+        _flushed_at.pop(key, None)
         if writer is not None:
             writer.close()
             _finish(key)
@@ -174,6 +190,7 @@ def close_all() -> None:
     with _lock:
         writers = list(_writers.items())
         _writers.clear()
+        _flushed_at.clear()
         for key, writer in writers:
             writer.close()
             _finish(key)

@@ -74,3 +74,11 @@ def test_tags_are_cleaned_as_tensorboardx_add_scalar_cleans_them(tmp_path):
     summary.write_scalars(tmp_path, 1, {"/eval loss": 1.5, "a:b/c": 2.0})
     summary.flush(tmp_path)
     assert _read_scalars(tmp_path) == {"eval_loss": [(1, 1.5)], "a_b/c": [(1, 2.0)]}
+
+
+def test_events_reach_the_disk_within_flush_secs_without_a_flush_call(tmp_path, monkeypatch):
+    summary.write_scalars(tmp_path, 1, {"loss": 1.0})
+    assert _read_scalars(tmp_path) == {}  # buffered: FLUSH_SECS (120 s) have not passed
+    monkeypatch.setattr(summary, "FLUSH_SECS", 0.0)
+    summary.write_scalars(tmp_path, 2, {"loss": 2.0})  # a killed process would keep both
+    assert _read_scalars(tmp_path) == {"loss": [(1, 1.0), (2, 2.0)]}
