@@ -112,6 +112,9 @@ def skips_idle_steps(after_run):
     every step); skipping is only a saving. A subclass that overrides the marked method
     without marking its own is called at every step.
     """
+    if not callable(after_run):
+        raise TypeError(f"skips_idle_steps decorates a hook's after_run method, got "
+                        f"{type(after_run).__name__}: {after_run!r:.80}. Write it above `def after_run`.")
     after_run.skips_idle_steps = True
     return after_run
 

@@ -42,3 +42,10 @@ def test_next_step_is_the_first_step_that_can_trigger():
     assert secs.should_trigger_for_step(8) and secs.should_trigger_for_step(3)
     secs.reset()
     assert secs.next_step == 0
+
+
+def test_skips_idle_steps_refuses_what_is_not_a_method():
+    from learnrun.hooks import skips_idle_steps
+
+    with pytest.raises(TypeError, match=r"skips_idle_steps decorates a hook's after_run method, got int: 5"):
+        skips_idle_steps(5)
