@@ -14,6 +14,7 @@ from typing import Any
 
 from learnrun.estimator.spec import ModeKeys
 from learnrun.hooks import CheckpointSaverHook, NanTensorHook
+from learnrun.hooks.basic import first_non_finite, nan_loss_message
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import summaries
 from learnrun.model_dir.storage import is_remote
@@ -28,7 +29,8 @@ class RunSession:
     is_chief, global_step, last_step, input, hooks``; ``request_stop()``,
     ``shared_global_step()``, ``save_checkpoint()``, ``check_losses()``; ``nan_message`` (set
     by ``report_nan`` until the loop handles it: nothing is saved meanwhile),
-    ``nan_rollbacks`` (so far).
+    ``nan_rollbacks`` (so far); ``kept_losses``: the training loop's ``(global step, loss)``
+    pairs not checked yet.
     """
 
     def __init__(self, estimator, module, optimizer, scheduler, strategy, mode: str,
@@ -54,6 +56,7 @@ class RunSession:
         self._managers: dict[str, ckpt.CheckpointManager] = {}
         self.lease = lease  # held by the chief while it trains (learnrun.model_dir.lease)
         self.nan_message: str | None = None
+        self.kept_losses: list[tuple[int, Any]] = []
         self.nan_rollbacks = 0
         self.nan_skipped_batches = 0  # by this trainer, over this run's rollbacks
         self.nan_extra_batch = False  # fetched at the boundary where the NaN was agreed
@@ -97,11 +100,18 @@ class RunSession:
         self._gathered = (int(self.global_step), states) if states is not None else None
 
     def check_losses(self) -> None:
-        """Check now the losses every :class:`NanTensorHook` kept since its last check.
+        """Check now the losses kept since the last check: the loop's (``kept_losses``) and
+        every :class:`NanTensorHook`'s.
 
-        Called before every checkpoint save and before training stops, so that a non-finite
-        loss is reported (``nan_message``) before its weights could be saved.
+        Called every few steps (see :mod:`learnrun.estimator.train_loop`), before every
+        checkpoint save and before training stops, so that a non-finite loss is reported (:meth:`report_nan`) before its
+        weights could be saved.
         """
+        if self.kept_losses:
+            kept, self.kept_losses = self.kept_losses, []
+            step = first_non_finite(kept)
+            if step is not None:
+                self.report_nan(nan_loss_message("loss", step))
         for hook in self.hooks:
             if isinstance(hook, NanTensorHook):
                 hook.flush(self)

@@ -6,7 +6,7 @@ call (``Estimator.train`` itself does the first and the last line)::
     model_fn(...) -> spec; strategy.setup(); the chief acquires model_dir's lease
     prepare_session: module = strategy.prepare(spec.module, spec.optimizer); fp16 scaler
     assemble_hooks: hooks = user hooks + spec.training_hooks + defaults
-        (StopAtStepHook for steps/max_steps, NanTensorHook, ProgressHook and StepCounterHook
+        (StopAtStepHook for steps/max_steps, ProgressHook and StepCounterHook
         when log_step_count_steps, SummarySaverHook, then RunConfig's CheckpointSaverHook
         unless a hook already is one); saving_listeners go to the first CheckpointSaverHook
     for hook in hooks: hook.begin()                     # model built, nothing restored yet
@@ -46,12 +46,15 @@ call (``Estimator.train`` itself does the first and the last line)::
                 strategy.before_step(module)
                 train_step: forward, loss, backward, strategy.apply_update (global_step += 1)
                     (or spec.train_step_fn, then scheduler.step())
+                session.kept_losses += (global_step, loss); every log_step_count_steps
+                    (100 without; 1 in a cluster) session.check_losses(): a non-finite
+                    loss is reported (session.nan_message), and no checkpoint is saved
+                    until it is handled
                 for hook in hooks: hook.after_run(ctx, RunValues(results, global_step, fetched))
                     (skipped below hook.idle_until_step where after_run is marked
                     skips_idle_steps: the standard hooks' calls between their due steps)
-                    (NanTensorHook reports a non-finite loss: no checkpoint is saved until
-                    it is handled; in a synchronous cluster the saver hook only requests
-                    its save, made at the next boundary)
+                    (in a synchronous cluster the saver hook only requests its save, made
+                    at the next boundary)
         if preempted (here or, through should_stop, on a peer):
             preempt: save a checkpoint (the chief, through the saver hook, whose listeners
                 run); for hook in hooks: hook.end(session); raise PreemptedError
@@ -203,12 +206,6 @@ def default_hooks(session: RunSession, steps, max_steps) -> list:
     if steps is not None or max_steps is not None:
         hooks.append(StopAtStepHook(num_steps=steps, last_step=max_steps))
     log_every = config.log_step_count_steps
-    # The losses are checked together every log_step_count_steps (100 without it), before
-    # every checkpoint save and before training stops (session.check_losses), so a
-    # checkpoint never holds the weights of a non-finite loss and the report names its step.
-    # A cluster checks every step: each trainer's NaN must be agreed on before a save.
-    every = 1 if config.is_distributed_trainer else (log_every or 100)
-    hooks.append(NanTensorHook(every_n_iter=every, on_nan=session.report_nan))
     if log_every:
         hooks.append(ProgressHook(every_n_iter=log_every, clock=clock))
         if session.is_chief:
@@ -397,6 +394,12 @@ class StepPlan:
         self.clip = spec.gradient_clip_norm or config.gradient_clip_norm
         self.before_step = strategy.before_step if _overrides(strategy, "before_step", Strategy) \
             else None
+        # The losses are checked together every log_step_count_steps (100 without it), before
+        # every checkpoint save and before training stops (session.check_losses), so a
+        # checkpoint never holds the weights of a non-finite loss and the report names its
+        # step. A cluster checks every step: each trainer's NaN must be agreed on before a save.
+        every = 1 if config.is_distributed_trainer else (config.log_step_count_steps or 100)
+        self.nan_every = min(every, NanTensorHook.MAX_KEPT)
 
 
 def _has_accelerator() -> bool:
@@ -459,7 +462,8 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
     ``plan``: the :class:`StepPlan` of this ``train`` call (made here when None).
     """
     plan = plan if plan is not None else StepPlan(session, spec)
-    features, labels = split_batch(batch, "train")
+    # split_batch's rule, without its call for the usual (features, labels) tuple
+    features, labels = batch if type(batch) is tuple and len(batch) == 2 else split_batch(batch, "train")
     if plan.move:
         features, labels = to_device(features, plan.device), to_device(labels, plan.device)
     ctx = RunContext(session)
@@ -471,13 +475,18 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
     if plan.before_step is not None:
         plan.before_step(session.module)
     loss, outputs, session.global_step = train_step(session, spec, features, labels, plan)
-    if isinstance(loss, torch.Tensor):
-        loss = loss.detach()
+    step = session.global_step
+    if loss is not None:
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach()
+        kept = session.kept_losses
+        kept.append((step, loss))
+        if len(kept) >= plan.nan_every:
+            session.check_losses()
     values = RunValues({"loss": loss, "outputs": outputs, "features": features, "labels": labels},
-                       session.global_step)
+                       step)
     if fetches:  # host values (device syncs) only when a hook asked for them
         values.fetched = fetch_values(fetches, session, values)
-    step = session.global_step
     for hook, may_idle in plan.after:
         if not may_idle or step >= hook.idle_until_step:
             hook.after_run(ctx, values)

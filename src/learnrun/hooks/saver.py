@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from learnrun.clock import Clock
-from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook
+from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook, skips_idle_steps
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +90,15 @@ class CheckpointSaverHook(SessionRunHook):
         if session.is_chief and self._save(session, step, skip_if_exists=True):
             session.request_stop()
         self._timer.update_last_triggered_step(step)
+        self._update_idle()
 
+    @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         step = run_values.global_step
-        stop = self._committed(run_context.session, wait=False)
+        stop = False
+        if self._in_flight is not None:
+            stop = self._committed(run_context.session, wait=False)
+            self._update_idle()
         if self._timer.should_trigger_for_step(step):
             self._timer.update_last_triggered_step(step)
             session = run_context.session
@@ -101,8 +106,14 @@ class CheckpointSaverHook(SessionRunHook):
                 session.request_save()  # saved at the next step boundary: save_requested()
             elif session.is_chief and self._save(session, step):
                 stop = True
+            self._update_idle()
         if stop:
             run_context.request_stop()
+
+    def _update_idle(self) -> None:
+        """Idle until the timer's next step, unless an asynchronous save is in flight (its
+        commit is looked for at every step) or the timer counts seconds (any step may be due)."""
+        self.idle_until_step = self._timer.next_step if self._in_flight is None else 0
 
     def end(self, session) -> None:
         step = session.global_step
@@ -132,6 +143,7 @@ class CheckpointSaverHook(SessionRunHook):
         """The loop went back to checkpoint ``step`` (a NaN rollback): count from there."""
         self.last_saved_step = step
         self._timer.update_last_triggered_step(step)
+        self._update_idle()
 
     def _save(self, session, step: int, skip_if_exists: bool = False) -> bool:
         stop = self._committed(session, wait=True)  # at most one save in flight
@@ -151,6 +163,7 @@ class CheckpointSaverHook(SessionRunHook):
         self.last_saved_step = step
         if written is not None and callable(getattr(written, "done", None)):
             self._in_flight = (step, written)  # asynchronous: listeners run after the commit
+            self.idle_until_step = 0  # the commit is looked for at every step until it comes
             return stop
         return self._after_save(session, step) or stop
 

@@ -1,6 +1,8 @@
 """The training loop's per-step path: hooks marked ``skips_idle_steps`` are not called below
-their ``idle_until_step`` while the standard hooks still act at exactly their steps, and a
-forward error (raised in the step's own frame) names the step and the features."""
+their ``idle_until_step`` while the standard hooks still act at exactly their steps (the
+checkpoint saver among them), the loop's own check of the kept losses runs every
+``log_step_count_steps``, and a forward error (raised in the step's own frame) names the step
+and the features."""
 
 from __future__ import annotations
 
@@ -10,7 +12,13 @@ from learnrun.config.run_config import RunConfig
 from learnrun.estimator.estimator import Estimator
 from learnrun.estimator.spec import EstimatorSpec
 from learnrun.estimator.train_loop import skips_idle
-from learnrun.hooks import SessionRunHook, StepCounterHook, StopAtStepHook, skips_idle_steps
+from learnrun.hooks import (
+    CheckpointSaverHook,
+    SessionRunHook,
+    StepCounterHook,
+    StopAtStepHook,
+    skips_idle_steps,
+)
 from learnrun.hooks.progress import ProgressHook
 from tests.helpers.data import linear_regression_model_fn, sum_batches
 
@@ -93,3 +101,65 @@ def test_hooks_on_seconds_stay_due_at_every_step(tmp_path):
     _train(tmp_path, [on_seconds, on_steps], steps=7)
     assert on_seconds.idle_until_step == 0  # time decides: never skipped
     assert on_steps.idle_until_step == 11  # triggered at 1 and 6
+
+
+class CountingSaver(CheckpointSaverHook):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[int] = []
+
+    @skips_idle_steps
+    def after_run(self, run_context, run_values):
+        self.calls.append(run_values.global_step)
+        super().after_run(run_context, run_values)
+
+
+def test_a_saver_on_steps_is_called_at_its_steps_only(tmp_path):
+    assert skips_idle(CheckpointSaverHook(str(tmp_path), save_steps=5))
+    saver = CountingSaver(str(tmp_path), save_steps=5)
+    _train(tmp_path, [saver], steps=12)
+    assert saver.calls == [5, 10]
+    assert saver.idle_until_step == 15
+    assert Estimator(lambda: None, model_dir=str(tmp_path)).latest_checkpoint().endswith("ckpt-12")
+
+
+def test_a_saver_on_seconds_is_called_at_every_step(tmp_path):
+    saver = CountingSaver(str(tmp_path), save_secs=3600)
+    _train(tmp_path, [saver], steps=6)
+    assert saver.calls == [1, 2, 3, 4, 5, 6]
+
+
+def test_an_asynchronous_save_is_looked_for_at_the_next_step(tmp_path):
+    saver = CountingSaver(str(tmp_path), save_steps=5)
+    _train(tmp_path, [saver], steps=12, async_checkpoint=True)
+    # saved (in the background) at 0, 5 and 10: the step after each save looks for its commit
+    assert {1, 5, 6, 10, 11} <= set(saver.calls)
+    assert Estimator(lambda: None, model_dir=str(tmp_path)).latest_checkpoint().endswith("ckpt-12")
+
+
+def test_the_loop_checks_the_kept_losses_every_log_step_count_steps(tmp_path, caplog):
+    import logging
+
+    class Seen(SessionRunHook):
+        def __init__(self) -> None:
+            self.steps: list[int] = []
+
+        def after_run(self, run_context, run_values):
+            self.steps.append(run_values.global_step)
+
+    def batches():
+        for i in range(50):
+            x = torch.ones(8, 4)
+            if i == 2:  # the loss of step 3 is NaN
+                x[0, 0] = float("nan")
+            yield x, x.sum(1, keepdim=True)
+
+    seen = Seen()
+    est = Estimator(linear_regression_model_fn,
+                    config=RunConfig(model_dir=str(tmp_path), device="cpu", log_step_count_steps=4,
+                                     on_nan_loss="stop"))
+    with caplog.at_level(logging.ERROR, logger="learnrun"):
+        est.train(batches, steps=20, hooks=[seen])
+    assert seen.steps == [1, 2, 3, 4]  # checked together at step 4, then stopped
+    assert "NaN loss during training (loss was NaN or infinite at step 3)." in caplog.text
+    assert est.latest_checkpoint().endswith("ckpt-0")  # no weights of a NaN loss were saved

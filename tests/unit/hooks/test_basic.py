@@ -61,6 +61,8 @@ def test_nan_hook_can_request_stop_and_check_every_n(caplog):
     ([torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(2.0)], 2),
     ([torch.tensor(1.0), torch.tensor([1.0, float("-inf")])], 2),  # not scalar: one by one
     ([torch.tensor(float("nan"))], 1),
+    ([torch.tensor(1.0), torch.tensor(complex(float("nan"), 0.0))], 2),  # complex: isfinite
+    ([torch.tensor(1), torch.tensor(True), 2.5, float("-inf")], 4),  # ints, bools, floats
 ])
 def test_nan_hook_reports_the_step_of_the_first_bad_loss_among_those_kept(losses, want):
     hook = NanTensorHook(every_n_iter=10, on_nan=lambda message: reported.append(message))
@@ -73,6 +75,18 @@ def test_nan_hook_reports_the_step_of_the_first_bad_loss_among_those_kept(losses
     hook.flush(session)  # nothing kept any more: no second report
     assert reported == ([] if want is None else [
         f"NaN loss during training (loss was NaN or infinite at step {want})."])
+
+
+def test_first_non_finite_reads_every_kept_loss():
+    from learnrun.hooks.basic import first_non_finite, nan_loss_message
+
+    kept = [(step, torch.tensor(float(step))) for step in range(1, 1025)]
+    assert first_non_finite(kept) is None
+    assert first_non_finite([]) is None
+    kept[699] = (700, torch.tensor(float("inf")))
+    kept[900] = (901, torch.tensor(float("nan")))
+    assert first_non_finite(kept) == 700
+    assert nan_loss_message("loss", 700) == "NaN loss during training (loss was NaN or infinite at step 700)."
 
 
 def test_global_step_waiter_polls_through_clock():
