@@ -51,8 +51,10 @@ call (``Estimator.train`` itself does the first and the last line)::
                     loss is reported (session.nan_message), and no checkpoint is saved
                     until it is handled
                 for hook in hooks: hook.after_run(ctx, RunValues(results, global_step, fetched))
-                    (skipped below hook.idle_until_step where after_run is marked
-                    skips_idle_steps: the standard hooks' calls between their due steps)
+                    (skipped below hook.idle_until_step, and while hook.idle_clock reads
+                    less than hook.idle_until_time, where after_run is marked
+                    skips_idle_steps: the standard hooks' calls between their due steps
+                    or times)
                     (in a synchronous cluster the saver hook only requests its save, made
                     at the next boundary)
         if preempted (here or, through should_stop, on a peer):
@@ -355,9 +357,10 @@ def hook_dispatch(hooks: list) -> tuple[list, list]:
 
 
 def skips_idle(hook: Any) -> bool:
-    """True when ``hook``'s ``after_run`` is marked :func:`~learnrun.hooks.base.skips_idle_steps`
-    (and not replaced on the instance): the loop may skip it below ``hook.idle_until_step``."""
-    return "after_run" not in getattr(hook, "__dict__", {}) \
+    """True when ``hook`` is a ``SessionRunHook`` (which has the ``idle_*`` attributes) whose
+    ``after_run`` is marked :func:`~learnrun.hooks.base.skips_idle_steps` (and not replaced
+    on the instance): the loop may skip it while it is idle."""
+    return isinstance(hook, SessionRunHook) and "after_run" not in vars(hook) \
         and bool(getattr(getattr(type(hook), "after_run", None), "skips_idle_steps", False))
 
 
@@ -488,7 +491,8 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
     if fetches:  # host values (device syncs) only when a hook asked for them
         values.fetched = fetch_values(fetches, session, values)
     for hook, may_idle in plan.after:
-        if not may_idle or step >= hook.idle_until_step:
+        if not may_idle or step >= hook.idle_until_step and (
+                hook.idle_clock is None or hook.idle_clock.monotonic() >= hook.idle_until_time):
             hook.after_run(ctx, values)
     return loss
 

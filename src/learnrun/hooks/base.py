@@ -8,6 +8,7 @@ and its exception semantics are the execution trace in :mod:`learnrun.estimator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -77,12 +78,18 @@ class SessionRunHook:
     model_dir, mode, config, is_chief, global_step, last_step, shared_global_step(),
     save_checkpoint(), request_stop()``.
 
-    ``idle_until_step``: with an ``after_run`` marked :func:`skips_idle_steps`, the training
-    loop does not call ``after_run`` for global steps below it (0: every step). A hook that
-    acts every N steps keeps it at its next due step, which saves a call per step.
+    ``idle_until_step``, ``idle_until_time`` and ``idle_clock``: with an ``after_run`` marked
+    :func:`skips_idle_steps`, the training loop does not call ``after_run`` for global steps
+    below ``idle_until_step`` (0: none), nor while ``idle_clock.monotonic()`` is below
+    ``idle_until_time`` (``idle_clock`` None, or ``-inf``: never). A hook that acts every N
+    steps or seconds keeps them at its next due step or time (its
+    :class:`SecondOrStepTimer`'s ``next_step``, ``next_time`` and ``clock``), which saves a
+    call per step.
     """
 
     idle_until_step: int = 0
+    idle_until_time: float = -math.inf
+    idle_clock: Clock | None = None
 
     def begin(self) -> None:
         """Called once before the loop; the model is built, nothing is restored yet."""
@@ -100,17 +107,26 @@ class SessionRunHook:
     def end(self, session) -> None:
         """Called once when the loop ends normally (not on exceptions)."""
 
+    def idle_until_due(self, timer: SecondOrStepTimer) -> None:
+        """Be idle until ``timer``'s next due step or time: set ``idle_until_step``,
+        ``idle_until_time`` and ``idle_clock`` from it (for an ``after_run`` marked
+        :func:`skips_idle_steps`; call it whenever the timer triggers or is reset)."""
+        self.idle_until_step, self.idle_until_time = timer.next_step, timer.next_time
+        self.idle_clock = timer.clock
+
 
 Hook = SessionRunHook
 
 
 def skips_idle_steps(after_run):
-    """Mark an ``after_run`` that keeps ``self.idle_until_step`` up to date.
+    """Mark an ``after_run`` that keeps ``self.idle_until_step`` (and, on a clock,
+    ``self.idle_until_time``) up to date.
 
-    The training loop then skips the call for global steps below ``idle_until_step``. The
-    method must still be right when called at any step (evaluation and tests call it at
-    every step); skipping is only a saving. A subclass that overrides the marked method
-    without marking its own is called at every step.
+    The training loop then skips the call for global steps below ``idle_until_step`` and
+    while ``self.idle_clock`` reads less than ``idle_until_time``. The method must still be
+    right when called at any step (evaluation and tests call it at every step); skipping is
+    only a saving. A subclass that overrides the marked method without marking its own is
+    called at every step.
     """
     if not callable(after_run):
         raise TypeError(f"skips_idle_steps decorates a hook's after_run method, got "
@@ -124,7 +140,10 @@ class SecondOrStepTimer:
 
     ``next_step``: no step below it can trigger (steps count from 0): the next due step of a
     step timer, 0 for a time-based one (any other step may be due, also an earlier one after
-    a rollback). A hook marked :func:`skips_idle_steps` keeps it as its ``idle_until_step``.
+    a rollback). ``next_time``: no moment of ``clock.monotonic()`` below it can trigger: the
+    next due time of a time-based timer, ``-inf`` before its first trigger and for a step
+    timer. A hook marked :func:`skips_idle_steps` keeps them as its ``idle_until_step`` and
+    ``idle_until_time``, and ``clock`` as its ``idle_clock``.
     """
 
     def __init__(self, every_secs: float | None = None, every_steps: int | None = None,
@@ -138,10 +157,16 @@ class SecondOrStepTimer:
         self._clock = get_clock(clock)
         self.reset()
 
+    @property
+    def clock(self) -> Clock:
+        """The clock the seconds are counted on."""
+        return self._clock
+
     def reset(self) -> None:
         self._last_time: float | None = None
         self._last_step: int | None = None
         self.next_step = 0
+        self.next_time = -math.inf
 
     def should_trigger_for_step(self, step: int) -> bool:
         """True when the interval has passed since the last trigger (always true the first time)."""
@@ -161,7 +186,10 @@ class SecondOrStepTimer:
         else:
             elapsed = (now - self._last_time, step - self._last_step)
         self._last_time, self._last_step = now, step
-        self.next_step = step + max(self._every_steps, 1) if self._every_secs is None else 0
+        if self._every_secs is None:
+            self.next_step = step + max(self._every_steps, 1)
+        else:
+            self.next_step, self.next_time = 0, now + self._every_secs
         return elapsed
 
     def last_triggered_step(self) -> int | None:

@@ -230,7 +230,7 @@ class StepCounterHook(SessionRunHook):
 
     def after_create_session(self, session, coord=None) -> None:
         self._timer.reset()
-        self.idle_until_step = self._timer.next_step
+        self.idle_until_due(self._timer)
         if self._output_dir is None and session.is_chief:
             self._output_dir = session.model_dir
 
@@ -240,7 +240,7 @@ class StepCounterHook(SessionRunHook):
         if not self._timer.should_trigger_for_step(step):
             return
         elapsed_secs, elapsed_steps = self._timer.update_last_triggered_step(step)
-        self.idle_until_step = self._timer.next_step
+        self.idle_until_due(self._timer)
         if elapsed_secs is None or elapsed_secs <= 0:
             return
         self.last_rate = elapsed_steps / elapsed_secs
@@ -268,8 +268,9 @@ class SummarySaverHook(SessionRunHook):
 
     def after_create_session(self, session, coord=None) -> None:
         self._timer.reset()
-        # only the chief writes: elsewhere after_run has nothing to do at any step
-        self.idle_until_step = self._timer.next_step if session.is_chief else sys.maxsize
+        self.idle_until_due(self._timer)
+        if not session.is_chief:  # only the chief writes: elsewhere nothing to do at any step
+            self.idle_until_step = sys.maxsize
         if self._output_dir is None:
             self._output_dir = session.model_dir
 
@@ -279,7 +280,7 @@ class SummarySaverHook(SessionRunHook):
         if not run_context.session.is_chief or not self._timer.should_trigger_for_step(step):
             return
         self._timer.update_last_triggered_step(step)
-        self.idle_until_step = self._timer.next_step
+        self.idle_until_due(self._timer)
         values: dict[str, float] = {}
         for name in self._scalars:
             if name == "learning_rate":

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import operator
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from learnrun.clock import Clock
-from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook
+from learnrun.hooks.base import SecondOrStepTimer, SessionRunHook, skips_idle_steps
 from learnrun.model_dir import eval_results
 
 logger = logging.getLogger(__name__)
@@ -70,16 +71,21 @@ class EarlyStoppingHook(SessionRunHook):
     def after_create_session(self, session, coord=None) -> None:
         self._timer.reset()
         self._timer.update_last_triggered_step(session.global_step)
+        self.idle_until_due(self._timer)
+        if not session.is_chief:  # only the chief decides: elsewhere nothing to do at any step
+            self.idle_until_step = sys.maxsize
         if self.stop_triggered:
             logger.info("Early stopping was requested before this restart; stopping.")
             session.request_stop()
 
+    @skips_idle_steps
     def after_run(self, run_context, run_values) -> None:
         if not run_context.session.is_chief:
             return
         step = run_values.global_step
         if self._timer.should_trigger_for_step(step):
             self._timer.update_last_triggered_step(step)
+            self.idle_until_due(self._timer)
             if self._fn():
                 self.stop_triggered = True
                 logger.info("Requesting early stopping at global step %d", step)

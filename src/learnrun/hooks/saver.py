@@ -6,6 +6,7 @@ Re-exported by :mod:`learnrun.hooks`; import from there.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from learnrun.clock import Clock
@@ -111,9 +112,12 @@ class CheckpointSaverHook(SessionRunHook):
             run_context.request_stop()
 
     def _update_idle(self) -> None:
-        """Idle until the timer's next step, unless an asynchronous save is in flight (its
-        commit is looked for at every step) or the timer counts seconds (any step may be due)."""
-        self.idle_until_step = self._timer.next_step if self._in_flight is None else 0
+        """Idle until the timer's next due step or time, unless an asynchronous save is in
+        flight (its commit is looked for at every step)."""
+        if self._in_flight is None:
+            self.idle_until_due(self._timer)
+        else:
+            self.idle_until_step, self.idle_until_time = 0, -math.inf
 
     def end(self, session) -> None:
         step = session.global_step
@@ -163,7 +167,7 @@ class CheckpointSaverHook(SessionRunHook):
         self.last_saved_step = step
         if written is not None and callable(getattr(written, "done", None)):
             self._in_flight = (step, written)  # asynchronous: listeners run after the commit
-            self.idle_until_step = 0  # the commit is looked for at every step until it comes
+            self._update_idle()  # its commit is looked for at every step until it comes
             return stop
         return self._after_save(session, step) or stop
 

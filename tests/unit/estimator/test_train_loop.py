@@ -96,11 +96,18 @@ def test_a_forward_error_names_the_step_and_the_features(tmp_path):
     assert isinstance(info.value.__cause__, RuntimeError)
 
 
-def test_hooks_on_seconds_stay_due_at_every_step(tmp_path):
-    on_seconds, on_steps = StepCounterHook(every_n_steps=None, every_n_secs=3600), StepCounterHook(every_n_steps=5)
-    _train(tmp_path, [on_seconds, on_steps], steps=7)
-    assert on_seconds.idle_until_step == 0  # time decides: never skipped
-    assert on_steps.idle_until_step == 11  # triggered at 1 and 6
+def test_hooks_on_seconds_idle_by_time_hooks_on_steps_by_step(tmp_path):
+    import math
+
+    from learnrun.clock import FakeClock
+
+    clock = FakeClock()
+    on_seconds = StepCounterHook(every_n_steps=None, every_n_secs=3600, clock=clock)
+    on_steps = StepCounterHook(every_n_steps=5, clock=clock)
+    _train(tmp_path, [Tick(clock, 1000), on_seconds, on_steps], steps=7)
+    # triggered at step 1 (3600 s after is 4600 s), then at step 5 (5000 s)
+    assert on_seconds.idle_until_step == 0 and on_seconds.idle_until_time == clock.monotonic() - 2000 + 3600
+    assert on_steps.idle_until_step == 11 and on_steps.idle_until_time == -math.inf  # 1 and 6
 
 
 class CountingSaver(CheckpointSaverHook):
@@ -123,10 +130,27 @@ def test_a_saver_on_steps_is_called_at_its_steps_only(tmp_path):
     assert Estimator(lambda: None, model_dir=str(tmp_path)).latest_checkpoint().endswith("ckpt-12")
 
 
-def test_a_saver_on_seconds_is_called_at_every_step(tmp_path):
-    saver = CountingSaver(str(tmp_path), save_secs=3600)
-    _train(tmp_path, [saver], steps=6)
-    assert saver.calls == [1, 2, 3, 4, 5, 6]
+class Tick(SessionRunHook):
+    """Each step takes ``secs`` of ``clock``'s time."""
+
+    def __init__(self, clock, secs) -> None:
+        self.clock, self.secs = clock, secs
+
+    def after_run(self, run_context, run_values):
+        self.clock.advance(self.secs)
+
+
+def test_a_saver_on_seconds_is_called_when_its_time_has_come(tmp_path):
+    from learnrun.clock import FakeClock
+
+    clock = FakeClock()
+    saver = CountingSaver(str(tmp_path), save_secs=3600, clock=clock)
+    _train(tmp_path, [Tick(clock, 1000), saver], steps=9)
+    assert saver.calls == [4, 8]  # 4000 s and 8000 s: saved there, idle in between
+    assert saver.idle_until_step == 0 and saver.idle_until_time == clock.monotonic() - 1000 + 3600
+    assert saver.idle_clock is clock
+    saved = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("ckpt-*"))
+    assert saved == [0, 4, 8, 9]
 
 
 def test_an_asynchronous_save_is_looked_for_at_the_next_step(tmp_path):
