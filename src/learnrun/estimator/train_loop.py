@@ -41,7 +41,7 @@ call (``Estimator.train`` itself does the first and the last line)::
                 checkpoint of this step (trainer-<rank>.pt, then meta.json)
             if stopping: break
             run_step:
-                ctx = RunContext(session)
+                ctx = RunContext(session)   # (made only when a hook is called)
                 args = [hook.before_run(ctx) for hook in hooks]   # SessionRunArgs: fetches
                 strategy.before_step(module)
                 train_step: forward, loss, backward, strategy.apply_update (global_step += 1)
@@ -469,7 +469,7 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
     features, labels = batch if type(batch) is tuple and len(batch) == 2 else split_batch(batch, "train")
     if plan.move:
         features, labels = to_device(features, plan.device), to_device(labels, plan.device)
-    ctx = RunContext(session)
+    ctx = RunContext(session) if plan.before else None  # made when a hook is called
     fetches: list = []
     for hook in plan.before:
         args = hook.before_run(ctx)
@@ -486,13 +486,16 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
         kept.append((step, loss))
         if len(kept) >= plan.nan_every:
             session.check_losses()
-    values = RunValues({"loss": loss, "outputs": outputs, "features": features, "labels": labels},
-                       step)
-    if fetches:  # host values (device syncs) only when a hook asked for them
-        values.fetched = fetch_values(fetches, session, values)
+    values = None  # made for the first after_run called: at most steps every hook is idle
     for hook, may_idle in plan.after:
         if not may_idle or step >= hook.idle_until_step and (
                 hook.idle_clock is None or hook.idle_clock.monotonic() >= hook.idle_until_time):
+            if values is None:
+                ctx = ctx if ctx is not None else RunContext(session)
+                values = RunValues({"loss": loss, "outputs": outputs, "features": features,
+                                    "labels": labels}, step)
+                if fetches:  # host values (device syncs) only when a hook asked for them
+                    values.fetched = fetch_values(fetches, session, values)
             hook.after_run(ctx, values)
     return loss
 
