@@ -638,11 +638,18 @@ def cleanup_temporaries(model_dir: str) -> list[str]:
     return removed
 
 
-def _write_error(e: OSError, what: str, path: str, previous: str | None) -> CheckpointError:
+def _write_error(e: OSError, what: str, path: str, model_dir: str) -> CheckpointError:
+    """The error of a save of ``path`` that failed with ``e``, naming the checkpoint that
+    stays the latest (looked up now: the failed save left nothing committed)."""
     reason = e.strerror or str(e)
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""
-    kept = f"the previous checkpoint {previous} is intact" if previous else \
-        "no earlier checkpoint exists"
+    try:
+        previous = latest_checkpoint(model_dir)
+    except OSError as listing:
+        kept = f"the earlier checkpoints could not be listed either ({listing.strerror or listing})"
+    else:
+        kept = f"the previous checkpoint {previous} is intact" if previous else \
+            "no earlier checkpoint exists"
     return CheckpointError(f"Cannot write {what} {path}: {reason}{where}; {kept}. Free space or "
                            "fix the permissions, or choose another model_dir.")
 
@@ -839,7 +846,6 @@ class CheckpointManager:
         now = self._clock.time()
         name = f"ckpt-{job.step}"
         final = st.join(model_dir, name)
-        previous = latest_checkpoint(model_dir)
         try:
             self.cleanup_temporaries()
             index = _read_index(st, model_dir)
@@ -849,11 +855,9 @@ class CheckpointManager:
                 entries = [e for e in entries if e[0] != name]
                 self._write_index(entries, preserved)
                 self._delete(final)
-                if previous == final:
-                    previous = st.join(model_dir, entries[-1][0]) if entries else None
             st.makedirs(final)
         except OSError as e:
-            raise _write_error(e, "checkpoint", final, previous) from e
+            raise _write_error(e, "checkpoint", final, model_dir) from e
         try:
             files = {
                 WEIGHTS_FILENAME: self._write_parts(
@@ -879,8 +883,8 @@ class CheckpointManager:
             except OSError:
                 logger.warning("Could not remove the partial checkpoint %s; the next save "
                                "removes it.", final)
-            if isinstance(e, OSError):
-                raise _write_error(e, "checkpoint", final, previous) from e
+            if isinstance(e, OSError):  # this save's files are gone: the latest is the one before
+                raise _write_error(e, "checkpoint", final, model_dir) from e
             raise
         # committed: from here on a failure costs only the index, which heals itself
         entries = [e for e in entries if e[0] != name] + [(name, now)]
