@@ -104,8 +104,8 @@ class RunSession:
         every :class:`NanTensorHook`'s.
 
         Called every few steps (see :mod:`learnrun.estimator.train_loop`), before every
-        checkpoint save and before training stops, so that a non-finite loss is reported (:meth:`report_nan`) before its
-        weights could be saved.
+        checkpoint save and before training stops, so that a non-finite loss is reported
+        (:meth:`report_nan`) before its weights could be saved.
         """
         if self.kept_losses:
             kept, self.kept_losses = self.kept_losses, []

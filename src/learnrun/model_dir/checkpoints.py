@@ -640,7 +640,7 @@ def cleanup_temporaries(model_dir: str) -> list[str]:
 
 def _write_error(e: OSError, what: str, path: str, model_dir: str) -> CheckpointError:
     """The error of a save of ``path`` that failed with ``e``, naming the checkpoint that
-    stays the latest (looked up now: the failed save left nothing committed)."""
+    stays the latest (looked up now, after the failed save removed what it wrote)."""
     reason = e.strerror or str(e)
     where = f" ({e.filename})" if getattr(e, "filename", None) else ""
     try:
@@ -883,7 +883,7 @@ class CheckpointManager:
             except OSError:
                 logger.warning("Could not remove the partial checkpoint %s; the next save "
                                "removes it.", final)
-            if isinstance(e, OSError):  # this save's files are gone: the latest is the one before
+            if isinstance(e, OSError):
                 raise _write_error(e, "checkpoint", final, model_dir) from e
             raise
         # committed: from here on a failure costs only the index, which heals itself
