@@ -160,14 +160,25 @@ def fixed_cost(repeats: int = 9, clock=time.process_time, **config_kw) -> float:
     return statistics.median(extra)
 
 
+def warm_up(batches) -> None:
+    """One untimed hand loop and one call of each variant. The first run in a process pays
+    for warming up (and a full garbage collection of the batches just made): timed, it made
+    the first repeat's ratio read 0.1-0.5."""
+    hand_loop(batches)
+    for kw in VARIANTS.values():
+        estimator_loop(batches, **kw)
+
+
 def whole_calls(batches, repeats: int, clock) -> dict[str, list[float]]:
     """Ratios ``Estimator.train`` / hand loop of whole separate runs, per variant and repeat.
 
     Each repeat runs the hand loop and both variants once, in an order that rotates between
     repeats (the slot in a repeat otherwise biases the result by a few percent), and divides
-    by that repeat's hand loop. Checks that every run ends with the hand loop's weights.
+    by that repeat's hand loop, after :func:`warm_up`. Checks that every run ends with the
+    hand loop's weights.
     """
     order = ["hand", *VARIANTS]
+    warm_up(batches)
     ratios: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for r in range(repeats):
         times, reference, got = {}, None, {}
@@ -217,7 +228,8 @@ def main() -> None:
     for name, values in ratios.items():
         print(f"Estimator.train / hand loop, whole {args.steps}-step calls, checkpoints+summaries "
               f"{name:8s}: {statistics.median(values):.3f} ({', '.join(f'{r:.3f}' for r in sorted(values))}; "
-              f"{args.clock} time, same final weights)")
+              f"{args.clock} time, same final weights; separate runs scatter by several %, "
+              "use --lockstep to tell 1.02 from 1.04)")
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def trainer_overhead(quick: bool, repeats: int, lightning: str | None, notes: li
     variants = {"learnrun lean": overhead.LEAN, "learnrun defaults": {}}
     times: dict[str, list[float]] = {"raw loop": [], **{k: [] for k in variants}}
     peer: dict[str, list[float]] = {"Lightning lean": [], "Lightning defaults": []}
+    overhead.warm_up(batches)
     for _ in range(repeats):
         times["raw loop"].append(overhead.hand_loop(batches, clock=time.process_time)[0])
         for name, kw in variants.items():
