@@ -113,33 +113,18 @@ def describe(obj: Any) -> str:
     return f"{type(obj).__name__}"
 
 
-#: The errors of a forward pass that :func:`forward_error` explains (exactly these types).
-FORWARD_ERRORS = (RuntimeError, TypeError, ValueError)
-
-
 def forward(module, features: Any, what: str, step: int | None = None) -> Any:
     """``module(features)``; a dtype/shape error names ``what`` (and ``step``) and the input."""
     try:
         return module(features)
-    except FORWARD_ERRORS as exc:
-        error = forward_error(exc, features, what, step)
-        if error is exc:
+    except (RuntimeError, TypeError, ValueError) as exc:
+        if type(exc) not in (RuntimeError, TypeError, ValueError):
             raise
-        raise error from exc
-
-
-def forward_error(exc: BaseException, features: Any, what: str, step: int | None = None) -> BaseException:
-    """What to raise (``from exc``) when ``module(features)`` raised ``exc``: for exactly a
-    RuntimeError, TypeError or ValueError the same type, naming ``what`` (and ``step``) and
-    the features received; any other exception (a subclass) is ``exc`` itself (re-raise it).
-    :func:`forward` is the usual way; the training step calls the module in its own frame."""
-    if type(exc) not in FORWARD_ERRORS:
-        return exc
-    if step is not None:
-        what = f"{what} {step}"
-    return type(exc)(f"{what}: the model failed on the features of this batch, "
-                     f"received {describe(features)}: {exc}. Check that input_fn yields "
-                     "features of the dtype and shape the model expects.")
+        if step is not None:
+            what = f"{what} {step}"
+        raise type(exc)(f"{what}: the model failed on the features of this batch, "
+                        f"received {describe(features)}: {exc}. Check that input_fn yields "
+                        "features of the dtype and shape the model expects.") from exc
 
 
 def load_weights(module, weights: dict, path: str, strict: bool = True) -> None:

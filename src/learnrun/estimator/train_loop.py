@@ -102,11 +102,9 @@ from learnrun.estimator.preemption import PreemptionGuard, protect_dataloader, s
 from learnrun.estimator.session import RunSession, load_hook_states
 from learnrun.estimator.spec import ModeKeys
 from learnrun.estimator.step import (
-    FORWARD_ERRORS,
     autocast_context,
     call_input_fn,
     forward,
-    forward_error,
     load_weights,
     make_grad_scaler,
     split_batch,
@@ -465,8 +463,7 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
     ``plan``: the :class:`StepPlan` of this ``train`` call (made here when None).
     """
     plan = plan if plan is not None else StepPlan(session, spec)
-    # split_batch's rule, without its call for the usual (features, labels) tuple
-    features, labels = batch if type(batch) is tuple and len(batch) == 2 else split_batch(batch, "train")
+    features, labels = split_batch(batch, "train")
     if plan.move:
         features, labels = to_device(features, plan.device), to_device(labels, plan.device)
     ctx = RunContext(session) if plan.before else None  # made when a hook is called
@@ -512,13 +509,7 @@ def train_step(session: RunSession, spec, features, labels,
         return loss, None, session.global_step + 1
     optimizer.zero_grad(set_to_none=True)
     if plan.autocast is None:
-        try:  # step.forward's error, in this frame: one call less per step
-            outputs = module(features)
-        except FORWARD_ERRORS as exc:
-            error = forward_error(exc, features, "train step", session.global_step + 1)
-            if error is exc:
-                raise
-            raise error from exc
+        outputs = forward(module, features, "train step", session.global_step + 1)
         loss = spec.loss_fn(outputs, labels)
     else:
         with plan.autocast():

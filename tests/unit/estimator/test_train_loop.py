@@ -1,7 +1,7 @@
 """The training loop's per-step path: hooks marked ``skips_idle_steps`` are not called below
 their ``idle_until_step`` while the standard hooks still act at exactly their steps (the
 checkpoint saver among them), the loop's own check of the kept losses runs every
-``log_step_count_steps``, and a forward error (raised in the step's own frame) names the step
+``log_step_count_steps``, and a forward error names the step
 and the features."""
 
 from __future__ import annotations
