@@ -111,6 +111,10 @@ class SessionRunHook:
         """Be idle until ``timer``'s next due step or time: set ``idle_until_step``,
         ``idle_until_time`` and ``idle_clock`` from it (for an ``after_run`` marked
         :func:`skips_idle_steps`; call it whenever the timer triggers or is reset)."""
+        if not isinstance(timer, SecondOrStepTimer):
+            raise TypeError(f"idle_until_due takes the hook's SecondOrStepTimer, got "
+                            f"{type(timer).__name__}: {timer!r:.80}. Set idle_until_step (and "
+                            "idle_until_time with idle_clock) directly when there is no timer.")
         self.idle_until_step, self.idle_until_time = timer.next_step, timer.next_time
         self.idle_clock = timer.clock
 

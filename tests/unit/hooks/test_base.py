@@ -49,3 +49,20 @@ def test_skips_idle_steps_refuses_what_is_not_a_method():
 
     with pytest.raises(TypeError, match=r"skips_idle_steps decorates a hook's after_run method, got int: 5"):
         skips_idle_steps(5)
+
+
+def test_idle_until_due_follows_the_timer_and_refuses_anything_else():
+    import math
+
+    from learnrun.hooks import SessionRunHook
+
+    clock = FakeClock()
+    hook, timer = SessionRunHook(), SecondOrStepTimer(every_secs=5, clock=clock)
+    hook.idle_until_due(timer)
+    assert (hook.idle_until_step, hook.idle_until_time, hook.idle_clock) == (0, -math.inf, clock)
+    timer.update_last_triggered_step(3)
+    hook.idle_until_due(timer)
+    assert (hook.idle_until_step, hook.idle_until_time) == (0, clock.monotonic() + 5)
+    with pytest.raises(TypeError, match=r"idle_until_due takes the hook's SecondOrStepTimer, got int: 7\. "
+                                        r"Set idle_until_step"):
+        hook.idle_until_due(7)
