@@ -84,6 +84,9 @@ def s3_bucket(s3_server, monkeypatch, request) -> str:
     bucket = f"{stem}-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
     yield f"s3://{bucket}"
+    from learnrun.model_dir import summaries
+
+    summaries.close_all()  # uploads now, while the endpoint is set, and removes the staging
     s3fs.S3FileSystem.clear_instance_cache()
 
 

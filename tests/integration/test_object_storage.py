@@ -258,3 +258,35 @@ def test_sigkill_during_upload_then_restart(s3_bucket, tmp_path):
     for name in st.listdir(model_dir):
         if name.startswith("ckpt-"):
             assert st.exists(f"{model_dir}/{name}/meta.json"), name
+
+
+def test_staging_of_event_files_is_removed_at_exit(s3_bucket, tmp_path):
+    # A remote logdir's events are staged under TMPDIR (here this test's) and uploaded at each
+    # flush. The staging does not outlive the process; events written after the last flush
+    # cannot be uploaded at exit (S3's client needs threads the interpreter has stopped) and
+    # are named in a warning, in bounded time.
+    logdir = f"{s3_bucket}/events"
+    staging_root = tmp_path / "tmp"
+    staging_root.mkdir()
+    script = ("import sys\nfrom learnrun.model_dir import summaries\n"
+              "summaries.write_scalars(sys.argv[1], 3, {'loss': 0.5})\n"
+              "summaries.flush(sys.argv[1])\n"
+              "summaries.write_scalars(sys.argv[1], 4, {'loss': 0.25})\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
+               TMPDIR=str(staging_root))
+    done = subprocess.run([sys.executable, "-c", script, logdir], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"TensorBoard events written to {logdir} since its last flush were not uploaded" \
+        in done.stderr
+    assert list(staging_root.iterdir()) == []
+    st = storage_for(logdir)
+    names = [n for n in st.listdir(logdir) if n.startswith("events.out.tfevents")]
+    assert len(names) == 1, names
+    local = tmp_path / "events"
+    local.mkdir()
+    (local / names[0]).write_bytes(st.read_bytes(f"{logdir}/{names[0]}"))
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = event_accumulator.EventAccumulator(str(local), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(3, 0.5)]

@@ -12,10 +12,14 @@ directory: the writer appends to event files there, and :func:`flush` / :func:`f
 :func:`close_writer` / :func:`close_all` upload each changed event file whole to the remote
 directory. The Estimator flushes at every checkpoint and when training ends, so
 ``tensorboard --logdir s3://...`` sees the scalars up to the latest checkpoint.
+
+:func:`flush_all` and :func:`flush_remote` touch only the writers handed out since their last
+flush. At interpreter exit every writer is closed and every staging directory removed.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import numbers
 import os
@@ -31,6 +35,11 @@ from learnrun.model_dir.storage import is_remote, is_url, storage_for
 logger = logging.getLogger(__name__)
 
 _writers: dict[str, Any] = {}
+#: keys of the writers that may hold events not yet flushed by flush / flush_all (every writer
+#: handed out since its last flush): flush_all and flush_remote leave the others alone, so a
+#: process that trained in many model directories (a tuning study) does not flush them all
+#: at the end of each ``train``
+_written: set[str] = set()
 #: writer key -> when (time.monotonic) its events were last put on disk
 _flushed_at: dict[str, float] = {}
 #: At most this long between a write and its events reaching the disk (a killed process loses
@@ -39,6 +48,8 @@ FLUSH_SECS = 120.0
 #: remote logdir -> (local staging directory, {relative file: size uploaded})
 _staging: dict[str, tuple[str, dict[str, int]]] = {}
 _lock = threading.Lock()
+#: holds _close_at_exit once it is registered with atexit (at the first writer)
+_exit_hook: list = []
 
 
 def _key(logdir: str) -> str:
@@ -52,16 +63,26 @@ def _upload(key: str) -> None:
     if staged is None:
         return
     local, uploaded = staged
-    st = storage_for(key)
+    changed = _not_uploaded(local, uploaded)
+    if changed:
+        st = storage_for(key)
+        for path, rel, size in changed:
+            st.put_file(path, st.join(key, rel))
+            uploaded[rel] = size
+
+
+def _not_uploaded(local: str, uploaded: dict[str, int]) -> list[tuple[str, str, int]]:
+    """``(path, name relative to local, size)`` of the staged files under ``local`` whose
+    size differs from the one last uploaded (event files only grow)."""
+    changed = []
     for root, _, files in os.walk(local):
         for name in files:
             path = os.path.join(root, name)
             rel = os.path.relpath(path, local).replace(os.sep, "/")
             size = os.path.getsize(path)
-            if uploaded.get(rel) == size:
-                continue
-            st.put_file(path, st.join(key, rel))
-            uploaded[rel] = size
+            if uploaded.get(rel) != size:
+                changed.append((path, rel, size))
+    return changed
 
 
 def get_summary_writer(logdir: str):
@@ -85,8 +106,12 @@ def get_summary_writer(logdir: str):
                 local = key
                 os.makedirs(key, exist_ok=True)
             writer = EventsWriter(os.path.join(local, "events"))
+            if not _exit_hook:
+                atexit.register(_close_at_exit)
+                _exit_hook.append(_close_at_exit)
             _writers[key] = writer
             _flushed_at[key] = time.monotonic()
+        _written.add(key)  # the caller may write events with it
         return writer
 
 
@@ -156,22 +181,31 @@ def flush(logdir: str) -> None:
         key = _key(logdir)
         writer = _writers.get(key)
         if writer is not None:
-            _to_disk(key, writer)
-            _upload(key)
+            _flush_written(key, writer)
+
+
+def _flush_written(key: str, writer: Any) -> None:
+    """Put ``writer``'s events on disk, upload them if its directory is remote, and forget
+    that it was written."""
+    _to_disk(key, writer)
+    _upload(key)
+    _written.discard(key)
 
 
 def flush_all() -> None:
-    """Write everything written so far by every cached writer to disk."""
+    """Write everything written so far by every cached writer to disk (and upload it, for a
+    remote directory). Writers not handed out since their last flush have nothing to add."""
     with _lock:
-        for key, writer in _writers.items():
-            _to_disk(key, writer)
-            _upload(key)
+        for key in [k for k in _writers if k in _written]:
+            _flush_written(key, _writers[key])
 
 
 def flush_remote() -> None:
     """Upload what every writer of a remote directory wrote so far (no-op when none is remote)."""
     if _staging:
-        flush_all()
+        with _lock:
+            for key in [k for k in _writers if k in _written and k in _staging]:
+                _flush_written(key, _writers[key])
 
 
 def close_writer(logdir: str) -> None:
@@ -180,20 +214,65 @@ def close_writer(logdir: str) -> None:
     with _lock:
         writer = _writers.pop(key, None)
         _flushed_at.pop(key, None)
+        _written.discard(key)
         if writer is not None:
             writer.close()
             _finish(key)
 
 
 def close_all() -> None:
-    """Close and forget every cached writer (end of training or of the process)."""
+    """Close and forget every cached writer (end of training or of the process).
+
+    Every writer is closed and every staging directory removed even when one fails (a full
+    disk, an unreachable object store); the first error is raised after that.
+    """
+    error: BaseException | None = None
     with _lock:
         writers = list(_writers.items())
         _writers.clear()
         _flushed_at.clear()
+        _written.clear()
         for key, writer in writers:
-            writer.close()
-            _finish(key)
+            try:
+                writer.close()
+            except Exception as exc:
+                error = error or exc
+            try:
+                _finish(key)
+            except Exception as exc:
+                error = error or exc
+    if error is not None:
+        raise error
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit: close every writer (a local event file gets its last events) and
+    remove the staging directories of remote ones instead of leaving them in the temporary
+    directory.
+
+    Nothing is uploaded then: fsspec's S3 client needs worker threads that the interpreter has
+    already stopped. Events of a remote directory written since its last :func:`flush` (the
+    Estimator flushes at every checkpoint and at the end of ``train``) are named in a warning.
+    """
+    with _lock:
+        writers = list(_writers.items())
+        _writers.clear()
+        _flushed_at.clear()
+        _written.clear()
+        for key, writer in writers:
+            try:
+                writer.close()
+            except Exception as exc:
+                logger.warning("Closing the TensorBoard event file of %s at exit failed: %s", key, exc)
+            staged = _staging.pop(key, None)
+            if staged is None:
+                continue
+            local, uploaded = staged
+            if _not_uploaded(local, uploaded):
+                logger.warning("TensorBoard events written to %s since its last flush were not "
+                               "uploaded before the process exited. Call "
+                               "learnrun.model_dir.summaries.flush(logdir) after writing them.", key)
+            shutil.rmtree(local, ignore_errors=True)
 
 
 def _finish(key: str) -> None:

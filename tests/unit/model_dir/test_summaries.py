@@ -82,3 +82,41 @@ def test_events_reach_the_disk_within_flush_secs_without_a_flush_call(tmp_path, 
     monkeypatch.setattr(summary, "FLUSH_SECS", 0.0)
     summary.write_scalars(tmp_path, 2, {"loss": 2.0})  # a killed process would keep both
     assert _read_scalars(tmp_path) == {"loss": [(1, 1.0), (2, 2.0)]}
+
+
+def test_flush_all_flushes_only_the_writers_written_since_their_last_flush(tmp_path, monkeypatch):
+    # A process that trained in many model directories (a tuning study) flushes, at the end of
+    # each train, the one it wrote to: not every writer it ever opened.
+    a, b = summary.get_summary_writer(tmp_path / "a"), summary.get_summary_writer(tmp_path / "b")
+    summary.write_scalars(tmp_path / "a", 1, {"x": 1.0})
+    summary.write_scalars(tmp_path / "b", 1, {"x": 1.0})
+    summary.flush_all()
+    flushed = []
+    for name, writer in (("a", a), ("b", b)):
+        monkeypatch.setattr(writer, "flush",
+                            lambda name=name, inner=writer.flush: (flushed.append(name), inner())[1])
+    summary.write_scalars(tmp_path / "b", 2, {"x": 2.0})
+    summary.flush_all()
+    assert flushed == ["b"]
+    summary.flush_all()  # nothing written since
+    assert flushed == ["b"]
+    assert _read_scalars(tmp_path / "b") == {"x": [(1, 1.0), (2, 2.0)]}
+    summary.get_summary_writer(tmp_path / "a")  # handed out: its holder may write with it
+    summary.flush_all()
+    assert flushed == ["b", "a"]
+
+
+def test_events_not_flushed_reach_the_disk_at_exit(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    script = ("import sys\nfrom learnrun.model_dir import summaries\n"
+              "summaries.write_scalars(sys.argv[1], 5, {'loss': 0.5})\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]))
+    done = subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-c", script,
+                           str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert _read_scalars(tmp_path) == {"loss": [(5, 0.5)]}
