@@ -289,18 +289,36 @@ class Storage:
         if not self.local:
             self.fs.invalidate_cache()
 
+    def _plain(self, path: str) -> bool:
+        """True when ``path`` is a plain local path (no scheme, no ``:``): the local file
+        system's hot operations then call ``os`` directly instead of going through fsspec
+        (about 10 us less each, some dozen per checkpoint save). Anything else (``file://``
+        URLs, object stores) takes fsspec's path."""
+        return self.local and ":" not in path
+
     # -- reading -------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
+        if self._plain(path):
+            return os.path.exists(path)
         return bool(self.fs.exists(path))
 
     def isdir(self, path: str) -> bool:
+        if self._plain(path):
+            return os.path.isdir(path)
         return bool(self.fs.isdir(path))
 
     def isfile(self, path: str) -> bool:
+        if self._plain(path):
+            return os.path.isfile(path)
         return bool(self.fs.isfile(path))
 
     def listdir(self, path: str) -> list[str]:
         """Names (not paths) of the entries of directory ``path``; ``[]`` when it is missing."""
+        if self._plain(path):
+            try:
+                return sorted(os.listdir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
         try:
             return sorted({self.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False)}
                           - {""})
@@ -348,12 +366,17 @@ class Storage:
     def size(self, path: str) -> int | None:
         """Size in bytes of file ``path``, or None when it does not exist."""
         try:
+            if self._plain(path):
+                return os.stat(path).st_size
             return int(self.fs.info(path)["size"])
         except FileNotFoundError:
             return None
 
     def read_bytes(self, path: str) -> bytes:
         """The whole content of file ``path`` (FileNotFoundError when missing)."""
+        if self._plain(path):
+            with open(path, "rb") as f:
+                return f.read()
         return self.fs.cat_file(path)
 
     def get(self, path: str, local_path: str) -> None:
@@ -363,13 +386,15 @@ class Storage:
     # -- writing -------------------------------------------------------------------------------
     def makedirs(self, path: str) -> None:
         """Create directory ``path`` (local files; object stores have no directories)."""
-        if self.local or not any(p in _BUCKET_PROTOCOLS for p in _protocols(self.fs)):
+        if self._plain(path):
+            os.makedirs(path, exist_ok=True)
+        elif self.local or not any(p in _BUCKET_PROTOCOLS for p in _protocols(self.fs)):
             self.fs.makedirs(path, exist_ok=True)
 
     @contextlib.contextmanager
     def open_write(self, path: str) -> Iterator[BinaryIO]:
         """Write file ``path`` (created or truncated); durable (fsynced) when the block ends."""
-        with self.fs.open(path, "wb") as f:
+        with (open(path, "wb") if self._plain(path) else self.fs.open(path, "wb")) as f:
             yield f
             if self.local:
                 f.flush()
@@ -465,7 +490,10 @@ class Storage:
     def remove(self, path: str) -> None:
         """Delete file ``path``; a missing file is not an error."""
         try:
-            self.fs.rm_file(path)
+            if self._plain(path):
+                os.remove(path)
+            else:
+                self.fs.rm_file(path)
         except FileNotFoundError:
             pass
 

@@ -74,3 +74,26 @@ def test_storage_options_merge():
         assert DEFAULT_OPTIONS["s3"]["config_kwargs"] == {"connect_timeout": 1}
     finally:
         DEFAULT_OPTIONS["s3"] = before
+
+
+@pytest.mark.parametrize("form", ["plain", "file_url"])
+def test_local_operations_agree_for_plain_paths_and_file_urls(tmp_path, form):
+    # Plain local paths go to os directly, file:// URLs through fsspec: the same answers.
+    root = str(tmp_path) if form == "plain" else f"file://{tmp_path}"
+    st = storage_for(root)
+    d = st.join(root, "run")
+    assert not st.exists(d) and st.listdir(d) == [] and st.size(st.join(d, "x")) is None
+    st.makedirs(st.join(d, "ckpt-1"))
+    with st.open_write(st.join(d, "b.txt")) as f:
+        f.write(b"bytes")
+    st.write_bytes(st.join(d, "a.txt"), b"abc")
+    assert st.exists(d) and st.isdir(d) and not st.isfile(d)
+    assert st.isfile(st.join(d, "a.txt")) and not st.isdir(st.join(d, "a.txt"))
+    assert st.listdir(d) == ["a.txt", "b.txt", "ckpt-1"]
+    assert st.read_bytes(st.join(d, "b.txt")) == b"bytes" and st.size(st.join(d, "a.txt")) == 3
+    with pytest.raises(FileNotFoundError):
+        st.read_bytes(st.join(d, "missing"))
+    st.remove(st.join(d, "a.txt"))
+    st.remove(st.join(d, "a.txt"))  # missing: not an error
+    assert st.listdir(d) == ["b.txt", "ckpt-1"]
+    assert sorted(os.listdir(tmp_path / "run")) == ["b.txt", "ckpt-1"]  # the same files on disk
