@@ -54,7 +54,9 @@ call (``Estimator.train`` itself does the first and the last line)::
                     (skipped below hook.idle_until_step, and while hook.idle_clock reads
                     less than hook.idle_until_time, where after_run is marked
                     skips_idle_steps: the standard hooks' calls between their due steps
-                    or times)
+                    or times; the loop keeps the earliest due step and time of those
+                    hooks, reread when hooks.base.idle_changes() moves, so a step where
+                    none is due checks two numbers instead of every hook)
                     (in a synchronous cluster the saver hook only requests its save, made
                     at the next boundary)
         if preempted (here or, through should_stop, on a peer):
@@ -91,6 +93,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import sys
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
@@ -120,7 +124,7 @@ from learnrun.hooks import (
     StopAtStepHook,
     SummarySaverHook,
 )
-from learnrun.hooks.base import SessionRunHook, fetch_values, to_python
+from learnrun.hooks.base import SessionRunHook, fetch_values, idle_changes, to_python
 from learnrun.hooks.progress import ProgressHook
 from learnrun.model_dir import checkpoints as ckpt
 from learnrun.model_dir import summaries
@@ -371,7 +375,8 @@ class StepPlan:
     """What every step of one ``train`` call needs, looked up once instead of per step.
 
     ``before``: :func:`hook_dispatch`'s first list; ``after``: its second, as ``(hook,
-    skips_idle(hook))`` pairs; ``device``; ``move``: whether batches may
+    skips_idle(hook))`` pairs; ``busy``: the hooks of ``after`` that cannot idle;
+    ``due_step``, ``due_time``, ``due_clock``: see :meth:`read_idle`; ``device``; ``move``: whether batches may
     need moving to ``device`` (False when it is the CPU and the machine has no accelerator, so
     no tensor can be elsewhere); ``autocast``: the ``torch.autocast`` factory of
     ``RunConfig.precision`` (None: full precision); ``clip``: the gradient-clipping norm (the
@@ -385,6 +390,8 @@ class StepPlan:
     def __init__(self, session: RunSession, spec) -> None:
         self.before, after = hook_dispatch(session.hooks)
         self.after = [(hook, skips_idle(hook)) for hook in after]
+        self.busy = [hook for hook, may_idle in self.after if not may_idle]
+        self.read_idle()
         strategy, config = session.strategy, session.config
         self.device = strategy.device
         self.move = self.device.type != "cpu" or _has_accelerator()
@@ -401,6 +408,38 @@ class StepPlan:
         # step. A cluster checks every step: each trainer's NaN must be agreed on before a save.
         every = 1 if config.is_distributed_trainer else (config.log_step_count_steps or 100)
         self.nan_every = min(every, NanTensorHook.MAX_KEPT)
+
+
+    def read_idle(self) -> None:
+        """Note the earliest moment an idle hook may be due (the loop calls this when
+        :func:`~learnrun.hooks.base.idle_changes` moved since the last time).
+
+        ``due_step``: below it no hook idle by step alone is due. ``due_time`` on
+        ``due_clock``: before it no hook idle by time is due. Until then only the ``busy``
+        hooks (those not marked ``skips_idle_steps``) are called. Idle hooks on different
+        clocks: every step checks every hook.
+        """
+        self.idle_seen = idle_changes()
+        due_step, due_time, clocks = sys.maxsize, math.inf, set()
+        for hook, may_idle in self.after:
+            if not may_idle:
+                continue
+            clock, moment = hook.idle_clock, hook.idle_until_time
+            if clock is None or moment == -math.inf:
+                due_step = min(due_step, hook.idle_until_step)
+            else:
+                due_time = min(due_time, moment)
+                clocks.add(clock)
+        if len(clocks) > 1:
+            due_step = 0
+        self.due_step, self.due_time = due_step, due_time
+        self.due_clock = clocks.pop() if len(clocks) == 1 else None
+
+
+    def may_be_due(self, step: int) -> bool:
+        """False when no idle hook can be due at ``step`` now (as of :meth:`read_idle`)."""
+        return step >= self.due_step or self.due_clock is not None \
+            and self.due_clock.monotonic() >= self.due_time
 
 
 def _has_accelerator() -> bool:
@@ -483,10 +522,19 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
         kept.append((step, loss))
         if len(kept) >= plan.nan_every:
             session.check_losses()
-    values = None  # made for the first after_run called: at most steps every hook is idle
-    for hook, may_idle in plan.after:
-        if not may_idle or step >= hook.idle_until_step and (
-                hook.idle_clock is None or hook.idle_clock.monotonic() >= hook.idle_until_time):
+    if plan.idle_seen != idle_changes():  # a hook's idle_* changed: the earliest due anew
+        plan.read_idle()
+    # Idle hooks are checked one by one only when one of them may be due. Otherwise only the
+    # busy hooks are called, until one of them moves the clock past the earliest due time or
+    # changes a hook's idle_*: from there on every hook is checked, as at a due step.
+    checking = plan.may_be_due(step)
+    if checking or plan.busy:
+        values = None  # made for the first after_run called: at most steps every hook is idle
+        for hook, may_idle in plan.after:
+            if may_idle and (not checking or step < hook.idle_until_step or (
+                    hook.idle_clock is not None
+                    and hook.idle_clock.monotonic() < hook.idle_until_time)):
+                continue
             if values is None:
                 ctx = ctx if ctx is not None else RunContext(session)
                 values = RunValues({"loss": loss, "outputs": outputs, "features": features,
@@ -494,6 +542,8 @@ def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> 
                 if fetches:  # host values (device syncs) only when a hook asked for them
                     values.fetched = fetch_values(fetches, session, values)
             hook.after_run(ctx, values)
+            if not checking:
+                checking = plan.idle_seen != idle_changes() or plan.may_be_due(step)
     return loss
 
 

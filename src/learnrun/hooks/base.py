@@ -8,6 +8,7 @@ and its exception semantics are the execution trace in :mod:`learnrun.estimator.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -87,9 +88,38 @@ class SessionRunHook:
     call per step.
     """
 
-    idle_until_step: int = 0
-    idle_until_time: float = -math.inf
-    idle_clock: Clock | None = None
+    # Each is kept in a private attribute; setting one counts in idle_changes(), so the
+    # training loop rereads them only after a change instead of every hook's at every step.
+    _idle_until_step: int = 0
+    _idle_until_time: float = -math.inf
+    _idle_clock: Clock | None = None
+
+    @property
+    def idle_until_step(self) -> int:
+        return self._idle_until_step
+
+    @idle_until_step.setter
+    def idle_until_step(self, step: int) -> None:
+        self._idle_until_step = step
+        _note_idle_change()
+
+    @property
+    def idle_until_time(self) -> float:
+        return self._idle_until_time
+
+    @idle_until_time.setter
+    def idle_until_time(self, moment: float) -> None:
+        self._idle_until_time = moment
+        _note_idle_change()
+
+    @property
+    def idle_clock(self) -> Clock | None:
+        return self._idle_clock
+
+    @idle_clock.setter
+    def idle_clock(self, clock: Clock | None) -> None:
+        self._idle_clock = clock
+        _note_idle_change()
 
     def begin(self) -> None:
         """Called once before the loop; the model is built, nothing is restored yet."""
@@ -115,11 +145,27 @@ class SessionRunHook:
             raise TypeError(f"idle_until_due takes the hook's SecondOrStepTimer, got "
                             f"{type(timer).__name__}: {timer!r:.80}. Set idle_until_step (and "
                             "idle_until_time with idle_clock) directly when there is no timer.")
-        self.idle_until_step, self.idle_until_time = timer.next_step, timer.next_time
-        self.idle_clock = timer.clock
+        self._idle_until_step, self._idle_until_time = timer.next_step, timer.next_time
+        self._idle_clock = timer.clock
+        _note_idle_change()
 
 
 Hook = SessionRunHook
+
+#: counts the changes of any hook's idle_until_step, idle_until_time or idle_clock
+_idle_changes = itertools.count(1)
+_idle_changed = [0]
+
+
+def _note_idle_change() -> None:
+    _idle_changed[0] = next(_idle_changes)
+
+
+def idle_changes() -> int:
+    """A number that changes whenever a hook's ``idle_until_step``, ``idle_until_time`` or
+    ``idle_clock`` is set (by any hook, in any thread). The training loop keeps the earliest
+    moment any idle hook may be due, and recomputes it only when this number moves."""
+    return _idle_changed[0]
 
 
 def skips_idle_steps(after_run):

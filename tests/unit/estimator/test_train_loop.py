@@ -187,3 +187,51 @@ def test_the_loop_checks_the_kept_losses_every_log_step_count_steps(tmp_path, ca
     assert seen.steps == [1, 2, 3, 4]  # checked together at step 4, then stopped
     assert "NaN loss during training (loss was NaN or infinite at step 3)." in caplog.text
     assert est.latest_checkpoint().endswith("ckpt-0")  # no weights of a NaN loss were saved
+
+
+class CountedReads(EveryFifth):
+    """EveryFifth whose idle_until_step counts how often it is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    @property
+    def idle_until_step(self) -> int:
+        self.reads += 1
+        return SessionRunHook.idle_until_step.fget(self)
+
+    @idle_until_step.setter
+    def idle_until_step(self, step: int) -> None:
+        SessionRunHook.idle_until_step.fset(self, step)
+
+
+def test_the_loop_reads_an_idle_hooks_state_only_after_a_change(tmp_path):
+    counted = CountedReads()
+    _train(tmp_path, [counted], steps=40, log_step_count_steps=None, save_summary_steps=0)
+    assert counted.calls == [1, 5, 10, 15, 20, 25, 30, 35, 40]
+    # read after each of its 9 calls changed it (and at its due steps), not at each of 40 steps
+    assert counted.reads <= 2 * len(counted.calls), counted.reads
+
+
+def test_a_busy_hook_that_wakes_an_idle_one_has_it_called_at_the_same_step(tmp_path):
+    fifth = EveryFifth()
+
+    class Wake(SessionRunHook):  # busy: called at every step, before fifth
+        def after_run(self, run_context, run_values):
+            if run_values.global_step == 7:
+                fifth.idle_until_step = 0
+
+    _train(tmp_path, [Wake(), fifth], steps=12)
+    assert fifth.calls == [1, 5, 7, 10]
+
+
+def test_idle_hooks_on_different_clocks_are_each_called_when_due(tmp_path):
+    from learnrun.clock import FakeClock
+
+    first, second = FakeClock(), FakeClock()
+    on_first = CountingSaver(str(tmp_path / "a"), save_secs=2500, clock=first)
+    on_second = CountingSaver(str(tmp_path / "b"), save_secs=2500, clock=second)
+    _train(tmp_path, [Tick(first, 1000), Tick(second, 600), on_first, on_second], steps=9)
+    assert on_first.calls == [3, 6, 9]  # every 3000 s of the first clock
+    assert on_second.calls == [5]  # 3000 s of the second clock at step 5, 5400 s at step 9: no
