@@ -22,6 +22,7 @@ from learnrun.distributed.ddp import DDPStrategy
 from learnrun.distributed.launch import add_launch_arguments, launch, launch_main
 from learnrun.distributed.ps.server import serve
 from learnrun.distributed.ps.trainer import ParameterServerStrategy
+from learnrun.model_dir import summaries
 
 if TYPE_CHECKING:
     from learnrun.config.run_config import RunConfig
@@ -65,8 +66,11 @@ def exit_process(code: int = 0) -> None:
     """Flush stdout/stderr and end the process with ``os._exit(code)``.
 
     Call it after a distributed run has torn down: about 1 in 80 normal interpreter exits
-    after ``destroy_process_group()`` aborted with SIGABRT on this platform.
+    after ``destroy_process_group()`` aborted with SIGABRT on this platform. ``os._exit``
+    runs no ``atexit`` handler, so the event files are closed (and their staging directories
+    removed) here first.
     """
+    summaries.close_at_exit()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

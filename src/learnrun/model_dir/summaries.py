@@ -48,7 +48,7 @@ FLUSH_SECS = 120.0
 #: remote logdir -> (local staging directory, {relative file: size uploaded})
 _staging: dict[str, tuple[str, dict[str, int]]] = {}
 _lock = threading.Lock()
-#: holds _close_at_exit once it is registered with atexit (at the first writer)
+#: holds close_at_exit once it is registered with atexit (at the first writer)
 _exit_hook: list = []
 
 
@@ -107,8 +107,8 @@ def get_summary_writer(logdir: str):
                 os.makedirs(key, exist_ok=True)
             writer = EventsWriter(os.path.join(local, "events"))
             if not _exit_hook:
-                atexit.register(_close_at_exit)
-                _exit_hook.append(_close_at_exit)
+                atexit.register(close_at_exit)
+                _exit_hook.append(close_at_exit)
             _writers[key] = writer
             _flushed_at[key] = time.monotonic()
         _written.add(key)  # the caller may write events with it
@@ -245,10 +245,11 @@ def close_all() -> None:
         raise error
 
 
-def _close_at_exit() -> None:
-    """At interpreter exit: close every writer (a local event file gets its last events) and
-    remove the staging directories of remote ones instead of leaving them in the temporary
-    directory.
+def close_at_exit() -> None:
+    """At interpreter exit (registered with ``atexit`` at the first writer; a process that
+    leaves through ``os._exit`` calls it first): close every writer (a local event file gets
+    its last events) and remove the staging directories of remote ones instead of leaving
+    them in the temporary directory.
 
     Nothing is uploaded then: fsspec's S3 client needs worker threads that the interpreter has
     already stopped. Events of a remote directory written since its last :func:`flush` (the
