@@ -263,3 +263,33 @@ def test_cli_tune_bad_input_lines(tmp_path):
     assert proc.returncode == 2 and "--trials must be >= 1, got 0" in proc.stderr
     proc = cli("--trials", "1", "--storage", "bogus://x")
     assert proc.returncode == 2 and "cannot open the optuna storage 'bogus://x'" in proc.stderr
+
+
+def test_finished_trials_keep_no_event_file_open(tmp_path):
+    # A study runs its trials in this process: each trial's event files (model_dir and eval
+    # dirs) are closed when it ends, so hundreds of trials do not run out of file handles.
+    from learnrun.examples import digits
+
+    def open_event_files():
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if "events.out.tfevents" in target and target.startswith(str(tmp_path)):
+                found.append(target)
+        return found
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+    tuner = OptunaTuner("learning_rate=loguniform(1e-3,1e-2)", metric="accuracy", n_trials=2,
+                        base_model_dir=str(tmp_path / "tune"),
+                        hparams=digits.default_hparams().parse("train_steps=20"),
+                        out=open(os.devnull, "w"))  # noqa: SIM115
+    learnrun.tune(digits.experiment_fn, tuner)
+    assert [t.state.name for t in tuner.study.trials] == ["COMPLETE", "COMPLETE"]
+    assert open_event_files() == []
+    written = [os.path.join(root, f) for root, _, files in os.walk(tmp_path / "tune")
+               for f in files if f.startswith("events.out.tfevents")]
+    assert len(written) >= 4  # each trial's training and evaluation events, on disk

@@ -20,6 +20,7 @@ flush. At interpreter exit every writer is closed and every staging directory re
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import numbers
 import os
@@ -48,6 +49,8 @@ FLUSH_SECS = 120.0
 #: remote logdir -> (local staging directory, {relative file: size uploaded})
 _staging: dict[str, tuple[str, dict[str, int]]] = {}
 _lock = threading.Lock()
+#: numbers the event files this process opens (their names' last part)
+_file_numbers = itertools.count()
 #: holds close_at_exit once it is registered with atexit (at the first writer)
 _exit_hook: list = []
 
@@ -88,7 +91,8 @@ def _not_uploaded(local: str, uploaded: dict[str, int]) -> list[tuple[str, str, 
 def get_summary_writer(logdir: str):
     """Return the cached tensorboardX ``EventsWriter`` for ``logdir``, creating it lazily.
 
-    Its event file is ``logdir/events.out.tfevents.<time>.<host>``, as a ``SummaryWriter``'s.
+    Its event file is ``logdir/events.out.tfevents.<time>.<host>.<pid>.<n>`` (TF 2's names;
+    ``n`` counts this process's writers).
     """
     if logdir is None or not os.fspath(logdir):
         raise ValueError(f"get_summary_writer needs a log directory, got {logdir!r}.")
@@ -105,7 +109,11 @@ def get_summary_writer(logdir: str):
             else:
                 local = key
                 os.makedirs(key, exist_ok=True)
-            writer = EventsWriter(os.path.join(local, "events"))
+            # events.out.tfevents.<time>.<host>.<pid>.<n> (TF 2's pattern): a writer reopened
+            # within the same second, or another process on this host, gets a file of its
+            # own instead of truncating the earlier one
+            writer = EventsWriter(os.path.join(local, "events"),
+                                  filename_suffix=f".{os.getpid()}.{next(_file_numbers)}")
             if not _exit_hook:
                 atexit.register(close_at_exit)
                 _exit_hook.append(close_at_exit)
@@ -218,6 +226,17 @@ def close_writer(logdir: str) -> None:
         if writer is not None:
             writer.close()
             _finish(key)
+
+
+def close_under(directory: str) -> None:
+    """Close and forget the writers of ``directory`` and of the directories below it (a
+    tuning trial's model directory and its ``eval`` directories, once the trial is over), so
+    a process that trains in many directories keeps no event file of the finished ones open.
+    """
+    root = _key(directory)
+    prefix = root.rstrip("/") + "/" if is_url(root) else os.path.join(root, "")
+    for key in [k for k in list(_writers) if k == root or k.startswith(prefix)]:
+        close_writer(key)
 
 
 def close_all() -> None:

@@ -41,7 +41,7 @@ from learnrun.config.run_config import RunConfig
 from learnrun.errors import NanLossDuringTrainingError
 from learnrun.hooks import SessionRunHook
 from learnrun.hparams import HParams
-from learnrun.model_dir import eval_results
+from learnrun.model_dir import eval_results, summaries
 from learnrun.model_dir.storage import is_url, join, redact, storage_for
 from learnrun.runner import Tuner
 from learnrun.signatures import keyword_arguments
@@ -449,6 +449,11 @@ class OptunaTuner(Tuner):
             self._current = None
             _ACTIVE_TOKENS.discard(self._token)
             raise
+        finally:  # the trial's event files are complete; none of them stays open
+            try:
+                summaries.close_under(model_dir)
+            except Exception as exc:  # an upload failing must not hide the trial's outcome
+                logger.warning("Closing the event files of %s failed: %s", model_dir, exc)
         trial.set_user_attr("metrics", {k: v for k, v in metrics.items()
                                         if isinstance(v, (int, float, str, bool))})
         if hook.pruned_at is not None:

@@ -120,3 +120,25 @@ def test_events_not_flushed_reach_the_disk_at_exit(tmp_path):
                            str(tmp_path)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert _read_scalars(tmp_path) == {"loss": [(5, 0.5)]}
+
+
+def test_close_under_closes_a_directory_and_those_below_it_only(tmp_path):
+    run, below, sibling = tmp_path / "run", tmp_path / "run" / "eval", tmp_path / "run2"
+    writers = {d: summary.get_summary_writer(d) for d in (run, below, sibling)}
+    for d in writers:
+        summary.write_scalars(d, 1, {"x": 1.0})
+    summary.close_under(str(run) + "/")
+    assert summary.get_summary_writer(sibling) is writers[sibling]  # run2 is not below run
+    assert summary.get_summary_writer(run) is not writers[run]
+    assert summary.get_summary_writer(below) is not writers[below]
+    assert _read_scalars(below) == {"x": [(1, 1.0)]}  # closed: on disk
+
+
+def test_a_writer_reopened_within_the_same_second_keeps_the_earlier_events(tmp_path):
+    summary.write_scalars(tmp_path, 1, {"x": 1.0})
+    summary.close_writer(tmp_path)
+    summary.write_scalars(tmp_path, 2, {"x": 2.0})
+    summary.close_writer(tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and all(n.startswith("events.out.tfevents.") for n in names), names
+    assert _read_scalars(tmp_path) == {"x": [(1, 1.0), (2, 2.0)]}
