@@ -146,7 +146,7 @@ def lockstep(batches, warmup: int = 50, **config_kw) -> tuple[float, float]:
     return hook.per_step(warmup)
 
 
-def fixed_cost(repeats: int = 9, clock=time.process_time, **config_kw) -> float:
+def fixed_cost(repeats: int = 21, clock=time.process_time, **config_kw) -> float:
     """Seconds of one ``train`` call beyond its steps: a 2-step call minus 2 hand-loop steps
     (both from building the model), median of ``repeats``. At RunConfig defaults this is the
     checkpoints at start and end, the event file, the lease and the hooks' setup."""
