@@ -239,6 +239,15 @@ def close_under(directory: str) -> None:
         close_writer(key)
 
 
+def _forget_all() -> list[tuple[str, Any]]:
+    """Every cached ``(key, writer)``, forgotten (the caller holds ``_lock`` and closes them)."""
+    writers = list(_writers.items())
+    _writers.clear()
+    _flushed_at.clear()
+    _written.clear()
+    return writers
+
+
 def close_all() -> None:
     """Close and forget every cached writer (end of training or of the process).
 
@@ -247,11 +256,7 @@ def close_all() -> None:
     """
     error: BaseException | None = None
     with _lock:
-        writers = list(_writers.items())
-        _writers.clear()
-        _flushed_at.clear()
-        _written.clear()
-        for key, writer in writers:
+        for key, writer in _forget_all():
             try:
                 writer.close()
             except Exception as exc:
@@ -275,11 +280,7 @@ def close_at_exit() -> None:
     Estimator flushes at every checkpoint and at the end of ``train``) are named in a warning.
     """
     with _lock:
-        writers = list(_writers.items())
-        _writers.clear()
-        _flushed_at.clear()
-        _written.clear()
-        for key, writer in writers:
+        for key, writer in _forget_all():
             try:
                 writer.close()
             except Exception as exc:
