@@ -71,6 +71,27 @@ class RunContext:
         return self._stop_requested
 
 
+class IdleSetting:
+    """A ``SessionRunHook`` attribute that the training loop watches (``idle_until_step``,
+    ``idle_until_time``, ``idle_clock``): read as usual; each setting, from any method or
+    thread, counts in :func:`idle_changes`. The value lives in the instance as ``_<name>``."""
+
+    def __init__(self, default: Any) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, hook: Any, owner: type | None = None) -> Any:
+        if hook is None:
+            return self
+        return getattr(hook, self.slot, self.default)
+
+    def __set__(self, hook: Any, value: Any) -> None:
+        setattr(hook, self.slot, value)
+        _note_idle_change()
+
+
 class SessionRunHook:
     """Base class of training/evaluation hooks; override what you need.
 
@@ -88,38 +109,11 @@ class SessionRunHook:
     call per step.
     """
 
-    # Each is kept in a private attribute; setting one counts in idle_changes(), so the
-    # training loop rereads them only after a change instead of every hook's at every step.
-    _idle_until_step: int = 0
-    _idle_until_time: float = -math.inf
-    _idle_clock: Clock | None = None
-
-    @property
-    def idle_until_step(self) -> int:
-        return self._idle_until_step
-
-    @idle_until_step.setter
-    def idle_until_step(self, step: int) -> None:
-        self._idle_until_step = step
-        _note_idle_change()
-
-    @property
-    def idle_until_time(self) -> float:
-        return self._idle_until_time
-
-    @idle_until_time.setter
-    def idle_until_time(self, moment: float) -> None:
-        self._idle_until_time = moment
-        _note_idle_change()
-
-    @property
-    def idle_clock(self) -> Clock | None:
-        return self._idle_clock
-
-    @idle_clock.setter
-    def idle_clock(self, clock: Clock | None) -> None:
-        self._idle_clock = clock
-        _note_idle_change()
+    # Setting any of the three counts in idle_changes(): the training loop rereads them only
+    # after a change instead of every idle hook's at every step.
+    idle_until_step = IdleSetting(0)  # int
+    idle_until_time = IdleSetting(-math.inf)  # float, on idle_clock
+    idle_clock = IdleSetting(None)  # Clock | None
 
     def begin(self) -> None:
         """Called once before the loop; the model is built, nothing is restored yet."""
@@ -145,6 +139,7 @@ class SessionRunHook:
             raise TypeError(f"idle_until_due takes the hook's SecondOrStepTimer, got "
                             f"{type(timer).__name__}: {timer!r:.80}. Set idle_until_step (and "
                             "idle_until_time with idle_clock) directly when there is no timer.")
+        # the three IdleSetting values at once, counted as one change
         self._idle_until_step, self._idle_until_time = timer.next_step, timer.next_time
         self._idle_clock = timer.clock
         _note_idle_change()

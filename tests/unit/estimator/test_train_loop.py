@@ -199,11 +199,11 @@ class CountedReads(EveryFifth):
     @property
     def idle_until_step(self) -> int:
         self.reads += 1
-        return SessionRunHook.idle_until_step.fget(self)
+        return SessionRunHook.idle_until_step.__get__(self)
 
     @idle_until_step.setter
     def idle_until_step(self, step: int) -> None:
-        SessionRunHook.idle_until_step.fset(self, step)
+        SessionRunHook.idle_until_step.__set__(self, step)
 
 
 def test_the_loop_reads_an_idle_hooks_state_only_after_a_change(tmp_path):
