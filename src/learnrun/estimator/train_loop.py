@@ -377,8 +377,8 @@ class StepPlan:
     ``before``: :func:`hook_dispatch`'s first list; ``after``: its second, as ``(hook,
     skips_idle(hook))`` pairs; ``busy``: the hooks of ``after`` that cannot idle;
     ``due_step``, ``due_time``, ``due_clock``: see :meth:`read_idle`; ``device``; ``move``:
-    whether batches may need moving to ``device`` (False when it is the CPU and the machine has no accelerator, so
-    no tensor can be elsewhere); ``autocast``: the ``torch.autocast`` factory of
+    whether batches may need moving to ``device`` (False when it is the CPU and the machine
+    has no accelerator, so no tensor can be elsewhere); ``autocast``: the ``torch.autocast`` factory of
     ``RunConfig.precision`` (None: full precision); ``clip``: the gradient-clipping norm (the
     spec's, else the RunConfig's); ``before_step``: the strategy's, when it does something
     (parameter servers load the shards' values); ``local_boundary``: this process decides

@@ -139,10 +139,8 @@ class SessionRunHook:
             raise TypeError(f"idle_until_due takes the hook's SecondOrStepTimer, got "
                             f"{type(timer).__name__}: {timer!r:.80}. Set idle_until_step (and "
                             "idle_until_time with idle_clock) directly when there is no timer.")
-        # the three IdleSetting values at once, counted as one change
-        self._idle_until_step, self._idle_until_time = timer.next_step, timer.next_time
-        self._idle_clock = timer.clock
-        _note_idle_change()
+        self.idle_until_step, self.idle_until_time = timer.next_step, timer.next_time
+        self.idle_clock = timer.clock
 
 
 Hook = SessionRunHook

@@ -51,8 +51,14 @@ _staging: dict[str, tuple[str, dict[str, int]]] = {}
 _lock = threading.Lock()
 #: numbers the event files this process opens (their names' last part)
 _file_numbers = itertools.count()
-#: holds close_at_exit once it is registered with atexit (at the first writer)
-_exit_hook: list = []
+
+
+def _checked_key(logdir: Any, what: str) -> str:
+    """``logdir``'s key, or a ValueError naming ``what`` when it is None or empty (an empty
+    path would mean the working directory)."""
+    if logdir is None or not os.fspath(logdir):
+        raise ValueError(f"{what} needs a log directory, got {logdir!r}.")
+    return _key(logdir)
 
 
 def _key(logdir: str) -> str:
@@ -94,9 +100,7 @@ def get_summary_writer(logdir: str):
     Its event file is ``logdir/events.out.tfevents.<time>.<host>.<pid>.<n>`` (TF 2's names;
     ``n`` counts this process's writers).
     """
-    if logdir is None or not os.fspath(logdir):
-        raise ValueError(f"get_summary_writer needs a log directory, got {logdir!r}.")
-    key = _key(logdir)
+    key = _checked_key(logdir, "get_summary_writer")
     with _lock:
         writer = _writers.get(key)
         if writer is None:
@@ -114,9 +118,6 @@ def get_summary_writer(logdir: str):
             # own instead of truncating the earlier one
             writer = EventsWriter(os.path.join(local, "events"),
                                   filename_suffix=f".{os.getpid()}.{next(_file_numbers)}")
-            if not _exit_hook:
-                atexit.register(close_at_exit)
-                _exit_hook.append(close_at_exit)
             _writers[key] = writer
             _flushed_at[key] = time.monotonic()
         _written.add(key)  # the caller may write events with it
@@ -233,9 +234,11 @@ def close_under(directory: str) -> None:
     tuning trial's model directory and its ``eval`` directories, once the trial is over), so
     a process that trains in many directories keeps no event file of the finished ones open.
     """
-    root = _key(directory)
+    root = _checked_key(directory, "close_under")
     prefix = root.rstrip("/") + "/" if is_url(root) else os.path.join(root, "")
-    for key in [k for k in list(_writers) if k == root or k.startswith(prefix)]:
+    with _lock:
+        below = [k for k in _writers if k == root or k.startswith(prefix)]
+    for key in below:
         close_writer(key)
 
 
@@ -270,7 +273,7 @@ def close_all() -> None:
 
 
 def close_at_exit() -> None:
-    """At interpreter exit (registered with ``atexit`` at the first writer; a process that
+    """At interpreter exit (registered with ``atexit`` below; a process that
     leaves through ``os._exit`` calls it first): close every writer (a local event file gets
     its last events) and remove the staging directories of remote ones instead of leaving
     them in the temporary directory.
@@ -294,6 +297,9 @@ def close_at_exit() -> None:
                                "uploaded before the process exited. Call "
                                "learnrun.model_dir.summaries.flush(logdir) after writing them.", key)
             shutil.rmtree(local, ignore_errors=True)
+
+
+atexit.register(close_at_exit)
 
 
 def _finish(key: str) -> None:

@@ -58,6 +58,8 @@ def test_write_scalars_rejects_non_scalars(tmp_path):
         summary.write_scalars(tmp_path, 1, [("a", 1.0)])
     with pytest.raises(ValueError, match="needs a log directory"):
         summary.get_summary_writer("")
+    with pytest.raises(ValueError, match="close_under needs a log directory, got ''"):
+        summary.close_under("")  # never "every writer below the working directory"
 
 
 def test_events_are_written_in_the_calling_thread_and_on_disk_after_flush(tmp_path):
