@@ -40,17 +40,19 @@ call (``Estimator.train`` itself does the first and the last line)::
                 trainer's captured part (Collective); on a save the chief's saver writes the
                 checkpoint of this step (trainer-<rank>.pt, then meta.json)
             if stopping: break
-            run_step:
+            (where this process decides alone and nothing asks to stop, the boundary is
+                batch = next(input) and nothing else)
+            the step (written out in run_steps):
                 ctx = RunContext(session)   # (made only when a hook is called)
                 args = [hook.before_run(ctx) for hook in hooks]   # SessionRunArgs: fetches
                 strategy.before_step(module)
-                train_step: forward, loss, backward, strategy.apply_update (global_step += 1)
+                forward, loss, backward, strategy.apply_update (global_step += 1)
                     (or spec.train_step_fn, then scheduler.step())
-                session.kept_losses += (global_step, loss); every log_step_count_steps
-                    (100 without; 1 in a cluster) session.check_losses(): a non-finite
-                    loss is reported (session.nan_message), and no checkpoint is saved
-                    until it is handled
-                for hook in hooks: hook.after_run(ctx, RunValues(results, global_step, fetched))
+                session.kept_losses += (global_step, loss) (on the CPU its value); every
+                    log_step_count_steps (100 without; 1 in a cluster)
+                    session.check_losses(): a non-finite loss is reported
+                    (session.nan_message), and no checkpoint is saved until it is handled
+                after_hooks: each hook.after_run(ctx, RunValues(results, global_step, fetched))
                     (skipped below hook.idle_until_step, and while hook.idle_clock reads
                     less than hook.idle_until_time, where after_run is marked
                     skips_idle_steps: the standard hooks' calls between their due steps
@@ -330,21 +332,120 @@ def open_input(session: RunSession, input_fn, state: dict[str, Any]) -> Iterator
 
 # -- the loop -----------------------------------------------------------------------------------
 def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGuard) -> Any:
-    """Step until every trainer agrees to stop; returns the last step's loss (None if none ran)."""
+    """Step until every trainer agrees to stop; returns the last step's loss (None if none ran).
+
+    A step, in order: the boundary (:func:`next_batch`: the batch, or a stop or NaN agreed by
+    every trainer), the ``before_run`` hooks, the update (forward, loss, backward,
+    ``strategy.apply_update``; or ``spec.train_step_fn``), the loss kept for the NaN check, the
+    ``after_run`` hooks due (:func:`after_hooks`).
+
+    The step is written out in this one frame, and what it reads is looked up once
+    (:class:`StepPlan`) into locals: on a 1 ms CPU step, the same work spread over four calls
+    per step cost about 0.7% more (``docs/benchmarks.md``). Where this process decides alone
+    and nothing asks to stop, the boundary is just ``next(iterator)``.
+    """
     strategy = session.strategy
     plan = StepPlan(session, spec)
+    local, move, device = plan.local_boundary, plan.move, plan.device
+    before, busy, before_step, nan_every = plan.before, plan.busy, plan.before_step, plan.nan_every
+    step_fn, loss_fn, autocast, clip = spec.train_step_fn, spec.loss_fn, plan.autocast, plan.clip
+    update = strategy.apply_update
     last_loss = None
     while True:
-        if guard.triggered and not strategy.preempted:
-            strategy.notify_preempted()  # at the step boundary, never in the handler
-        batch = next_batch(session, iterator, guard, plan)
+        if local and not (guard.triggered or session.stop_requested) \
+                and session.nan_message is None:  # nobody to agree with, nothing asks to stop
+            batch = next(iterator, _STOP)
+            if batch is _STOP:
+                batch = next_batch(session, iterator, guard, exhausted=True)
+        else:
+            if guard.triggered and not strategy.preempted:
+                strategy.notify_preempted()  # at the step boundary, never in the handler
+            batch = next_batch(session, iterator, guard)
         if batch is _STOP:
             return last_loss
         if batch is _NAN:
             if not handle_nan(session, spec):
                 return None
             continue
-        last_loss = run_step(session, spec, batch, plan)
+        features, labels = split_batch(batch, "train")
+        if move:
+            features, labels = to_device(features, device), to_device(labels, device)
+        ctx, fetches = None, []
+        if before:
+            ctx = RunContext(session)
+            for hook in before:
+                args = hook.before_run(ctx)
+                if args is not None:
+                    fetches.extend(getattr(args, "fetches", ()))
+        module, optimizer, step = session.module, session.optimizer, session.global_step
+        if before_step is not None:
+            before_step(module)
+        if step_fn is not None:
+            loss, outputs = step_fn(module, features, labels, optimizer), None
+            if session.scheduler is not None:
+                session.scheduler.step()
+            step += 1
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            if autocast is None:
+                outputs = forward(module, features, "train step", step + 1)
+                loss = loss_fn(outputs, labels)
+            else:
+                with autocast():
+                    outputs = forward(module, features, "train step", step + 1)
+                    loss = loss_fn(outputs, labels)
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
+                                f"{tuple(loss.shape) if torch.is_tensor(loss) else ''}.")
+            scaler = session.scaler
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            step = update(module, optimizer, session.scheduler, clip, step, scaler)
+        session.global_step = step
+        if loss is not None:
+            kept = session.kept_losses
+            if isinstance(loss, torch.Tensor):
+                loss = loss.detach()
+                # a CPU value is read now, while in cache, at no cost; a hundred tensors read
+                # cold at the check cost 1.3 us per step. Elsewhere reading syncs: kept as is.
+                kept.append((step, loss.item() if loss.is_cpu else loss))
+            else:
+                kept.append((step, loss))
+            if len(kept) >= nan_every:
+                session.check_losses()
+        last_loss = loss
+        if plan.idle_seen != idle_changes():  # a hook's idle_* changed: the earliest due anew
+            plan.read_idle()
+        checking = plan.may_be_due(step)
+        if checking or busy:
+            after_hooks(session, plan, step, checking, ctx, fetches,
+                        {"loss": loss, "outputs": outputs, "features": features, "labels": labels})
+
+
+def after_hooks(session: RunSession, plan: StepPlan, step: int, checking: bool, ctx, fetches: list,
+                results: dict) -> None:
+    """Call ``after_run`` of the hooks due at ``step``: the busy ones, and the idle ones when
+    ``checking`` (one of them may be due, :meth:`StepPlan.may_be_due`).
+
+    Idle hooks are checked one by one only when one of them may be due. Otherwise only the
+    busy hooks are called, until one of them moves the clock past the earliest due time or
+    changes a hook's ``idle_*``: from there on every hook is checked, as at a due step.
+    ``ctx``: the step's ``RunContext`` if ``before_run`` hooks had one; ``fetches``: the names
+    they asked for.
+    """
+    values = None  # made for the first after_run called: at most steps every hook is idle
+    for hook, may_idle in plan.after:
+        if may_idle and (not checking or step < hook.idle_until_step or (
+                hook.idle_clock is not None
+                and hook.idle_clock.monotonic() < hook.idle_until_time)):
+            continue
+        if values is None:
+            ctx = ctx if ctx is not None else RunContext(session)
+            values = RunValues(results, step)
+            if fetches:  # host values (device syncs) only when a hook asked for them
+                values.fetched = fetch_values(fetches, session, values)
+        hook.after_run(ctx, values)
+        if not checking:
+            checking = plan.idle_seen != idle_changes() or plan.may_be_due(step)
 
 
 def hook_dispatch(hooks: list) -> tuple[list, list]:
@@ -448,32 +549,31 @@ def _has_accelerator() -> bool:
 
 
 def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard,
-               plan: StepPlan | None = None) -> Any:
-    """The next batch, or ``_STOP`` when ``strategy.should_stop`` says every trainer stops.
+               exhausted: bool = False) -> Any:
+    """The next batch, ``_STOP`` when ``strategy.should_stop`` says every trainer stops, or
+    ``_NAN`` when any trainer's loss was NaN (:func:`handle_nan`).
 
     The batch is fetched before agreeing to go on, so that a trainer whose input shard ends
     first stops every trainer through the collective instead of leaving its peers in an
     all-reduce. No batch is fetched once this process wants to stop (the input position saved
-    in the checkpoint stays exact). With ``plan.local_boundary`` a fetched batch, with no stop
-    and no NaN to report, goes on at once: there is nobody to agree with.
+    in the checkpoint stays exact). ``exhausted``: the caller found the input exhausted
+    already (:func:`run_steps`, which fetches by itself where there is nobody to agree with).
     """
     strategy = session.strategy
     if session.defer_saves:
         session.capture_trainer_state()  # this trainer's part of a save agreed below
     local_stop = session.stop_requested or guard.triggered
-    batch = exhausted = None
-    if not local_stop and session.nan_message is None:  # a NaN: decided below, fetch nothing
+    batch = None
+    if not (local_stop or exhausted) and session.nan_message is None:  # a NaN: fetch nothing
         try:
             batch = next(iterator)
         except StopIteration:
             exhausted = True
     if local_stop or exhausted:
         session.check_losses()  # a NaN not checked yet is handled before the stop and its save
-    elif plan is not None and plan.local_boundary and session.nan_message is None:
-        return batch
     if session.nan_message is not None:
         strategy.notify_nan()
-    stop = strategy.should_stop(local_stop or bool(exhausted))
+    stop = strategy.should_stop(local_stop or exhausted)
     save = strategy.save_agreed()
     if strategy.nan_agreed():
         session.nan_extra_batch = batch is not None
@@ -492,83 +592,6 @@ def next_batch(session: RunSession, iterator: Iterator, guard: PreemptionGuard,
             logger.info("Input exhausted at global step %d; training stops.", session.global_step)
         return _STOP
     return batch
-
-
-def run_step(session: RunSession, spec, batch, plan: StepPlan | None = None) -> Any:
-    """One step between ``before_run`` and ``after_run``; returns its (detached) loss.
-
-    ``plan``: the :class:`StepPlan` of this ``train`` call (made here when None).
-    """
-    plan = plan if plan is not None else StepPlan(session, spec)
-    features, labels = split_batch(batch, "train")
-    if plan.move:
-        features, labels = to_device(features, plan.device), to_device(labels, plan.device)
-    ctx = RunContext(session) if plan.before else None  # made when a hook is called
-    fetches: list = []
-    for hook in plan.before:
-        args = hook.before_run(ctx)
-        if args is not None:
-            fetches.extend(getattr(args, "fetches", ()))
-    if plan.before_step is not None:
-        plan.before_step(session.module)
-    loss, outputs, session.global_step = train_step(session, spec, features, labels, plan)
-    step = session.global_step
-    if loss is not None:
-        if isinstance(loss, torch.Tensor):
-            loss = loss.detach()
-        kept = session.kept_losses
-        kept.append((step, loss))
-        if len(kept) >= plan.nan_every:
-            session.check_losses()
-    if plan.idle_seen != idle_changes():  # a hook's idle_* changed: the earliest due anew
-        plan.read_idle()
-    # Idle hooks are checked one by one only when one of them may be due. Otherwise only the
-    # busy hooks are called, until one of them moves the clock past the earliest due time or
-    # changes a hook's idle_*: from there on every hook is checked, as at a due step.
-    checking = plan.may_be_due(step)
-    if checking or plan.busy:
-        values = None  # made for the first after_run called: at most steps every hook is idle
-        for hook, may_idle in plan.after:
-            if may_idle and (not checking or step < hook.idle_until_step or (
-                    hook.idle_clock is not None
-                    and hook.idle_clock.monotonic() < hook.idle_until_time)):
-                continue
-            if values is None:
-                ctx = ctx if ctx is not None else RunContext(session)
-                values = RunValues({"loss": loss, "outputs": outputs, "features": features,
-                                    "labels": labels}, step)
-                if fetches:  # host values (device syncs) only when a hook asked for them
-                    values.fetched = fetch_values(fetches, session, values)
-            hook.after_run(ctx, values)
-            if not checking:
-                checking = plan.idle_seen != idle_changes() or plan.may_be_due(step)
-    return loss
-
-
-def train_step(session: RunSession, spec, features, labels,
-               plan: StepPlan | None = None) -> tuple[Any, Any, int]:
-    """Forward, loss, backward and update (or ``spec.train_step_fn``): ``(loss, outputs, step)``."""
-    plan = plan if plan is not None else StepPlan(session, spec)
-    module, optimizer, scheduler = session.module, session.optimizer, session.scheduler
-    if spec.train_step_fn is not None:
-        loss = spec.train_step_fn(module, features, labels, optimizer)
-        if scheduler is not None:
-            scheduler.step()
-        return loss, None, session.global_step + 1
-    optimizer.zero_grad(set_to_none=True)
-    if plan.autocast is None:
-        outputs = forward(module, features, "train step", session.global_step + 1)
-        loss = spec.loss_fn(outputs, labels)
-    else:
-        with plan.autocast():
-            outputs = forward(module, features, "train step", session.global_step + 1)
-            loss = spec.loss_fn(outputs, labels)
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
-                        f"{tuple(loss.shape) if torch.is_tensor(loss) else ''}.")
-    (session.scaler.scale(loss) if session.scaler is not None else loss).backward()
-    return loss, outputs, session.strategy.apply_update(module, optimizer, scheduler, plan.clip,
-                                                        session.global_step, session.scaler)
 
 
 def handle_nan(session: RunSession, spec) -> bool:
