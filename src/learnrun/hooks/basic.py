@@ -188,15 +188,23 @@ def nan_loss_message(name: str, step: int) -> str:
 def first_non_finite(kept: list[tuple[int, Any]]) -> int | None:
     """The step of the first NaN or infinite value among ``(step, loss)`` pairs, else None.
 
-    Losses on an accelerator are checked together: a stack, one ``isfinite`` and one host
-    sync for the whole list. On the CPU, where reading a value syncs nothing, each value is
-    read (three times cheaper than the stack for a hundred losses). Anything else
-    (non-scalar or complex tensors) is checked with ``isfinite`` one by one.
+    Python floats (the training loop keeps CPU losses as their values) are summed: a NaN or
+    an infinity makes the sum non-finite, and only then is each one looked at. Losses on an
+    accelerator are checked together: a stack, one ``isfinite`` and one host sync for the
+    whole list. On the CPU, where reading a value syncs nothing, each value is read (three
+    times cheaper than the stack for a hundred losses). Anything else (non-scalar or complex
+    tensors) is checked with ``isfinite`` one by one.
     """
     import torch
 
+    first = kept[0][1] if kept else None
+    if type(first) is float:
+        try:
+            if math.isfinite(sum(loss for _, loss in kept)):
+                return None
+        except (TypeError, ValueError, RuntimeError):  # not all numbers: one by one below
+            pass
     with torch.no_grad():  # no graph, so no per-loss detach either
-        first = kept[0][1] if kept else None
         if len(kept) > 1 and isinstance(first, torch.Tensor) and first.device.type != "cpu":
             values = [loss if isinstance(loss, torch.Tensor) else torch.as_tensor(loss) for _, loss in kept]
             try:

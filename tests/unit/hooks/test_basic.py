@@ -89,6 +89,21 @@ def test_first_non_finite_reads_every_kept_loss():
     assert nan_loss_message("loss", 700) == "NaN loss during training (loss was NaN or infinite at step 700)."
 
 
+def test_first_non_finite_of_float_values():
+    """The loop keeps CPU losses as floats, checked through their sum: an infinity and a NaN
+    are found, and so are an inf and a -inf that cancel into a NaN; finite values whose sum
+    overflows are not reported; a tensor among them still counts."""
+    from learnrun.hooks.basic import first_non_finite
+
+    kept = [(step, float(step)) for step in range(1, 101)]
+    assert first_non_finite(kept) is None
+    assert first_non_finite(kept[:50] + [(51, float("nan"))] + kept[51:]) == 51
+    assert first_non_finite([(1, 0.5), (2, float("inf")), (3, -float("inf"))]) == 2
+    assert first_non_finite([(1, 1e308), (2, 1e308), (3, 1.0)]) is None
+    assert first_non_finite([(1, 0.5), (2, torch.tensor(float("nan")))]) == 2
+    assert first_non_finite([(1, 0.5), (2, torch.ones(3))]) is None
+
+
 def test_global_step_waiter_polls_through_clock():
     session = FakeSession()
 
