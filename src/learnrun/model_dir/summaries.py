@@ -100,7 +100,11 @@ def get_summary_writer(logdir: str):
     Its event file is ``logdir/events.out.tfevents.<time>.<host>.<pid>.<n>`` (TF 2's names;
     ``n`` counts this process's writers).
     """
-    key = _checked_key(logdir, "get_summary_writer")
+    return _writer(_checked_key(logdir, "get_summary_writer"))
+
+
+def _writer(key: str):
+    """:func:`get_summary_writer` of the directory whose key is ``key``."""
     with _lock:
         writer = _writers.get(key)
         if writer is None:
@@ -171,9 +175,9 @@ def write_scalars(logdir: str, step: int, scalars: Mapping[str, Any]) -> None:
     # one event holding every value
     summary = Summary(value=[Summary.Value(tag=_event_tag(tag), simple_value=value)
                              for tag, value in values.items()])
-    writer = get_summary_writer(logdir)
+    key = _checked_key(logdir, "write_scalars")
+    writer = _writer(key)
     writer.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
-    key = _key(logdir)
     if time.monotonic() - _flushed_at.get(key, 0.0) >= FLUSH_SECS:  # a local flush: no upload
         _to_disk(key, writer)
 

@@ -58,6 +58,8 @@ def test_write_scalars_rejects_non_scalars(tmp_path):
         summary.write_scalars(tmp_path, 1, [("a", 1.0)])
     with pytest.raises(ValueError, match="needs a log directory"):
         summary.get_summary_writer("")
+    with pytest.raises(ValueError, match="write_scalars needs a log directory, got None"):
+        summary.write_scalars(None, 1, {"loss": 1.0})
     with pytest.raises(ValueError, match="close_under needs a log directory, got ''"):
         summary.close_under("")  # never "every writer below the working directory"
 
