@@ -200,20 +200,39 @@ def run_lockstep(data: dict, model: str, workload: str, steps: int, warmup: int 
                  **config_kw: Any) -> dict[str, float]:
     """Per-step CPU time of the canned estimator and of :class:`RawLoop`, in lockstep.
 
-    ``bench_estimator_overhead.Lockstep`` runs one raw step after each of the estimator's
-    steps and times both with the thread's CPU clock, so their ratio stays steady on a machine
-    shared with other jobs, where separate runs swing by 10% or more. Returns the means past
+    A hook runs one raw step after each of the estimator's steps and times both with the
+    thread's CPU clock, so their ratio stays steady on a machine shared with other jobs, where
+    separate runs swing by 10% or more. The estimator's step is the time from the end of one
+    ``after_run`` to the start of the next (input, hooks, forward, backward, update): the
+    hook's own call counts in it, a slight bias against the estimator. Returns the means past
     ``warmup`` steps (``learnrun_us``, ``raw_us``; means, so that the work done every N steps
     counts) and their ratio.
     """
-    from bench_estimator_overhead import Lockstep  # the same hook times both benchmarks
+    from learnrun.hooks import SessionRunHook
+
+    class Lockstep(SessionRunHook):
+        def __init__(self, raw_step: Callable[[], None]) -> None:
+            self.raw_step = raw_step
+            self.ours: list[float] = []
+            self.raw: list[float] = []
+            self.last: float | None = None
+
+        def after_run(self, run_context, run_values) -> None:
+            now = time.thread_time()
+            if self.last is not None:
+                self.ours.append(now - self.last)
+            self.raw_step()
+            self.raw.append(time.thread_time() - now)
+            self.last = time.thread_time()
 
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as model_dir:
         est = make_estimator(model, workload, model_dir, **config_kw)
         hook = Lockstep(RawLoop(data, model, workload).step)
         est.train(train_input_fn(data, workload), steps=steps + warmup, hooks=[hook])
-    ours, raw = (seconds * 1e6 for seconds in hook.per_step(warmup))
+    # the same steps of both (the last raw step has no estimator step after it)
+    ours = statistics.fmean(hook.ours[warmup:]) * 1e6
+    raw = statistics.fmean(hook.raw[warmup:warmup + len(hook.ours[warmup:])]) * 1e6
     return {"learnrun_us": ours, "raw_us": raw, "ratio": ours / raw}
 
 

@@ -1,4 +1,4 @@
-"""Per-step time of ``Estimator.train`` relative to a hand-written PyTorch loop.
+"""Time of ``Estimator.train`` relative to a hand-written PyTorch loop.
 
 Same MLP (64-256-256-10), same data (in-memory batches of 128), same seed, so both produce
 the same final weights (checked). The Estimator runs with checkpoints, summaries and log lines
@@ -9,9 +9,11 @@ Whole calls: ``train`` against the loop, both timed from building the model (``t
 ``model_fn``), in process CPU time by default (``--clock wall`` for wall time); each repeat's
 ratio to its own hand loop, the order rotating between repeats; medians.
 
-``--lockstep`` adds the steadier figures: per-step means of the two run in lockstep (one hand
-step after each Estimator step, both on the thread's CPU clock), the fixed cost of one
-``train`` call, and the whole call they add up to at ``--steps``.
+``--lockstep`` adds the steadier figures (:func:`lockstep`): the hand loop runs inside the
+Estimator's input, one hand step before each batch is handed over, so both see the machine in
+the same state at nearly the same moment. Per step: the means of the two. Whole call: the
+``train`` call's CPU time less the hand steps run inside it, against the hand loop's (model
+built, then its steps).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_estimator_overhead.py [--steps 1000] [--repeats 5] [--lockstep]
 """
@@ -23,6 +25,7 @@ import logging
 import statistics
 import tempfile
 import time
+from typing import NamedTuple
 
 import torch
 
@@ -84,80 +87,59 @@ def estimator_loop(batches, clock=time.perf_counter, **config_kw):
     return elapsed, keep.weights
 
 
-class Lockstep(SessionRunHook):
-    """After each Estimator step, one step of a hand-written loop (``hand_step()``), both timed.
+class LockstepResult(NamedTuple):
+    """Seconds of CPU time: per-step means past the warm-up, and whole calls."""
 
-    Both are timed with the thread's CPU clock: the Estimator's step is the time from the end
-    of one ``after_run`` to the start of the next (input, hooks, forward, backward, update),
-    the hand step the time inside ``after_run``. Both see the machine in the same state at
-    nearly the same moment, so their ratio holds steady on a shared machine.
+    step: float  #: the Estimator's mean step
+    hand_step: float  #: the hand loop's mean step, over the same steps
+    call: float  #: the ``train`` call, the hand steps run inside it left out
+    hand_call: float  #: the hand loop: building its model, then every step
 
-    :meth:`per_step` gives means, not medians: a median leaves out whatever runs every N
-    steps (summaries, log lines, the batched NaN check), which a whole run pays.
+
+def lockstep(batches, warmup: int = 50, **config_kw) -> LockstepResult:
+    """``Estimator.train`` with a hand-written loop run in lockstep inside its input.
+
+    Each time the Estimator asks for a batch, one hand step runs first (a second copy of the
+    model, on a copy of that batch, so that both read their batch from memory), timed on the
+    thread's CPU clock. The Estimator's step is the time between two fetches, less the hand
+    step. Nothing of the benchmark runs in the Estimator's hooks, so it runs its true default
+    path (a timing hook would be called at every step, where the default hooks idle).
+
+    The whole call is timed on the process's CPU clock (so a background thread of the
+    Estimator would count), the hand steps on the thread's. The hand loop's model is built
+    first and timed, as ``train``'s time includes calling ``model_fn``.
     """
-
-    def __init__(self, hand_step) -> None:
-        self.hand_step = hand_step
-        self.ours: list[float] = []
-        self.hand: list[float] = []
-        self.last: float | None = None
-
-    def after_run(self, run_context, run_values) -> None:
-        now = time.thread_time()
-        if self.last is not None:
-            self.ours.append(now - self.last)
-        self.hand_step()
-        self.hand.append(time.thread_time() - now)
-        self.last = time.thread_time()
-
-    def per_step(self, warmup: int) -> tuple[float, float]:
-        """Mean seconds per step ``(estimator, hand loop)`` past the first ``warmup`` steps,
-        over the same steps (the last hand step has no Estimator step after it)."""
-        ours = self.ours[warmup:]
-        hand = self.hand[warmup:warmup + len(ours)]
-        return statistics.fmean(ours), statistics.fmean(hand)
-
-
-def lockstep(batches, warmup: int = 50, **config_kw) -> tuple[float, float]:
-    """Mean per-step CPU time ``(estimator, hand loop)``, the two run in :class:`Lockstep`.
-
-    The hand loop trains a second copy of the model on the same batches. Fixed costs (the
-    start and end checkpoints) are left out: :func:`fixed_cost` measures them.
-    """
-    hand_module, hand_opt = build()
+    copies = [(x.clone(), y.clone()) for x, y in batches]
     loss_fn = torch.nn.functional.cross_entropy
-    position = [0]
+    start = time.thread_time()
+    hand_module, hand_opt = build()
+    hand_build = time.thread_time() - start
+    fetched: list[float] = []  # when each fetch began, thread CPU clock
+    hand: list[float] = []
 
-    def hand_step() -> None:
-        x, y = batches[position[0] % len(batches)]
-        position[0] += 1
-        hand_opt.zero_grad(set_to_none=True)
-        loss_fn(hand_module(x), y).backward()
-        hand_opt.step()
+    def input_with_hand_steps():
+        for (x, y), (hand_x, hand_y) in zip(batches, copies, strict=True):
+            begin = time.thread_time()
+            fetched.append(begin)
+            hand_opt.zero_grad(set_to_none=True)
+            loss_fn(hand_module(hand_x), hand_y).backward()
+            hand_opt.step()
+            hand.append(time.thread_time() - begin)
+            yield x, y
 
     def model_fn():
         module, optimizer = build()
         return EstimatorSpec(module=module, loss_fn=loss_fn, optimizer=optimizer)
 
-    hook = Lockstep(hand_step)
     with tempfile.TemporaryDirectory() as model_dir:
         est = Estimator(model_fn, config=RunConfig(model_dir=model_dir, device="cpu", **config_kw))
-        est.train(lambda: batches, steps=len(batches), hooks=[hook])
-    return hook.per_step(warmup)
-
-
-def fixed_cost(repeats: int = 21, clock=time.process_time, **config_kw) -> float:
-    """Seconds of one ``train`` call beyond its steps: a 2-step call minus 2 hand-loop steps
-    (both from building the model), median of ``repeats``. At RunConfig defaults this is the
-    checkpoints at start and end, the event file, the lease and the hooks' setup."""
-    batches = data(2)
-    estimator_loop(batches, clock=clock, **config_kw)  # first call: imports, caches
-    extra = []
-    for _ in range(repeats):
-        ours, _ = estimator_loop(batches, clock=clock, **config_kw)
-        hand, _ = hand_loop(batches, clock=clock)
-        extra.append(ours - hand)
-    return statistics.median(extra)
+        start = time.process_time()
+        est.train(input_with_hand_steps, steps=len(batches))
+        call = time.process_time() - start
+    # between fetches i and i + 1: hand step i, then the Estimator's step i + 1
+    ours = [fetched[i + 1] - fetched[i] - hand[i] for i in range(warmup, len(fetched) - 1)]
+    return LockstepResult(statistics.fmean(ours), statistics.fmean(hand[warmup:len(fetched) - 1]),
+                          call - sum(hand), hand_build + sum(hand))
 
 
 def warm_up(batches) -> None:
@@ -204,8 +186,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--lockstep", action="store_true",
-                        help="also: per-step means with the hand loop run in lockstep, the fixed "
-                             "cost of a train call, and the whole call that they add up to")
+                        help="also: per-step means and whole calls with the hand loop run in "
+                             "lockstep inside the Estimator's input")
     args = parser.parse_args()
     if args.steps < 100 or args.repeats < 1:
         parser.error(f"--steps must be >= 100 and --repeats >= 1, got {args.steps} and {args.repeats}.")
@@ -213,17 +195,23 @@ def main() -> None:
     logging.getLogger("learnrun").setLevel(logging.WARNING)
     batches = data(args.steps)
     if args.lockstep:
-        for name, kw in VARIANTS.items():
-            got = [lockstep(batches, **kw) for _ in range(args.repeats)]
-            ratios = sorted(ours / hand for ours, hand in got)
-            hand_ms = statistics.median(h for _, h in got) * 1e3
-            fixed_ms = fixed_cost(clock=clock, **kw) * 1e3
-            ratio = statistics.median(ratios)
-            whole = (ratio * hand_ms * args.steps + fixed_ms) / (hand_ms * args.steps)
-            print(f"lockstep, checkpoints+summaries {name:8s}: Estimator "
-                  f"{statistics.median(o for o, _ in got) * 1e3:.3f} ms/step, hand loop "
-                  f"{hand_ms:.3f} ms/step, ratio {ratio:.3f} ({', '.join(f'{r:.3f}' for r in ratios)}); "
-                  f"fixed cost {fixed_ms:.1f} ms; so a {args.steps}-step call: {whole:.3f}", flush=True)
+        got: dict[str, list[LockstepResult]] = {name: [] for name in VARIANTS}
+        for kw in VARIANTS.values():  # untimed: the first call in a process pays for imports
+            lockstep(batches[:100], **kw)
+        for _ in range(args.repeats):  # the variants interleaved
+            for name, kw in VARIANTS.items():
+                got[name].append(lockstep(batches, **kw))
+        for name, results in got.items():
+            steps = sorted(r.step / r.hand_step for r in results)
+            calls = sorted(r.call / r.hand_call for r in results)
+            print(f"lockstep, checkpoints+summaries {name:8s}: per step {statistics.median(steps):.3f} "
+                  f"({', '.join(f'{r:.3f}' for r in steps)}; Estimator "
+                  f"{statistics.median(r.step for r in results) * 1e3:.3f} ms/step, hand loop "
+                  f"{statistics.median(r.hand_step for r in results) * 1e3:.3f} ms/step); whole "
+                  f"{args.steps}-step call {statistics.median(calls):.3f} "
+                  f"({', '.join(f'{r:.3f}' for r in calls)}; Estimator "
+                  f"{statistics.median(r.call - r.hand_call for r in results) * 1e3:.1f} ms more)",
+                  flush=True)
     ratios = whole_calls(batches, args.repeats, clock)
     for name, values in ratios.items():
         print(f"Estimator.train / hand loop, whole {args.steps}-step calls, checkpoints+summaries "
