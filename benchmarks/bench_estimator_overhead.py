@@ -21,6 +21,7 @@ built, then its steps).
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import statistics
 import tempfile
@@ -96,50 +97,77 @@ class LockstepResult(NamedTuple):
     hand_call: float  #: the hand loop: building its model, then every step
 
 
-def lockstep(batches, warmup: int = 50, **config_kw) -> LockstepResult:
-    """``Estimator.train`` with a hand-written loop run in lockstep inside its input.
+class HandSteps:
+    """A hand-written loop run in lockstep inside another loop's input.
 
-    Each time the Estimator asks for a batch, one hand step runs first (a second copy of the
-    model, on a copy of that batch, so that both read their batch from memory), timed on the
-    thread's CPU clock. The Estimator's step is the time between two fetches, less the hand
-    step. Nothing of the benchmark runs in the Estimator's hooks, so it runs its true default
-    path (a timing hook would be called at every step, where the default hooks idle).
-
-    The whole call is timed on the process's CPU clock (so a background thread of the
-    Estimator would count), the hand steps on the thread's. The hand loop's model is built
-    first and timed, as ``train``'s time includes calling ``model_fn``.
+    Iterating yields ``batches``; before each batch is handed over, one hand step runs (its
+    own copy of the model, on a copy of that batch, so that both loops read their batch from
+    memory), timed on the thread's CPU clock. ``fetched``: when each fetch began; ``hand``:
+    each hand step's time. The hand model's building is timed too (``build``).
     """
-    copies = [(x.clone(), y.clone()) for x, y in batches]
-    loss_fn = torch.nn.functional.cross_entropy
-    start = time.thread_time()
-    hand_module, hand_opt = build()
-    hand_build = time.thread_time() - start
-    fetched: list[float] = []  # when each fetch began, thread CPU clock
-    hand: list[float] = []
 
-    def input_with_hand_steps():
-        for (x, y), (hand_x, hand_y) in zip(batches, copies, strict=True):
+    def __init__(self, batches) -> None:
+        self.batches = batches
+        self.copies = [(x.clone(), y.clone()) for x, y in batches]
+        start = time.thread_time()
+        self.module, self.optimizer = build()
+        self.build = time.thread_time() - start
+        self.fetched: list[float] = []
+        self.hand: list[float] = []
+
+    def __iter__(self):
+        loss_fn = torch.nn.functional.cross_entropy
+        for (x, y), (hand_x, hand_y) in zip(self.batches, self.copies, strict=True):
             begin = time.thread_time()
-            fetched.append(begin)
-            hand_opt.zero_grad(set_to_none=True)
-            loss_fn(hand_module(hand_x), hand_y).backward()
-            hand_opt.step()
-            hand.append(time.thread_time() - begin)
+            self.fetched.append(begin)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_fn(self.module(hand_x), hand_y).backward()
+            self.optimizer.step()
+            self.hand.append(time.thread_time() - begin)
             yield x, y
+
+    def result(self, call: float, warmup: int) -> LockstepResult:
+        """The :class:`LockstepResult` of a run whose whole call took ``call`` seconds."""
+        # between fetches i and i + 1: hand step i, then the other loop's step i + 1
+        n = len(self.fetched) - 1
+        ours = [self.fetched[i + 1] - self.fetched[i] - self.hand[i] for i in range(warmup, n)]
+        return LockstepResult(statistics.fmean(ours), statistics.fmean(self.hand[warmup:n]),
+                              call - sum(self.hand), self.build + sum(self.hand))
+
+
+def lockstep(batches, warmup: int = 50, **config_kw) -> LockstepResult:
+    """``Estimator.train`` with a hand-written loop run in lockstep inside its input
+    (:class:`HandSteps`), so both see the machine in the same state at nearly the same moment.
+
+    The Estimator's step is the time between two fetches, less the hand step. Nothing of the
+    benchmark runs in the Estimator's hooks, so it runs its true default path (a timing hook
+    would be called at every step, where the default hooks idle). The whole call is timed on
+    the process's CPU clock (a background thread of the Estimator would count), the hand
+    steps on the thread's; the hand loop's model is built first and timed, as ``train``'s
+    time includes calling ``model_fn``.
+    """
+    hand = HandSteps(batches)
 
     def model_fn():
         module, optimizer = build()
-        return EstimatorSpec(module=module, loss_fn=loss_fn, optimizer=optimizer)
+        return EstimatorSpec(module=module, loss_fn=torch.nn.functional.cross_entropy,
+                             optimizer=optimizer)
 
     with tempfile.TemporaryDirectory() as model_dir:
         est = Estimator(model_fn, config=RunConfig(model_dir=model_dir, device="cpu", **config_kw))
         start = time.process_time()
-        est.train(input_with_hand_steps, steps=len(batches))
+        est.train(lambda: hand, steps=len(batches))
         call = time.process_time() - start
-    # between fetches i and i + 1: hand step i, then the Estimator's step i + 1
-    ours = [fetched[i + 1] - fetched[i] - hand[i] for i in range(warmup, len(fetched) - 1)]
-    return LockstepResult(statistics.fmean(ours), statistics.fmean(hand[warmup:len(fetched) - 1]),
-                          call - sum(hand), hand_build + sum(hand))
+    return hand.result(call, warmup)
+
+
+def lockstep_same(batches, warmup: int = 50) -> LockstepResult:
+    """:func:`lockstep` with a second hand loop in the Estimator's place (an A/A run): how far
+    from 1 the method itself reads."""
+    hand = HandSteps(batches)
+    start = time.process_time()
+    hand_loop(hand, clock=time.process_time)
+    return hand.result(time.process_time() - start, warmup)
 
 
 def warm_up(batches) -> None:
@@ -195,21 +223,24 @@ def main() -> None:
     logging.getLogger("learnrun").setLevel(logging.WARNING)
     batches = data(args.steps)
     if args.lockstep:
-        got: dict[str, list[LockstepResult]] = {name: [] for name in VARIANTS}
-        for kw in VARIANTS.values():  # untimed: the first call in a process pays for imports
-            lockstep(batches[:100], **kw)
-        for _ in range(args.repeats):  # the variants interleaved
-            for name, kw in VARIANTS.items():
-                got[name].append(lockstep(batches, **kw))
+        runs = {"a second hand loop (A/A)": lockstep_same,
+                **{f"checkpoints+summaries {name}": functools.partial(lockstep, **kw)
+                   for name, kw in VARIANTS.items()}}
+        got: dict[str, list[LockstepResult]] = {name: [] for name in runs}
+        for run in runs.values():  # untimed: the first call in a process pays for imports
+            run(batches[:100])
+        for _ in range(args.repeats):  # interleaved
+            for name, run in runs.items():
+                got[name].append(run(batches))
         for name, results in got.items():
             steps = sorted(r.step / r.hand_step for r in results)
             calls = sorted(r.call / r.hand_call for r in results)
-            print(f"lockstep, checkpoints+summaries {name:8s}: per step {statistics.median(steps):.3f} "
-                  f"({', '.join(f'{r:.3f}' for r in steps)}; Estimator "
+            print(f"lockstep, {name:31s}: per step {statistics.median(steps):.3f} "
+                  f"({', '.join(f'{r:.3f}' for r in steps)}; it "
                   f"{statistics.median(r.step for r in results) * 1e3:.3f} ms/step, hand loop "
                   f"{statistics.median(r.hand_step for r in results) * 1e3:.3f} ms/step); whole "
                   f"{args.steps}-step call {statistics.median(calls):.3f} "
-                  f"({', '.join(f'{r:.3f}' for r in calls)}; Estimator "
+                  f"({', '.join(f'{r:.3f}' for r in calls)}; it took "
                   f"{statistics.median(r.call - r.hand_call for r in results) * 1e3:.1f} ms more)",
                   flush=True)
     ratios = whole_calls(batches, args.repeats, clock)
