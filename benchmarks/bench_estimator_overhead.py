@@ -6,8 +6,8 @@ off, and at RunConfig defaults (a checkpoint at start and end, summaries and log
 100 steps, the losses' NaN check every 100 steps and before each save).
 
 Whole calls: ``train`` against the loop, both timed from building the model (``train`` calls
-``model_fn``), in process CPU time by default (``--clock wall`` for wall time); each repeat's
-ratio to its own hand loop, the order rotating between repeats; medians.
+``model_fn``), in process CPU time by default (``--clock wall`` for wall time); each Estimator
+run divided by the mean of the hand runs just before and after it; medians.
 
 ``--lockstep`` adds the steadier figures (:func:`lockstep`): the hand loop runs inside the
 Estimator's input, one hand step before each batch is handed over, so both see the machine in
@@ -184,25 +184,24 @@ def warm_up(batches) -> None:
 def whole_calls(batches, repeats: int, clock) -> dict[str, list[float]]:
     """Ratios ``Estimator.train`` / hand loop of whole separate runs, per variant and repeat.
 
-    Each repeat runs the hand loop and both variants once, in an order that rotates between
-    repeats (the slot in a repeat otherwise biases the result by a few percent), and divides
-    by that repeat's hand loop, after :func:`warm_up`. Checks that every run ends with the
-    hand loop's weights.
+    After :func:`warm_up`, the hand loop runs between every two Estimator runs (hand, off,
+    hand, defaults, hand, off, ...), and each Estimator run is divided by the mean of the two
+    hand runs around it: the machine's speed drifts over seconds, and a hand run on each side
+    cancels a steady drift (dividing by one hand run of a rotating order read defaults 1.03
+    where this reads 1.02, both over 30-40 repeats). Checks that every run ends with the hand
+    loop's weights.
     """
-    order = ["hand", *VARIANTS]
     warm_up(batches)
     ratios: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for r in range(repeats):
-        times, reference, got = {}, None, {}
-        for name in order[r % len(order):] + order[:r % len(order)]:
-            if name == "hand":
-                times[name], reference = hand_loop(batches, clock=clock)
-            else:
-                times[name], got[name] = estimator_loop(batches, clock=clock, **VARIANTS[name])
-        for name, weights in got.items():
+    before, reference = hand_loop(batches, clock=clock)
+    for _ in range(repeats):
+        for name, kw in VARIANTS.items():
+            ours, weights = estimator_loop(batches, clock=clock, **kw)
+            after, _ = hand_loop(batches, clock=clock)
             if not all(torch.equal(reference[k], weights[k]) for k in reference):
                 raise SystemExit(f"Estimator ({name}) and the hand loop diverged: not the same weights.")
-            ratios[name].append(times[name] / times["hand"])
+            ratios[name].append(ours / ((before + after) / 2))
+            before = after
     return ratios
 
 
