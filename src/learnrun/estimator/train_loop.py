@@ -340,8 +340,8 @@ def run_steps(session: RunSession, spec, iterator: Iterator, guard: PreemptionGu
     ``after_run`` hooks due (:func:`after_hooks`).
 
     The step is written out in this one frame, and what it reads is looked up once
-    (:class:`StepPlan`) into locals: on a 1 ms CPU step, the same work spread over four calls
-    per step cost about 0.7% more (``docs/benchmarks.md``). Where this process decides alone
+    (:class:`StepPlan`) into locals: the same work spread over four calls per step cost 4-6 us
+    more, 0.4% of a 1.1 ms CPU step (``docs/benchmarks.md``). Where this process decides alone
     and nothing asks to stop, the boundary is just ``next(iterator)``.
     """
     strategy = session.strategy
