@@ -10,7 +10,8 @@ Sections (each a row group of the table; repeats interleaved, medians reported):
    or log lines) and at RunConfig defaults, vs Lightning lean and at Trainer defaults (a
    subprocess in the venv of ``--lightning-venv`` / ``LEARNRUN_LIGHTNING_VENV``; skipped with a
    note otherwise). Process CPU time of whole runs; then learnrun in lockstep with the hand
-   loop, which runs inside the Estimator's input (per-step means, and whole calls).
+   loop, which runs inside the Estimator's input (per-step means, and whole calls), and the
+   same lockstep's A/A run, by which learnrun's ratios are also divided.
 2. canned estimators (``bench_canned.py``): raw loop vs learnrun vs ``RunConfig(compile=True)``
    vs TensorFlow's ``tf.estimator`` (``--tf-venv`` / ``LEARNRUN_TF_VENV``). Process CPU time.
 3. checkpoints: ``bench_checkpoint.py`` when it exists (save GB/s, async stall), else a row
@@ -94,14 +95,22 @@ def trainer_overhead(quick: bool, repeats: int, lightning: str | None, notes: li
         ms = statistics.median(values) / steps * 1e3
         rows.append(("trainer overhead (MLP 64-256-256-10, b128, SGD)", name, f"{ms:.3f} ms/step",
                      f"{statistics.median(values) / raw:.2f}x raw"))
-    # the steadier figures: the hand loop run in lockstep inside the Estimator's input
+    # the steadier figures: the hand loop run in lockstep inside the Estimator's input, and
+    # the same with a second hand loop in the Estimator's place (A/A), by which they are divided
+    same = [overhead.lockstep_same(batches) for _ in range(repeats)]
+    same_step = statistics.median(r.step / r.hand_step for r in same)
+    same_call = statistics.median(r.call / r.hand_call for r in same)
+    rows.append(("trainer overhead (MLP 64-256-256-10, b128, SGD)", "a second raw loop (A/A), in lockstep",
+                 f"{statistics.median(r.step for r in same) * 1e3:.3f} ms/step",
+                 f"{same_step:.3f}x raw per step, {same_call:.3f}x whole call (lockstep)"))
     for name, kw in variants.items():
         got = [overhead.lockstep(batches, **kw) for _ in range(repeats)]
         step = statistics.median(r.step / r.hand_step for r in got)
         call = statistics.median(r.call / r.hand_call for r in got)
         rows.append(("trainer overhead (MLP 64-256-256-10, b128, SGD)", f"{name}, in lockstep",
                      f"{statistics.median(r.step for r in got) * 1e3:.3f} ms/step",
-                     f"{step:.3f}x raw per step, {call:.3f}x whole call (lockstep)"))
+                     f"{step:.3f}x raw per step, {call:.3f}x whole call (lockstep); over the A/A "
+                     f"{step / same_step:.3f}x and {call / same_call:.3f}x"))
     return rows
 
 
