@@ -163,9 +163,9 @@ def lockstep(batches, warmup: int = 50, **config_kw) -> LockstepResult:
 
 def lockstep_same(batches, warmup: int = 50) -> LockstepResult:
     """:func:`lockstep` with a second hand loop in the Estimator's place (an A/A run): how far
-    from 1 the method itself reads. On this machine 0.993-0.995: the loop in the Estimator's
-    place, running right after the hand step, is favoured by about 0.6%, so the benchmark
-    also prints the Estimator's ratios divided by the A/A's."""
+    from 1 the method itself reads. On this machine 0.991-0.994: the loop in the Estimator's
+    place, running right after the hand step, is favoured by 0.6-0.9%, so the benchmark also
+    prints the Estimator's ratios divided by the A/A's."""
     hand = HandSteps(batches)
     start = time.process_time()
     hand_loop(hand, clock=time.process_time)
