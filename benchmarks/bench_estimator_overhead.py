@@ -161,6 +161,12 @@ def lockstep(batches, warmup: int = 50, **config_kw) -> LockstepResult:
     return hand.result(call, warmup)
 
 
+def median_ratios(results: list[LockstepResult]) -> tuple[float, float]:
+    """Medians over repeats of ``(per-step ratio, whole-call ratio)`` to the hand loop."""
+    return (statistics.median(r.step / r.hand_step for r in results),
+            statistics.median(r.call / r.hand_call for r in results))
+
+
 def lockstep_same(batches, warmup: int = 50) -> LockstepResult:
     """:func:`lockstep` with a second hand loop in the Estimator's place (an A/A run): how far
     from 1 the method itself reads. On this machine 0.991-0.994: the loop in the Estimator's
@@ -235,20 +241,19 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved
             for name, run in runs.items():
                 got[name].append(run(batches))
-        same = got[SAME]  # the method's own reading, by which the Estimator's is divided
-        same_step = statistics.median(r.step / r.hand_step for r in same)
-        same_call = statistics.median(r.call / r.hand_call for r in same)
+        same_step, same_call = median_ratios(got[SAME])  # the method's own reading, divided out
         for name, results in got.items():
             steps = sorted(r.step / r.hand_step for r in results)
             calls = sorted(r.call / r.hand_call for r in results)
+            step, call = median_ratios(results)
             corrected = "" if name == SAME else (
-                f"; over the A/A: per step {statistics.median(steps) / same_step:.3f}, whole call "
-                f"{statistics.median(calls) / same_call:.3f}")
-            print(f"lockstep, {name:31s}: per step {statistics.median(steps):.3f} "
+                f"; over the A/A: per step {step / same_step:.3f}, whole call "
+                f"{call / same_call:.3f}")
+            print(f"lockstep, {name:31s}: per step {step:.3f} "
                   f"({', '.join(f'{r:.3f}' for r in steps)}; it "
                   f"{statistics.median(r.step for r in results) * 1e3:.3f} ms/step, hand loop "
                   f"{statistics.median(r.hand_step for r in results) * 1e3:.3f} ms/step); whole "
-                  f"{args.steps}-step call {statistics.median(calls):.3f} "
+                  f"{args.steps}-step call {call:.3f} "
                   f"({', '.join(f'{r:.3f}' for r in calls)}; it took "
                   f"{statistics.median(r.call - r.hand_call for r in results) * 1e3:.1f} ms more)"
                   f"{corrected}", flush=True)

@@ -98,15 +98,13 @@ def trainer_overhead(quick: bool, repeats: int, lightning: str | None, notes: li
     # the steadier figures: the hand loop run in lockstep inside the Estimator's input, and
     # the same with a second hand loop in the Estimator's place (A/A), by which they are divided
     same = [overhead.lockstep_same(batches) for _ in range(repeats)]
-    same_step = statistics.median(r.step / r.hand_step for r in same)
-    same_call = statistics.median(r.call / r.hand_call for r in same)
+    same_step, same_call = overhead.median_ratios(same)
     rows.append(("trainer overhead (MLP 64-256-256-10, b128, SGD)", "a second raw loop (A/A), in lockstep",
                  f"{statistics.median(r.step for r in same) * 1e3:.3f} ms/step",
                  f"{same_step:.3f}x raw per step, {same_call:.3f}x whole call (lockstep)"))
     for name, kw in variants.items():
         got = [overhead.lockstep(batches, **kw) for _ in range(repeats)]
-        step = statistics.median(r.step / r.hand_step for r in got)
-        call = statistics.median(r.call / r.hand_call for r in got)
+        step, call = overhead.median_ratios(got)
         rows.append(("trainer overhead (MLP 64-256-256-10, b128, SGD)", f"{name}, in lockstep",
                      f"{statistics.median(r.step for r in got) * 1e3:.3f} ms/step",
                      f"{step:.3f}x raw per step, {call:.3f}x whole call (lockstep); over the A/A "
